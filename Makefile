@@ -1,0 +1,22 @@
+# `make repro`: the whole pipeline; `make test`: the test suite. Both create .venv and install
+# requirements.txt first when needed.
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: repro test bench
+
+$(BIN)/.installed: requirements.txt
+	test -x $(BIN)/python || python3 -m venv $(VENV)
+	$(BIN)/python -m pip install -r requirements.txt
+	touch $@
+
+repro: $(BIN)/.installed
+	dvc repro
+
+test: $(BIN)/.installed
+	python -m pytest
+
+bench: $(BIN)/.installed
+	python benchmarks/epoch_speed.py

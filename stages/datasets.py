@@ -1,0 +1,54 @@
+"""Stage datasets: the dataset size table (metrics/datasets.json).
+
+    python -m stages.datasets
+
+Reads data/raw/mnist, data/raw/cifar10, data/raw/<transfer.dataset> and params
+`transfer.dataset`, `transfer.image_size`; writes metrics/datasets.json as
+{dataset: {split: {height, width, channels, samples, classes, class_names}}}, where height and
+width are the size the network sees (the transfer images are resized and cropped to
+transfer.image_size).
+"""
+from pathlib import Path
+
+from stages.lib import data
+from stages.lib.common import StageError, load_yaml, param, run, write_json
+
+OUT = Path("metrics/datasets.json")
+
+
+def tensor_table(folder):
+    table = {}
+    for split in data.SPLITS:
+        record = data.load_tensors(folder, split, mmap=True)
+        n, c, h, w = record["images"].shape
+        table[split] = {"height": h, "width": w, "channels": c, "samples": n,
+                        "classes": len(record["classes"]), "class_names": record["classes"]}
+    return table
+
+
+def image_folder_table(root, image_size):
+    classes = data.image_folder_classes(root)
+    table = {}
+    for split in data.SPLITS:
+        dataset = data.image_folder(root, split, transform=None)
+        table[split] = {"height": image_size, "width": image_size, "channels": 3,
+                        "samples": len(dataset), "classes": len(classes), "class_names": classes}
+    return table
+
+
+def main(argv):
+    if argv:
+        raise StageError("usage: python -m stages.datasets")
+    params = load_yaml("params.yaml")
+    transfer = param(params, "transfer.dataset", str)
+    image_size = param(params, "transfer.image_size", int, minimum=16)
+    table = {"mnist": tensor_table(Path("data/raw/mnist")),
+             "cifar10": tensor_table(Path("data/raw/cifar10")),
+             transfer: image_folder_table(Path("data/raw") / transfer, image_size)}
+    write_json(OUT, table)
+    for name, splits in table.items():
+        print(name, {split: row["samples"] for split, row in splits.items()})
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,171 @@
+"""The data layer: decoding the upstream formats into uint8 tensors, the prepared tensor files,
+batches of resident tensors, and ImageFolder datasets. Knows nothing of training."""
+import gzip
+import pickle
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .common import StageError
+
+MNIST_CLASSES = [str(d) for d in range(10)]
+# Per-channel mean and std of the training images, in [0, 1] units.
+NORMALIZATION = {
+    "mnist": ((0.1307,), (0.3081,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+SPLITS = ("train", "val")
+
+
+# ---------------------------------------------------------------- upstream formats
+
+def read_idx(path, magic):
+    """A gzipped IDX file (MNIST) as a uint8 tensor: images (N, 28, 28) or labels (N,)."""
+    try:
+        raw = gzip.decompress(Path(path).read_bytes())
+    except (OSError, EOFError, zlib.error) as error:
+        raise StageError(f"corrupt or truncated archive {Path(path).name}: {error}") from None
+    found = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
+    if found != magic:
+        raise StageError(f"{Path(path).name} is not an IDX file with magic {magic} (got {found})")
+    ndim = raw[3]
+    shape = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    offset = 4 + 4 * ndim
+    if len(raw) != offset + int(np.prod(shape)):
+        raise StageError(f"{Path(path).name} is truncated: header says {shape}, "
+                         f"{len(raw) - offset} bytes of data")
+    return torch.from_numpy(np.frombuffer(raw, np.uint8, offset=offset).reshape(shape).copy())
+
+
+def read_cifar10(folder):
+    """The python-version CIFAR-10 batches in `folder` (checksum already verified, so
+    unpickling is safe) as {split: (images uint8 (N, 3, 32, 32), labels int64)} and classes."""
+    folder = Path(folder)
+
+    def load(name):
+        try:
+            with open(folder / name, "rb") as f:
+                return pickle.load(f, encoding="bytes")
+        except FileNotFoundError:
+            raise StageError(f"CIFAR-10 archive lacks {name}") from None
+        except (pickle.UnpicklingError, EOFError, ValueError) as error:
+            raise StageError(f"CIFAR-10 file {name} is corrupt: {error}") from None
+
+    def stack(names):
+        batches = [load(n) for n in names]
+        images = np.concatenate([b[b"data"] for b in batches]).reshape(-1, 3, 32, 32)
+        labels = np.concatenate([np.asarray(b[b"labels"], dtype=np.int64) for b in batches])
+        return torch.from_numpy(images.copy()), torch.from_numpy(labels)
+
+    classes = [c.decode() for c in load("batches.meta")[b"label_names"]]
+    return {"train": stack([f"data_batch_{i}" for i in range(1, 6)]),
+            "val": stack(["test_batch"])}, classes
+
+
+# ---------------------------------------------------------------- prepared tensor files
+
+def tensor_record(images, labels, classes):
+    """What data/raw/<dataset>/<split>.pt holds (loadable with weights_only=True)."""
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise ValueError("images must be uint8 (N, C, H, W)")
+    if len(images) != len(labels):
+        raise StageError(f"{len(images)} images but {len(labels)} labels")
+    if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
+        raise StageError(f"labels outside 0..{len(classes) - 1}")
+    return {"images": images.contiguous(), "labels": labels.to(torch.int64), "classes": list(classes)}
+
+
+def load_tensors(folder, split, mmap=False):
+    path = Path(folder) / f"{split}.pt"
+    if not path.is_file():
+        raise StageError(f"{path} not found: run `dvc repro download@{Path(folder).name}` first")
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as error:  # unpickling errors come in many types
+        raise StageError(f"{path} is not a prepared tensor file: {error}") from None
+    if not isinstance(record, dict) or {"images", "labels", "classes"} - set(record):
+        raise StageError(f"{path} is not a prepared tensor file (needs images, labels, classes)")
+    return record
+
+
+def batches(images, labels, batch_size, *, generator=None, mean, std, augment=False):
+    """Batches of resident uint8 images (on any device), normalized to float on the fly.
+    A `generator` shuffles (training); `augment` adds a random 4-pixel-padded crop and a
+    horizontal flip per image, done on the whole batch at once (no per-sample PIL work)."""
+    n = len(labels)
+    order = torch.randperm(n, generator=generator, device="cpu") if generator is not None \
+        else torch.arange(n)
+    order = order.to(images.device)
+    mean = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
+    std = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]
+        x = images[idx].float().div_(255)
+        if augment:
+            x = random_crop_flip(x, generator)
+        yield (x - mean) / std, labels[idx]
+
+
+def random_crop_flip(x, generator, pad=4):
+    """Random translation by up to `pad` pixels (zero padding) and random horizontal flip,
+    vectorized over the batch."""
+    n, c, h, w = x.shape
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, n, 1), generator=generator).to(x.device)
+    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device).view(n, 1, 1, 1)
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    rows = (dy + torch.arange(h, device=x.device)).view(n, 1, h, 1)
+    cols = (dx + torch.arange(w, device=x.device)).view(n, 1, 1, w)
+    out = padded[torch.arange(n, device=x.device).view(n, 1, 1, 1),
+                 torch.arange(c, device=x.device).view(1, c, 1, 1), rows, cols]
+    return torch.where(flip, out.flip(-1), out)
+
+
+# ---------------------------------------------------------------- ImageFolder data
+
+def image_folder_classes(root, label=None):
+    """Check an ImageFolder layout (train/<class>/..., val/<class>/...) and return its classes.
+    Errors name the dataset as `label` (default: the folder)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    root = Path(root)
+    label = label or str(root)
+    classes = None
+    for split in SPLITS:
+        folder = root / split
+        if not folder.is_dir():
+            raise StageError(f"{label} has no {split}/ folder (expected {split}/<class>/<images>)")
+        found = sorted(p.name for p in folder.iterdir() if p.is_dir())
+        if len(found) < 2:
+            raise StageError(f"{label}: {split}/ needs at least two class folders, "
+                             f"found {len(found)}")
+        for name in found:
+            images = [p for p in (folder / name).rglob("*")
+                      if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS]
+            if not images:
+                raise StageError(f"{label}: class folder {split}/{name} has no images "
+                                 f"({', '.join(IMG_EXTENSIONS)})")
+        if classes is not None and found != classes:
+            raise StageError(f"{label}: train and val classes differ: {classes} vs {found}")
+        classes = found
+    return classes
+
+
+def load_image(path):
+    """PIL loader for ImageFolder that names the file when it cannot be read."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as f:
+            image = Image.open(f)
+            return image.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as error:
+        raise StageError(f"cannot read image {path}: {error}") from None
+
+
+def image_folder(root, split, transform):
+    from torchvision.datasets import ImageFolder
+
+    return ImageFolder(str(Path(root) / split), transform=transform, loader=load_image)

@@ -1,0 +1,203 @@
+"""Getting files: upstream over HTTP (retries, backoff, progress bar) or from an offline mirror
+(`DATASETS_MIRROR`), always verified, always atomic; and safe archive extraction.
+
+Every function writes only to the path its caller names, and only through a temporary name
+that is renamed into place once the content is verified."""
+import hashlib
+import os
+import shutil
+import stat
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from tqdm import tqdm
+
+from .common import StageError
+
+MIRROR_ENV = "DATASETS_MIRROR"
+CHUNK = 1 << 20
+
+
+def digest(path, algorithm="sha256"):
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, algorithm).hexdigest()
+
+
+def verify(path, expected, algorithm="sha256", name=None):
+    """Check the file's digest; `expected` may be a prefix (torch.hub puts the first 8 hex
+    digits of the SHA-256 in weight file names)."""
+    actual = digest(path, algorithm)
+    if not expected or not actual.startswith(expected.lower()):
+        raise StageError(f"checksum mismatch for {name or Path(path).name}: expected {algorithm} "
+                         f"{expected}, got {actual}")
+    return actual
+
+
+def mirror_dir():
+    value = os.environ.get(MIRROR_ENV)
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise StageError(f"{MIRROR_ENV}={value} is not a folder")
+    return path
+
+
+def read_sha256sums(mirror):
+    """{relative path: sha256} from the mirror's SHA256SUMS (the `sha256sum` output format)."""
+    sums_file = mirror / "SHA256SUMS"
+    if not sums_file.is_file():
+        raise StageError(f"mirror {mirror} has no SHA256SUMS file; every mirrored file must be "
+                         "listed there with its SHA-256")
+    sums = {}
+    for number, line in enumerate(sums_file.read_text().splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = line.split(maxsplit=1)
+        if len(parts) != 2 or len(parts[0]) != 64:
+            raise StageError(f"{sums_file}:{number}: expected '<sha256>  <path>', got {line!r}")
+        sums[parts[1].lstrip("*").strip().removeprefix("./")] = parts[0].lower()
+    return sums
+
+
+def copy_from_mirror(mirror, relpath, dest, upstream=None):
+    """Copy mirror/relpath to dest, verified against the mirror's SHA256SUMS. `upstream` (a URL)
+    only serves the error message, to say where the missing file can be had."""
+    sums = read_sha256sums(mirror)
+    source = mirror / relpath
+    where = f" (upstream: {upstream})" if upstream else ""
+    if not source.is_file():
+        raise StageError(f"mirror {mirror} is missing {relpath}{where}; put that file there and "
+                         f"list it in SHA256SUMS, or unset {MIRROR_ENV} to download it")
+    if relpath not in sums:
+        raise StageError(f"mirror {mirror} does not list {relpath} in SHA256SUMS; add its "
+                         f"SHA-256 there, or unset {MIRROR_ENV} to download it{where}")
+    with _temporary_beside(dest) as tmp:
+        shutil.copyfile(source, tmp)
+        verify(tmp, sums[relpath], "sha256", name=f"{relpath} (mirror {mirror})")
+        os.replace(tmp, dest)
+
+
+def download(urls, dest, *, checksum, algorithm, retries, timeout, backoff=1.0):
+    """Download the first URL of `urls` that works to `dest`, verified.
+
+    Each URL gets `retries` tries with exponential backoff. `checksum=None` means the
+    publisher gives none: the file is kept, and its SHA-256 is printed so it can be pinned."""
+    errors = []
+    for url in urls:
+        for attempt in range(1, retries + 1):
+            try:
+                with _temporary_beside(dest) as tmp:
+                    _http_get(url, tmp, timeout)
+                    if checksum is None:
+                        print(f"warning: {url} has no published checksum; got sha256 "
+                              f"{digest(tmp)} (pin it in params.yaml to verify future downloads)")
+                    else:
+                        verify(tmp, checksum, algorithm, name=url)
+                    os.replace(tmp, dest)
+                return url
+            except (urllib.error.URLError, OSError, EOFError) as error:
+                reason = getattr(error, "reason", None) or error
+                errors.append(f"{url}: {reason}")
+                if attempt < retries:
+                    wait = backoff * 2 ** (attempt - 1)
+                    print(f"download failed ({reason}); retry {attempt}/{retries - 1} in {wait:g} s")
+                    time.sleep(wait)
+    raise StageError(f"could not download {Path(dest).name} ({errors[-1]}, {len(errors)} tries); "
+                     f"no network? set {MIRROR_ENV}=DIR to use an offline mirror (see README)")
+
+
+def _http_get(url, path, timeout):
+    request = urllib.request.Request(url, headers={"User-Agent": "cnn-practical-dvc"})
+    with urllib.request.urlopen(request, timeout=timeout) as response, open(path, "wb") as out:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=Path(url).name,
+                  disable=None) as bar:
+            while chunk := response.read(CHUNK):
+                out.write(chunk)
+                bar.update(len(chunk))
+        if total is not None and out.tell() != total:
+            raise EOFError(f"connection closed after {out.tell()} of {total} bytes")
+
+
+class _temporary_beside:
+    """A temporary path next to `dest` (same file system, so rename is atomic), removed on exit
+    unless it was renamed into place."""
+
+    def __init__(self, dest):
+        self.dest = Path(dest)
+
+    def __enter__(self):
+        self.dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{self.dest.name}.", suffix=".part",
+                                    dir=self.dest.parent)
+        os.close(fd)
+        self.path = Path(name)
+        return self.path
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)
+        return False
+
+
+def temporary_dir_beside(dest):
+    """A new empty folder next to `dest`, to build an output in before renaming it into place."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent))
+
+
+def _check_member_name(archive, name):
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        raise StageError(f"unsafe archive {archive}: absolute path {name!r}")
+    if ".." in path.parts:
+        raise StageError(f"unsafe archive {archive}: path {name!r} leaves the target folder")
+
+
+def extract(archive, dest):
+    """Extract a .zip or .tar[.gz|.bz2|.xz] into the existing folder `dest`, refusing absolute
+    paths, '..', links and device files (every member is checked before anything is written)."""
+    archive = Path(archive)
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                for info in zf.infolist():
+                    _check_member_name(archive.name, info.filename)
+                    if stat.S_ISLNK(info.external_attr >> 16):
+                        raise StageError(f"unsafe archive {archive.name}: link {info.filename!r}")
+                bad = zf.testzip()
+                if bad is not None:
+                    raise StageError(f"corrupt archive {archive.name}: bad CRC for {bad}")
+                zf.extractall(dest)
+        elif tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as tf:
+                members = tf.getmembers()
+                for member in members:
+                    _check_member_name(archive.name, member.name)
+                    if member.issym() or member.islnk():
+                        raise StageError(f"unsafe archive {archive.name}: link {member.name!r}")
+                    if not (member.isfile() or member.isdir()):
+                        raise StageError(f"unsafe archive {archive.name}: special file "
+                                         f"{member.name!r}")
+                tf.extractall(dest, members=members, filter="data")
+        else:
+            raise StageError(f"corrupt or unknown archive {archive.name}: neither zip nor tar")
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as error:
+        if isinstance(error, tarfile.FilterError):
+            raise StageError(f"unsafe archive {archive.name}: {error}") from None
+        raise StageError(f"corrupt or truncated archive {archive.name}: {error}") from None
+
+
+def single_top_folder(folder):
+    """The one folder inside `folder` when an archive wraps its content in a top folder
+    (hymenoptera_data/, cifar-10-batches-py/), else `folder` itself."""
+    entries = [p for p in Path(folder).iterdir() if p.name not in ("__MACOSX", ".DS_Store")]
+    if len(entries) == 1 and entries[0].is_dir():
+        return entries[0]
+    return Path(folder)

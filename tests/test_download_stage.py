@@ -1,0 +1,172 @@
+"""The download@<name> and datasets stages run as DVC runs them, on the tiny mirror."""
+import hashlib
+import json
+import re
+import shutil
+import zipfile
+
+import pytest
+import torch
+
+from conftest import edit_params, run_stage
+from test_fetch import closed_port
+
+OUTS = {"mnist": "data/raw/mnist", "cifar10": "data/raw/cifar10",
+        "hymenoptera": "data/raw/hymenoptera", "resnet50": "data/weights/resnet50.pth"}
+
+
+def assert_one_line_error(result, pattern):
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+def assert_no_output(project, name):
+    out = project / OUTS[name]
+    assert not out.exists()
+    assert [p.name for p in out.parent.iterdir()] == [] if out.parent.exists() else True
+
+
+def copy_mirror(mirror, dest):
+    return shutil.copytree(mirror, dest)
+
+
+def rewrite_sums(mirror):
+    lines = []
+    for path in sorted(p for p in mirror.rglob("*") if p.is_file() and p.name != "SHA256SUMS"
+                       and p.suffix != ".txt"):
+        lines.append(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  "
+                     f"{path.relative_to(mirror).as_posix()}")
+    (mirror / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+
+
+def download(project, name, mirror):
+    return run_stage(project, "stages.download", name, OUTS[name], mirror=mirror)
+
+
+def test_downloads_from_mirror_in_loadable_form(project, mirror):
+    for name in OUTS:
+        result = download(project, name, mirror)
+        assert result.returncode == 0, result.stderr
+    mnist = torch.load(project / "data/raw/mnist/train.pt", weights_only=True)
+    assert mnist["images"].shape == (200, 1, 28, 28) and mnist["images"].dtype == torch.uint8
+    assert mnist["labels"].shape == (200,) and mnist["classes"] == [str(d) for d in range(10)]
+    cifar = torch.load(project / "data/raw/cifar10/val.pt", weights_only=True)
+    assert cifar["images"].shape == (100, 3, 32, 32) and cifar["classes"][0] == "airplane"
+    hymenoptera = project / "data/raw/hymenoptera"
+    assert sorted(p.name for p in hymenoptera.iterdir()) == ["train", "val"]
+    assert sorted(p.name for p in (hymenoptera / "val").iterdir()) == ["ants", "bees"]
+    weights = torch.load(project / OUTS["resnet50"], weights_only=True)
+    assert weights["fc.weight"].shape == (1000, 2048)
+    leftover = [p for p in (project / "data").rglob("*.part")]
+    assert leftover == []
+
+    result = run_stage(project, "stages.datasets")
+    assert result.returncode == 0, result.stderr
+    table = json.loads((project / "metrics/datasets.json").read_text())
+    assert table["mnist"]["train"] == {"height": 28, "width": 28, "channels": 1, "samples": 200,
+                                       "classes": 10, "class_names": [str(d) for d in range(10)]}
+    assert table["cifar10"]["val"]["samples"] == 100 and table["cifar10"]["val"]["channels"] == 3
+    # 8 + 8 train images; the .gif placeholder is not a sample
+    assert table["hymenoptera"]["train"]["samples"] == 16
+    assert table["hymenoptera"]["val"] == {"height": 224, "width": 224, "channels": 3,
+                                           "samples": 10, "classes": 2,
+                                           "class_names": ["ants", "bees"]}
+
+
+def test_weights_missing_from_mirror(project, mirror, tmp_path):
+    partial = copy_mirror(mirror, tmp_path / "m")
+    shutil.rmtree(partial / "resnet50")
+    result = download(project, "resnet50", partial)
+    assert_one_line_error(result, r"missing resnet50/resnet50-0676ba61\.pth \(upstream: "
+                                  r"https://download\.pytorch\.org/models/resnet50-0676ba61\.pth\)")
+    assert not (project / OUTS["resnet50"]).exists()
+    assert list((project / "data/weights").glob("*")) == []
+
+
+def test_checksum_mismatch(project, mirror, tmp_path):
+    bad = copy_mirror(mirror, tmp_path / "m")
+    target = bad / "mnist/t10k-labels-idx1-ubyte.gz"
+    expected = hashlib.sha256(target.read_bytes()).hexdigest()
+    target.write_bytes(target.read_bytes() + b"!")
+    actual = hashlib.sha256(target.read_bytes()).hexdigest()
+    result = download(project, "mnist", bad)
+    assert_one_line_error(result, f"checksum mismatch for mnist/t10k-labels-idx1-ubyte.gz.*"
+                                  f"expected sha256 {expected}, got {actual}")
+    assert list((project / "data/raw").iterdir()) == []
+
+
+def test_unsafe_archive_in_mirror(project, mirror, tmp_path):
+    bad = copy_mirror(mirror, tmp_path / "m")
+    archive = bad / "hymenoptera/hymenoptera_data.zip"
+    with zipfile.ZipFile(archive, "a") as zf:
+        zf.writestr("hymenoptera_data/../../escape.txt", b"gotcha")
+    rewrite_sums(bad)
+    result = download(project, "hymenoptera", bad)
+    assert_one_line_error(result, r"unsafe archive hymenoptera_data\.zip: .*leaves the target")
+    assert list((project / "data/raw").iterdir()) == []
+    assert not list(project.rglob("escape.txt"))
+
+
+def test_truncated_archive_in_mirror(project, mirror, tmp_path):
+    bad = copy_mirror(mirror, tmp_path / "m")
+    archive = bad / "cifar10/cifar-10-python.tar.gz"
+    archive.write_bytes(archive.read_bytes()[:5000])
+    rewrite_sums(bad)  # the checksum matches: the file itself is broken
+    result = download(project, "cifar10", bad)
+    assert_one_line_error(result, r"corrupt or truncated archive cifar-10-python\.tar\.gz")
+    assert list((project / "data/raw").iterdir()) == []
+
+
+def test_truncated_idx_in_mirror(project, mirror, tmp_path):
+    import gzip
+
+    bad = copy_mirror(mirror, tmp_path / "m")
+    target = bad / "mnist/train-images-idx3-ubyte.gz"
+    target.write_bytes(gzip.compress(gzip.decompress(target.read_bytes())[:-10]))
+    rewrite_sums(bad)
+    result = download(project, "mnist", bad)
+    assert_one_line_error(result, r"train-images-idx3-ubyte\.gz is truncated")
+
+
+def test_not_an_image_folder(project, mirror, tmp_path):
+    bad = copy_mirror(mirror, tmp_path / "m")
+    archive = bad / "hymenoptera/hymenoptera_data.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("stuff/train/only_class/a.jpg", b"x")
+    rewrite_sums(bad)
+    result = download(project, "hymenoptera", bad)
+    assert_one_line_error(result, r"hymenoptera_data\.zip \(not an ImageFolder archive\): "
+                                  r"train/ needs at least two class folders, found 1")
+
+
+def test_unreachable_upstream_without_mirror(project):
+    edit_params(project, {"download.retries": 2, "download.timeout": 2,
+                          "download.hymenoptera.url": f"http://127.0.0.1:{closed_port()}/h.zip"})
+    result = download(project, "hymenoptera", None)
+    assert_one_line_error(result, r"could not download h\.zip .*2 tries.*DATASETS_MIRROR=DIR")
+    assert list((project / "data/raw").iterdir()) == []
+
+
+@pytest.mark.parametrize("key, value, pattern", [
+    ("download.retries", 0, r"'download\.retries' must be >= 1, got 0"),
+    ("download.timeout", "soon", r"'download\.timeout' must be a number"),
+    ("download.mnist.format", "idx", r"'download\.mnist\.format' must be one of mnist, cifar10"),
+    ("download.resnet50.weights", "IMAGENET1K_V9", r"'download\.resnet50\.weights' must be one of "
+                                                   r"IMAGENET1K_V1, IMAGENET1K_V2"),
+    ("download.mnist", None, r"'download\.mnist\.format'"),
+])
+def test_bad_params_stop_before_any_work(project, mirror, key, value, pattern):
+    edit_params(project, {key: value})
+    name = key.split(".")[1] if key.count(".") >= 1 and key.split(".")[1] in OUTS else "mnist"
+    result = download(project, name, mirror)
+    assert_one_line_error(result, pattern)
+    assert not (project / "data").exists() or not any((project / "data").rglob("*.pt"))
+
+
+def test_datasets_needs_downloads_first(project):
+    result = run_stage(project, "stages.datasets")
+    assert_one_line_error(result, r"data/raw/mnist/train\.pt not found: run `dvc repro "
+                                  r"download@mnist` first")

@@ -1,0 +1,274 @@
+"""Downloading, mirror verification and safe extraction (no network: a local HTTP server)."""
+import hashlib
+import http.server
+import io
+import os
+import socket
+import tarfile
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from stages.lib import fetch
+from stages.lib.common import StageError
+
+PAYLOAD = b"hello, dataset\n" * 1000
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/good.bin":
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(PAYLOAD)))
+            self.end_headers()
+            self.wfile.write(PAYLOAD)
+        elif self.path == "/truncated.bin":  # promises more than it sends, then hangs up
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(PAYLOAD)))
+            self.end_headers()
+            self.wfile.write(PAYLOAD[:100])
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+        else:
+            self.send_error(404)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nobody listens once the socket is closed
+
+
+def leftovers(folder):
+    return sorted(p.name for p in Path(folder).iterdir())
+
+
+def test_download_verifies_md5(server, tmp_path):
+    dest = tmp_path / "good.bin"
+    fetch.download([f"{server}/good.bin"], dest, checksum=hashlib.md5(PAYLOAD).hexdigest(),
+                   algorithm="md5", retries=1, timeout=5)
+    assert dest.read_bytes() == PAYLOAD
+    assert leftovers(tmp_path) == ["good.bin"]
+
+
+def test_download_sha256_prefix_as_torch_hub_names_files(server, tmp_path):
+    dest = tmp_path / "w.pth"
+    prefix = hashlib.sha256(PAYLOAD).hexdigest()[:8]
+    fetch.download([f"{server}/good.bin"], dest, checksum=prefix, algorithm="sha256",
+                   retries=1, timeout=5)
+    assert dest.exists()
+
+
+def test_download_checksum_mismatch_names_file_expected_actual(server, tmp_path):
+    dest = tmp_path / "good.bin"
+    with pytest.raises(StageError) as error:
+        fetch.download([f"{server}/good.bin"], dest, checksum="0" * 32, algorithm="md5",
+                       retries=3, timeout=5)
+    message = str(error.value)
+    assert "checksum mismatch" in message and "good.bin" in message
+    assert "0" * 32 in message and hashlib.md5(PAYLOAD).hexdigest() in message
+    assert leftovers(tmp_path) == []
+
+
+def test_download_failing_midway_leaves_nothing(server, tmp_path):
+    dest = tmp_path / "truncated.bin"
+    with pytest.raises(StageError, match="could not download truncated.bin"):
+        fetch.download([f"{server}/truncated.bin"], dest, checksum=None, algorithm="sha256",
+                       retries=2, timeout=5, backoff=0.01)
+    assert leftovers(tmp_path) == []
+
+
+def test_download_tries_next_mirror(server, tmp_path):
+    dest = tmp_path / "f.bin"
+    used = fetch.download([f"{server}/missing.bin", f"{server}/good.bin"], dest,
+                          checksum=hashlib.md5(PAYLOAD).hexdigest(), algorithm="md5",
+                          retries=1, timeout=5)
+    assert used.endswith("/good.bin") and dest.read_bytes() == PAYLOAD
+
+
+def test_unreachable_upstream_says_how_to_use_mirror(tmp_path):
+    url = f"http://127.0.0.1:{closed_port()}/data.zip"
+    with pytest.raises(StageError) as error:
+        fetch.download([url], tmp_path / "data.zip", checksum="x", algorithm="md5",
+                       retries=2, timeout=2, backoff=0.01)
+    message = str(error.value)
+    assert "could not download data.zip" in message and "2 tries" in message
+    assert "DATASETS_MIRROR" in message and "\n" not in message
+    assert leftovers(tmp_path) == []
+
+
+def test_no_checksum_warns_with_digest(server, tmp_path, capsys):
+    fetch.download([f"{server}/good.bin"], tmp_path / "g.bin", checksum=None,
+                   algorithm="sha256", retries=1, timeout=5)
+    assert hashlib.sha256(PAYLOAD).hexdigest() in capsys.readouterr().out
+
+
+def make_mirror(root, files):
+    for rel, content in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(content)
+    sums = "".join(f"{hashlib.sha256(c).hexdigest()}  {rel}\n" for rel, c in files.items())
+    (root / "SHA256SUMS").write_text(sums)
+    return root
+
+
+def test_mirror_copy_verified(tmp_path):
+    mirror = make_mirror(tmp_path / "m", {"ds/a.bin": PAYLOAD})
+    dest = tmp_path / "out" / "a.bin"
+    fetch.copy_from_mirror(mirror, "ds/a.bin", dest)
+    assert dest.read_bytes() == PAYLOAD
+    assert leftovers(dest.parent) == ["a.bin"]
+
+
+def test_mirror_missing_file_named(tmp_path):
+    mirror = make_mirror(tmp_path / "m", {"ds/a.bin": PAYLOAD})
+    (mirror / "ds/a.bin").unlink()
+    with pytest.raises(StageError, match=r"missing ds/a.bin \(upstream: http://x/a.bin\)"):
+        fetch.copy_from_mirror(mirror, "ds/a.bin", tmp_path / "a.bin", upstream="http://x/a.bin")
+
+
+def test_mirror_unlisted_file_refused(tmp_path):
+    mirror = make_mirror(tmp_path / "m", {"ds/a.bin": PAYLOAD})
+    (mirror / "ds/b.bin").write_bytes(b"unlisted")
+    with pytest.raises(StageError, match="does not list ds/b.bin in SHA256SUMS"):
+        fetch.copy_from_mirror(mirror, "ds/b.bin", tmp_path / "b.bin")
+    assert not (tmp_path / "b.bin").exists()
+
+
+def test_mirror_checksum_mismatch_leaves_nothing(tmp_path):
+    mirror = make_mirror(tmp_path / "m", {"ds/a.bin": PAYLOAD})
+    (mirror / "ds/a.bin").write_bytes(PAYLOAD + b"tampered")
+    out = tmp_path / "out"
+    with pytest.raises(StageError) as error:
+        fetch.copy_from_mirror(mirror, "ds/a.bin", out / "a.bin")
+    message = str(error.value)
+    assert "checksum mismatch for ds/a.bin" in message
+    assert hashlib.sha256(PAYLOAD).hexdigest() in message
+    assert hashlib.sha256(PAYLOAD + b"tampered").hexdigest() in message
+    assert leftovers(out) == []
+
+
+def test_mirror_without_sha256sums(tmp_path):
+    (tmp_path / "m").mkdir()
+    with pytest.raises(StageError, match="no SHA256SUMS"):
+        fetch.copy_from_mirror(tmp_path / "m", "ds/a.bin", tmp_path / "a.bin")
+
+
+def test_mirror_env_must_be_a_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATASETS_MIRROR", str(tmp_path / "nope"))
+    with pytest.raises(StageError, match="is not a folder"):
+        fetch.mirror_dir()
+
+
+# ------------------------------------------------------------------ extraction
+
+def tar_with(path, add):
+    with tarfile.open(path, "w:gz") as tar:
+        add(tar)
+    return path
+
+
+def add_file(tar, name, data=b"x"):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def add_link(tar, name, target, kind=tarfile.SYMTYPE):
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = target
+    tar.addfile(info)
+
+
+@pytest.mark.parametrize("build, what", [
+    (lambda t: add_file(t, "../evil.txt"), "leaves the target folder"),
+    (lambda t: add_file(t, "top/../../evil.txt"), "leaves the target folder"),
+    (lambda t: add_file(t, "/tmp/evil.txt"), "absolute path"),
+    (lambda t: add_link(t, "top/link", "/etc/passwd"), "link"),
+    (lambda t: add_link(t, "top/inside", "top/a.txt"), "link"),
+    (lambda t: add_link(t, "top/hard", "top/a.txt", tarfile.LNKTYPE), "link"),
+])
+def test_unsafe_tar_refused_before_writing(tmp_path, build, what):
+    def add(tar):
+        add_file(tar, "top/a.txt")
+        build(tar)
+    archive = tar_with(tmp_path / "bad.tar.gz", add)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(StageError, match=f"unsafe archive bad.tar.gz: .*{what}"):
+        fetch.extract(archive, dest)
+    assert leftovers(dest) == [] and not (tmp_path / "evil.txt").exists()
+
+
+def zip_with(path, entries):
+    with zipfile.ZipFile(path, "w") as zf:
+        for info, data in entries:
+            zf.writestr(info, data)
+    return path
+
+
+def symlink_entry(name, target):
+    info = zipfile.ZipInfo(name)
+    info.external_attr = (0o120777 << 16)
+    return info, target
+
+
+@pytest.mark.parametrize("entry, what", [
+    (("../evil.txt", b"x"), "leaves the target folder"),
+    (("/abs/evil.txt", b"x"), "absolute path"),
+    (("C:/evil.txt", b"x"), "absolute path"),
+    (symlink_entry("top/link", "/etc/passwd"), "link"),
+])
+def test_unsafe_zip_refused_before_writing(tmp_path, entry, what):
+    archive = zip_with(tmp_path / "bad.zip", [("top/a.txt", b"x"), entry])
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(StageError, match=f"unsafe archive bad.zip: .*{what}"):
+        fetch.extract(archive, dest)
+    assert leftovers(dest) == []
+
+
+def test_safe_archives_extract(tmp_path):
+    zipped = zip_with(tmp_path / "ok.zip", [("top/a/b.txt", b"zip")])
+    tarred = tar_with(tmp_path / "ok.tar.gz", lambda t: add_file(t, "top/c.txt", b"tar"))
+    for archive, rel, content in ((zipped, "top/a/b.txt", b"zip"), (tarred, "top/c.txt", b"tar")):
+        dest = tmp_path / f"dest-{archive.name}"
+        dest.mkdir()
+        fetch.extract(archive, dest)
+        assert (dest / rel).read_bytes() == content
+        assert fetch.single_top_folder(dest) == dest / "top"
+
+
+@pytest.mark.parametrize("name", ["ok.zip", "ok.tar.gz"])
+def test_truncated_archive_is_a_clear_error(tmp_path, name):
+    big = os.urandom(200_000)
+    if name.endswith(".zip"):
+        archive = zip_with(tmp_path / name, [("top/a.bin", big)])
+    else:
+        archive = tar_with(tmp_path / name, lambda t: add_file(t, "top/a.bin", big))
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(StageError, match=f"(corrupt|truncated).*{name}|{name}.*(corrupt|truncated)"):
+        fetch.extract(archive, dest)
+
+
+def test_not_an_archive(tmp_path):
+    (tmp_path / "x.zip").write_bytes(b"not an archive at all")
+    with pytest.raises(StageError, match="neither zip nor tar"):
+        fetch.extract(tmp_path / "x.zip", tmp_path)
