@@ -9,6 +9,14 @@ from conftest import copy_project, edit_params, run, stage_env
 
 TINY = {
     "download.retries": 1,
+    "simple_cnn.epochs": 2, "simple_cnn.batch_size": 32, "simple_cnn.eval_batch_size": 64,
+    "alexnet.epochs": 3, "alexnet.batch_size": 32, "alexnet.eval_batch_size": 64,
+    "tsne.points": 60, "tsne.perplexity": 5, "tsne.silhouette_points": 50,
+    "tsne.probe_folds": 2,
+    "transfer.image_size": 32, "transfer.batch_size": 4, "transfer.eval_batch_size": 8,
+    "transfer.num_workers": 0,
+    "transfer.scratch.epochs": 2, "transfer.finetune.epochs": 1,
+    "transfer.finetune_aug.epochs": 1, "transfer.svm.cv": 2,
 }
 
 
@@ -40,7 +48,7 @@ def test_repro_writes_dataset_table(pipeline):
             for name, splits in table.items()} == {
         "mnist": {"train": 200, "val": 100}, "cifar10": {"train": 250, "val": 100},
         "hymenoptera": {"train": 16, "val": 10}}
-    assert table["hymenoptera"]["train"]["height"] == 224
+    assert table["hymenoptera"]["train"]["height"] == 32  # transfer.image_size
 
 
 def test_second_repro_has_nothing_to_do(pipeline):

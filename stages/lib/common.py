@@ -24,8 +24,25 @@ def one_line(error):
     return last if len(lines) > 1 else lines[0]
 
 
+def keep_freed_memory():
+    """Ask glibc's malloc to keep freed memory for reuse instead of handing large blocks back to
+    the OS after every training step (the page faults that follow cost ~1/3 of a CPU epoch of
+    the Simple CNN here; see benchmarks/). Same as MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_;
+    does nothing where libc is not glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def run(main):
     """Run a stage's main(argv); expected failures print `error: ...` and exit 1."""
+    keep_freed_memory()
     try:
         main(sys.argv[1:])
     except StageError as error:
@@ -49,7 +66,7 @@ def load_yaml(path):
 
 
 _KIND_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
-               list: "a list", dict: "a mapping"}
+               list: "a list", dict: "a mapping", object: "a value"}
 
 
 def param(params, key, kind, *, choices=None, minimum=None, above=None, maximum=None,

@@ -169,3 +169,42 @@ def image_folder(root, split, transform):
     from torchvision.datasets import ImageFolder
 
     return ImageFolder(str(Path(root) / split), transform=transform, loader=load_image)
+
+
+def image_transforms(image_size, augment=None):
+    """torchvision transforms for ImageFolder images, ImageNet normalization.
+    Evaluation (and training without augmentation): resize the short side to 8/7 of
+    `image_size` (256 for 224, as torchvision's ImageNet evaluation), centre crop.
+    `augment` (a dict, training only): random_crop (RandomResizedCrop with scale
+    (crop_scale_min, 1)), hflip, color_jitter (brightness/contrast/saturation strength),
+    rotation (degrees)."""
+    from torchvision import transforms as T
+
+    mean, std = NORMALIZATION["imagenet"]
+    tail = [T.ToTensor(), T.Normalize(mean, std)]
+    if not augment or not any(augment.get(k) for k in ("random_crop", "hflip", "color_jitter",
+                                                       "rotation")):
+        return T.Compose([T.Resize(round(image_size * 8 / 7)), T.CenterCrop(image_size), *tail])
+    steps = []
+    if augment.get("rotation"):
+        steps.append(T.RandomRotation(augment["rotation"]))
+    if augment.get("random_crop"):
+        steps.append(T.RandomResizedCrop(image_size, scale=(augment["crop_scale_min"], 1.0)))
+    else:
+        steps += [T.Resize(round(image_size * 8 / 7)), T.CenterCrop(image_size)]
+    if augment.get("hflip"):
+        steps.append(T.RandomHorizontalFlip())
+    if augment.get("color_jitter"):
+        s = augment["color_jitter"]
+        steps.append(T.ColorJitter(brightness=s, contrast=s, saturation=s))
+    return T.Compose([*steps, *tail])
+
+
+def image_loader(dataset, batch_size, *, shuffle, num_workers, seed, device):
+    """A DataLoader over an ImageFolder: workers, pinned memory on CUDA, seeded shuffling and
+    seeded per-worker random augmentation (same params, same batches)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+        pin_memory=device.type == "cuda", generator=generator,
+        persistent_workers=num_workers > 0)

@@ -1,0 +1,158 @@
+"""One epoch (training pass + validation pass) of the engine against a reference loop in the
+style of the practical's notebooks, in one process, one run; prints times and ratios.
+
+Reference: torchvision's MNIST / CIFAR10 dataset with per-sample ToTensor + Normalize, a
+DataLoader (default settings), the same model, batch size and optimizer, fp32, on the CPU.
+Engine:    the pipeline's code: uint8 tensors resident on the device, batched by indexing and
+           normalized per batch (stages.lib.data.batches), stages.lib.engine.run_epoch with
+           channels_last, once in fp32 and once in the precision `auto` picks.
+Both run under the same process-wide settings (threads, the malloc tuning every stage applies).
+
+    DATASETS_MIRROR=$(realpath ../shared/datasets) python benchmarks/epoch_speed.py
+    python benchmarks/epoch_speed.py --models simple_cnn --max-batches 200   # quicker
+
+Needs data/raw/{mnist,cifar10} (dvc repro download@mnist download@cifar10) and the upstream
+files, taken from DATASETS_MIRROR (verified) or downloaded by torchvision.
+"""
+import argparse
+import gzip
+import hashlib
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from stages.lib import data, engine, fetch, models  # noqa: E402
+from stages.lib.common import autocast_dtype, keep_freed_memory  # noqa: E402
+
+DATASETS = {"simple_cnn": "mnist", "alexnet": "cifar10"}
+CACHE = ROOT / "benchmarks" / ".cache"
+
+
+def torchvision_dataset(name, train, transform):
+    """torchvision's own dataset class over the upstream files (from the mirror if set)."""
+    from torchvision.datasets import CIFAR10, MNIST
+
+    mirror = fetch.mirror_dir()
+    if mirror is None:
+        cls = MNIST if name == "mnist" else CIFAR10
+        return cls(CACHE, train=train, transform=transform, download=True)
+    sums = fetch.read_sha256sums(mirror)
+    if name == "mnist":
+        raw = CACHE / "MNIST" / "raw"
+        raw.mkdir(parents=True, exist_ok=True)
+        for filename, _ in MNIST.resources:
+            target = raw / filename.removesuffix(".gz")
+            if not target.exists():
+                fetch.verify(mirror / "mnist" / filename, sums[f"mnist/{filename}"])
+                target.write_bytes(gzip.decompress((mirror / "mnist" / filename).read_bytes()))
+        return MNIST(CACHE, train=train, transform=transform)
+    folder = CACHE / CIFAR10.base_folder
+    if not folder.exists():
+        archive = mirror / "cifar10" / CIFAR10.filename
+        fetch.verify(archive, sums[f"cifar10/{CIFAR10.filename}"])
+        with tarfile.open(archive) as tar:
+            tar.extractall(CACHE, filter="data")
+
+    def md5(n):
+        return hashlib.md5((folder / n).read_bytes()).hexdigest()
+
+    class MirrorCIFAR10(CIFAR10):
+        # the mirror's batches are a rebuild: their MD5s differ from upstream's (README of the
+        # mirror); the archive was verified against SHA256SUMS above
+        train_list = [[n, md5(n)] for n, _ in CIFAR10.train_list]
+        test_list = [[n, md5(n)] for n, _ in CIFAR10.test_list]
+        meta = {**CIFAR10.meta, "md5": md5(CIFAR10.meta["filename"])}
+
+    return MirrorCIFAR10(CACHE, train=train, transform=transform)
+
+
+def limited(batches, max_batches):
+    for i, batch in enumerate(batches):
+        if max_batches and i >= max_batches:
+            return
+        yield batch
+
+
+def reference_epoch(name, cfg, max_batches):
+    """The notebook way: per-sample PIL -> ToTensor -> Normalize through a DataLoader, fp32."""
+    from torchvision import transforms
+
+    dataset = DATASETS[name]
+    mean, std = data.NORMALIZATION[dataset]
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
+    train_set = torchvision_dataset(dataset, True, transform)
+    val_set = torchvision_dataset(dataset, False, transform)
+    torch.manual_seed(0)
+    model = models.build(name, 10)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    train_loader = torch.utils.data.DataLoader(train_set, batch_size=cfg["batch_size"],
+                                               shuffle=True)
+    val_loader = torch.utils.data.DataLoader(val_set, batch_size=cfg["eval_batch_size"])
+    start = time.perf_counter()
+    model.train()
+    for x, y in limited(train_loader, max_batches):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        for x, y in limited(val_loader, max_batches and max(1, max_batches // 10)):
+            model(x)
+    return time.perf_counter() - start
+
+
+def engine_epoch(name, cfg, precision, max_batches):
+    dataset = DATASETS[name]
+    device = torch.device("cpu")
+    amp_dtype = autocast_dtype(device, precision)
+    folder = ROOT / "data" / "raw" / dataset
+    train, val = data.load_tensors(folder, "train"), data.load_tensors(folder, "val")
+    mean, std = data.NORMALIZATION[dataset]
+    torch.manual_seed(0)
+    model = engine.prepare(models.build(name, 10), device)
+    optimizer = engine.make_optimizer("adam", model.parameters(), cfg["lr"])
+    generator = torch.Generator().manual_seed(0)
+    start = time.perf_counter()
+    engine.run_epoch(model, limited(data.batches(train["images"], train["labels"],
+                                                 cfg["batch_size"], generator=generator,
+                                                 mean=mean, std=std), max_batches),
+                     device, amp_dtype, optimizer)
+    engine.run_epoch(model, limited(data.batches(val["images"], val["labels"],
+                                                 cfg["eval_batch_size"], mean=mean, std=std),
+                                    max_batches and max(1, max_batches // 10)),
+                     device, amp_dtype)
+    return time.perf_counter() - start, str(amp_dtype or torch.float32).split(".")[-1]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--max-batches", type=int, default=0,
+                        help="time only this many training batches (0: the whole epoch)")
+    args = parser.parse_args()
+    keep_freed_memory()
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{'whole epochs' if not args.max_batches else f'{args.max_batches} batches'}")
+    for name in args.models:
+        cfg = params[name]
+        print(f"\n{name} (batch {cfg['batch_size']}, adam lr {cfg['lr']}):", flush=True)
+        ref = reference_epoch(name, cfg, args.max_batches)
+        print(f"  reference (DataLoader + ToTensor/Normalize, fp32): {ref:7.1f} s", flush=True)
+        for precision in ("fp32", "auto"):
+            seconds, used = engine_epoch(name, cfg, precision, args.max_batches)
+            print(f"  engine (resident tensors, channels_last, {used}):"
+                  f"{' ' * (10 - len(used))}{seconds:7.1f} s   ratio {seconds / ref:.2f}x",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()

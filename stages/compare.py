@@ -1,0 +1,88 @@
+"""Stage compare: the four transfer strategies side by side.
+
+    python -m stages.compare
+
+Reads params `seed`, `device`, `precision`, `tsne.{perplexity,pca_dims,silhouette_points,
+probe_folds}`, `transfer.{dataset,image_size,eval_batch_size,num_workers}`, the three trained
+models (models/transfer/*.pt), the frozen ImageNet features (data/features/val.pt, the SVM's
+representation) and metrics/transfer/*.json. Writes:
+  plots/transfer/tsne.png         t-SNE grid of each strategy's 2048-d validation features
+  plots/transfer/tsne.csv         the coordinates: strategy, index, x, y, label, class
+  plots/transfer/accuracy.csv     strategy, accuracy, best_accuracy (DVC bar chart)
+  plots/transfer/accuracy.png
+  metrics/tsne/transfer.json      per strategy: silhouette and linear separability (cross-
+                                  validated logistic-regression accuracy) of those features
+"""
+import csv
+from pathlib import Path
+
+import torch
+
+from stages.lib import analysis, engine, plots, transfer
+from stages.lib.common import (StageError, autocast_dtype, engine_params, load_yaml, pick_device,
+                               read_json, run, seed_everything, write_json)
+from stages.lib.analysis import fmt, judge, tsne_params
+
+ORDER = ("scratch", "svm", "finetune", "finetune_aug")
+TITLES = {"scratch": "trained from scratch", "svm": "ImageNet features (+ SVM)",
+          "finetune": "fine-tuned", "finetune_aug": "fine-tuned with augmentation"}
+OUT = Path("plots/transfer")
+
+
+def main(argv):
+    if argv:
+        raise StageError("usage: python -m stages.compare")
+    params = load_yaml("params.yaml")
+    shared, data_cfg, cfg = (engine_params(params), transfer.dataset_params(params),
+                             tsne_params(params))
+    device = pick_device(shared["device"])
+    amp_dtype = autocast_dtype(device, shared["precision"])
+    seed_everything(shared["seed"])
+    root = transfer.dataset_root(data_cfg)
+
+    frozen = torch.load("data/features/val.pt", weights_only=True)
+    classes = frozen["classes"]
+    features = {"svm": frozen["features"].numpy()}
+    labels = frozen["labels"].numpy()
+    loader = transfer.eval_loader(root, "val", data_cfg, shared["seed"], device)
+    for strategy in transfer.STRATEGIES:
+        model, _ = engine.load_checkpoint(f"models/transfer/{strategy}.pt", device)
+        _, y, h, _ = engine.predict(model, loader, device, amp_dtype, embed=True)
+        if not (y.numpy() == labels).all():
+            raise StageError(f"data/features/val.pt does not match the validation set of "
+                             f"{root}: run `dvc repro features`")
+        features[strategy] = h.numpy()
+
+    metrics, panels, rows = {}, [], []
+    for strategy in ORDER:
+        m = metrics[strategy] = judge(features[strategy], labels, cfg, shared["seed"])
+        coords = analysis.tsne_2d(features[strategy], perplexity=cfg["perplexity"],
+                                  pca_dims=cfg["pca_dims"], seed=shared["seed"])
+        panels.append((coords, labels, f"{TITLES[strategy]}\nsilhouette {fmt(m['silhouette'])}, "
+                                       f"linear {fmt(m['linear_probe_accuracy'])}"))
+        rows += [(strategy, i, f"{x:.4f}", f"{y:.4f}", int(c), classes[c])
+                 for i, ((x, y), c) in enumerate(zip(coords, labels))]
+        print(f"{strategy}: silhouette {fmt(m['silhouette'])}, linear separability "
+              f"{fmt(m['linear_probe_accuracy'])}")
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    plots.save(plots.tsne_grid(panels, classes, f"t-SNE of the 2048-d validation features "
+                                                f"({len(labels)} images)"), OUT / "tsne.png")
+    with open(OUT / "tsne.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["strategy", "index", "x", "y", "label", "class"])
+        writer.writerows(rows)
+    accuracy = {s: read_json(f"metrics/transfer/{s}.json") for s in ORDER}
+    with open(OUT / "accuracy.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["strategy", "accuracy", "best_accuracy"])
+        writer.writerows((s, a["accuracy"], a.get("best_accuracy", a["accuracy"]))
+                         for s, a in accuracy.items())
+    plots.save(plots.bar_figure({s: a["accuracy"] for s, a in accuracy.items()},
+                                "ResNet-50 transfer strategies", "validation accuracy"),
+               OUT / "accuracy.png")
+    write_json("metrics/tsne/transfer.json", metrics)
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,46 @@
+"""Stage features: 2048-d features of the transfer set from the frozen ImageNet ResNet-50.
+
+    python -m stages.features
+
+Reads params `seed`, `device`, `precision`, `transfer.{dataset,image_size,eval_batch_size,
+num_workers}`, data/raw/<transfer.dataset>/ and data/weights/resnet50.pth. Writes
+data/features/{train,val}.pt: features (N, 2048) float32 (global-average-pooled output of the
+last residual block, evaluation transform), labels, classes, files.
+"""
+import time
+from pathlib import Path
+
+import torch
+
+from stages.lib import data, engine, transfer
+from stages.lib.common import (StageError, autocast_dtype, engine_params, load_yaml, pick_device,
+                               run, seed_everything)
+
+OUT = Path("data/features")
+
+
+def main(argv):
+    if argv:
+        raise StageError("usage: python -m stages.features")
+    params = load_yaml("params.yaml")
+    shared, cfg = engine_params(params), transfer.dataset_params(params)
+    device = pick_device(shared["device"])
+    amp_dtype = autocast_dtype(device, shared["precision"])
+    seed_everything(shared["seed"])
+    root = transfer.dataset_root(cfg)
+    classes = transfer.classes_of(root)
+    model = engine.prepare(transfer.pretrained_resnet50(len(classes)), device).eval()
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    for split in data.SPLITS:
+        start = time.perf_counter()
+        loader = transfer.eval_loader(root, split, cfg, shared["seed"], device)
+        _, labels, features, _ = engine.predict(model, loader, device, amp_dtype, embed=True)
+        files = [str(Path(p).relative_to(root)) for p, _ in loader.dataset.samples]
+        torch.save({"features": features, "labels": labels, "classes": classes, "files": files},
+                   OUT / f"{split}.pt")
+        print(f"features/{split}: {tuple(features.shape)} in {time.perf_counter() - start:.1f} s")
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,113 @@
+"""Judging predictions and representations: confusion matrices, most frequent confusions,
+per-class accuracy, t-SNE, silhouette and linear-probe figures (scikit-learn does the work)."""
+import numpy as np
+
+from .common import param
+
+
+def confusion(labels, preds, num_classes):
+    from sklearn.metrics import confusion_matrix
+
+    return confusion_matrix(labels, preds, labels=list(range(num_classes)))
+
+
+def per_class_accuracy(matrix, classes):
+    totals = matrix.sum(axis=1)
+    return {c: (float(matrix[i, i] / totals[i]) if totals[i] else None)
+            for i, c in enumerate(classes)}
+
+
+def top_confusions(matrix, classes, k=5):
+    """The k most frequent (true -> predicted) mistakes, most frequent first (ties broken by
+    class order), as [{"true", "predicted", "count"}]."""
+    pairs = [(-int(matrix[t, p]), t, p) for t in range(len(classes)) for p in range(len(classes))
+             if t != p and matrix[t, p] > 0]
+    return [{"true": classes[t], "predicted": classes[p], "count": -n}
+            for n, t, p in sorted(pairs)[:k]]
+
+
+def evaluation_metrics(labels, preds, classes, k=5):
+    """accuracy, per-class accuracy and the top-k confusions of a set of predictions."""
+    matrix = confusion(labels, preds, len(classes))
+    return matrix, {
+        "accuracy": float(np.trace(matrix) / matrix.sum()),
+        "per_class_accuracy": per_class_accuracy(matrix, classes),
+        "top_confusions": {str(i + 1): c
+                           for i, c in enumerate(top_confusions(matrix, classes, k))},
+    }
+
+
+def subsample(n, points, seed):
+    """Indices of `points` of n items (all of them, in order, when points >= n)."""
+    if points >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=points, replace=False))
+
+
+def tsne_2d(features, *, perplexity, pca_dims, seed):
+    """2-D t-SNE of `features` (n, d), after PCA to `pca_dims` when d is larger. Perplexity is
+    capped below n/3 so that tiny sets still work."""
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    x = np.asarray(features, dtype=np.float32)
+    if x.shape[1] > pca_dims and len(x) > pca_dims:
+        x = PCA(n_components=pca_dims, random_state=seed).fit_transform(x)
+    perplexity = min(perplexity, max(1.0, (len(x) - 1) / 3))
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto",
+                random_state=seed).fit_transform(x)
+
+
+def silhouette(features, labels, *, points, seed):
+    """Silhouette score of the classes in the feature space (Euclidean), on at most `points`
+    samples; None when it is undefined (fewer than 2 classes present)."""
+    from sklearn.metrics import silhouette_score
+
+    labels = np.asarray(labels)
+    if len(np.unique(labels)) < 2 or len(labels) < 3:
+        return None
+    sample = min(points, len(labels))
+    return float(silhouette_score(np.asarray(features, dtype=np.float32), labels,
+                                  sample_size=sample if sample < len(labels) else None,
+                                  random_state=seed))
+
+
+def linear_probe(features, labels, *, folds, seed):
+    """Cross-validated accuracy of a logistic-regression classifier on standardized features:
+    how linearly separable the classes are in this representation. None when a class has fewer
+    members than 2 (no stratified split is possible)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    labels = np.asarray(labels)
+    smallest = np.bincount(labels).astype(float)
+    smallest = smallest[smallest > 0].min()
+    folds = int(min(folds, smallest))
+    if folds < 2 or len(np.unique(labels)) < 2:
+        return None
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return float(cross_val_score(probe, np.asarray(features, dtype=np.float32), labels,
+                                 cv=cv).mean())
+
+
+def tsne_params(params):
+    return {"points": param(params, "tsne.points", int, minimum=10),
+            "perplexity": param(params, "tsne.perplexity", float, above=1),
+            "pca_dims": param(params, "tsne.pca_dims", int, minimum=2),
+            "silhouette_points": param(params, "tsne.silhouette_points", int, minimum=10),
+            "probe_folds": param(params, "tsne.probe_folds", int, minimum=2)}
+
+
+def judge(features, labels, cfg, seed):
+    """Silhouette and linear-probe accuracy of one representation (cfg: tsne_params)."""
+    return {"dimensions": int(features.shape[1]), "points": int(len(labels)),
+            "silhouette": silhouette(features, labels, points=cfg["silhouette_points"], seed=seed),
+            "linear_probe_accuracy": linear_probe(features, labels, folds=cfg["probe_folds"],
+                                                  seed=seed)}
+
+
+def fmt(value):
+    return "n/a" if value is None else f"{value:.3f}"

@@ -1,0 +1,28 @@
+"""engine.fit with its per-epoch curves logged through dvclive (and printed)."""
+import time
+
+from . import engine
+
+
+def fit(live_dir, **fit_args):
+    """Run engine.fit(**fit_args), logging train/val loss and accuracy per epoch with dvclive
+    in `live_dir` (its plots/metrics/{train,val}/{loss,accuracy}.tsv feed `dvc plots`).
+    Returns (history, best_state, last_state, seconds)."""
+    from dvclive import Live
+
+    epochs = fit_args["epochs"]
+    # dvcyaml=False, save_dvc_exp=False: the stage's outputs are declared in dvc.yaml, and
+    # experiments are DVC's business (`dvc exp run`), not dvclive's.
+    with Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
+        def on_epoch(r):
+            for split in ("train", "val"):
+                live.log_metric(f"{split}/loss", r[f"{split}_loss"])
+                live.log_metric(f"{split}/accuracy", r[f"{split}_accuracy"])
+            live.next_step()
+            print(f"epoch {r['epoch']:3d}/{epochs}  train loss {r['train_loss']:.4f} "
+                  f"acc {r['train_accuracy']:.4f}  val loss {r['val_loss']:.4f} "
+                  f"acc {r['val_accuracy']:.4f}  {r['seconds']:.1f} s", flush=True)
+
+        start = time.perf_counter()
+        history, best_state, last_state = engine.fit(on_epoch=on_epoch, **fit_args)
+    return history, best_state, last_state, time.perf_counter() - start

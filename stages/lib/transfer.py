@@ -1,0 +1,67 @@
+"""What the transfer-learning stages share: the ImageNet weights, the ImageFolder dataset and
+its loaders, and the `transfer.*` params they all read."""
+from pathlib import Path
+
+import torch
+
+from . import data, models
+from .common import StageError, param
+
+WEIGHTS = Path("data/weights/resnet50.pth")
+STRATEGIES = ("scratch", "finetune", "finetune_aug")
+
+
+def dataset_params(params):
+    return {"dataset": param(params, "transfer.dataset", str),
+            "image_size": param(params, "transfer.image_size", int, minimum=32),
+            "batch_size": param(params, "transfer.batch_size", int, minimum=1),
+            "eval_batch_size": param(params, "transfer.eval_batch_size", int, minimum=1),
+            "num_workers": param(params, "transfer.num_workers", int, minimum=0)}
+
+
+def dataset_root(cfg):
+    root = Path("data/raw") / cfg["dataset"]
+    if not root.is_dir():
+        raise StageError(f"{root} not found: set transfer.dataset to a downloaded ImageFolder "
+                         f"dataset and run `dvc repro download@{cfg['dataset']}`")
+    return root
+
+
+def load_state_dict(path=WEIGHTS):
+    """The ImageNet state dict from `path`, loaded without unpickling arbitrary objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise StageError(f"{path} not found: run `dvc repro download@resnet50` (offline, the "
+                         "mirror must hold the torchvision weights file)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch.load raises many types for a file that is not weights
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise StageError(f"{path} is not a PyTorch weights file (expected torchvision's "
+                         f"ResNet-50 ImageNet state dict): {first}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise StageError(f"{path} is not a state dict of tensors (expected torchvision's "
+                         "ResNet-50 ImageNet state dict)")
+    return state
+
+
+def pretrained_resnet50(num_classes, path=WEIGHTS):
+    """ResNet-50 with the ImageNet weights from `path` and a new head for `num_classes`."""
+    model = models.ResNet50(num_classes)
+    problems = model.load_imagenet(load_state_dict(path))
+    if problems:
+        shown = ", ".join(problems[:3]) + (f" and {len(problems) - 3} more" if len(problems) > 3
+                                           else "")
+        raise StageError(f"{path} does not fit torchvision's ResNet-50 (wrong architecture?): "
+                         f"{shown}")
+    return model
+
+
+def classes_of(root):
+    return data.image_folder_classes(root, label=f"dataset {root}")
+
+
+def eval_loader(root, split, cfg, seed, device):
+    dataset = data.image_folder(root, split, data.image_transforms(cfg["image_size"]))
+    return data.image_loader(dataset, cfg["eval_batch_size"], shuffle=False,
+                             num_workers=cfg["num_workers"], seed=seed, device=device)

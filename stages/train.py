@@ -1,0 +1,110 @@
+"""Stage train@<model>: train a CNN from scratch on resident tensors, then evaluate it.
+
+    python -m stages.train <model> <dataset>        (simple_cnn mnist | alexnet cifar10)
+
+Reads params `seed`, `device`, `precision`, `<model>.*` and data/raw/<dataset>/{train,val}.pt.
+Writes:
+  models/<model>.pt          best epoch's weights (+ classes, normalization, epoch)
+  models/<model>.last.pt     last epoch's weights
+  models/<model>.run.json    how it ran: device, precision, seconds per epoch, versions
+  metrics/<model>.json       best/final accuracy, parameter counts, overfitting epoch,
+                             per-class accuracy, most frequent confusions (best weights)
+  plots/<model>/live/        per-epoch curves (dvclive)
+  plots/<model>/curves.png, confusion.csv (DVC confusion template), confusion.png
+"""
+from pathlib import Path
+
+import torch
+
+from stages.lib import data, engine, live, models, plots
+from stages.lib.common import (StageError, autocast_dtype, engine_params, load_yaml, param,
+                               pick_device, run, seed_everything, write_json)
+
+DATASETS = {"simple_cnn": "mnist", "alexnet": "cifar10"}
+
+
+def read_params(params, name):
+    if name not in DATASETS:
+        raise StageError(f"unknown model {name!r}: train@ knows {', '.join(DATASETS)}")
+    key = lambda k: f"{name}.{k}"  # noqa: E731
+    return {**engine_params(params),
+            "epochs": param(params, key("epochs"), int, minimum=1),
+            "batch_size": param(params, key("batch_size"), int, minimum=1),
+            "eval_batch_size": param(params, key("eval_batch_size"), int, minimum=1),
+            "lr": param(params, key("lr"), float, above=0),
+            "optimizer": param(params, key("optimizer"), str, choices=engine.OPTIMIZERS),
+            "momentum": param(params, key("momentum"), float, minimum=0),
+            "weight_decay": param(params, key("weight_decay"), float, minimum=0),
+            "augment": param(params, key("augment"), bool) if name == "alexnet" else False}
+
+
+def main(argv):
+    if len(argv) != 2:
+        raise StageError("usage: python -m stages.train <model> <dataset>")
+    name, dataset = argv
+    params = load_yaml("params.yaml")
+    cfg = read_params(params, name)
+    if DATASETS[name] != dataset:
+        raise StageError(f"{name} trains on {DATASETS[name]}, not {dataset}")
+    device = pick_device(cfg["device"])
+    amp_dtype = autocast_dtype(device, cfg["precision"])
+    seed_everything(cfg["seed"])
+
+    folder = Path("data/raw") / dataset
+    train, val = data.load_tensors(folder, "train"), data.load_tensors(folder, "val")
+    classes = train["classes"]
+    mean, std = data.NORMALIZATION[dataset]
+    # Resident data: uint8 tensors on the device, batched by indexing.
+    x_train, y_train = train["images"].to(device), train["labels"].to(device)
+    x_val, y_val = val["images"].to(device), val["labels"].to(device)
+    generator = torch.Generator().manual_seed(cfg["seed"])
+
+    def train_batches(epoch):
+        return data.batches(x_train, y_train, cfg["batch_size"], generator=generator,
+                            mean=mean, std=std, augment=cfg["augment"])
+
+    def val_batches():
+        return data.batches(x_val, y_val, cfg["eval_batch_size"], mean=mean, std=std)
+
+    model = engine.prepare(models.build(name, len(classes)), device)
+    n_params, n_weights = models.count_parameters(model)
+    optimizer = engine.make_optimizer(cfg["optimizer"], model.parameters(), cfg["lr"],
+                                      cfg["momentum"], cfg["weight_decay"])
+    env = engine.run_info(device, amp_dtype)
+    print(f"{name}: {n_params:,} parameters ({n_weights:,} without biases) on {dataset} "
+          f"({len(y_train)} train / {len(y_val)} val), {env['device']}, {env['precision']}")
+
+    out = Path("plots") / name
+    out.mkdir(parents=True, exist_ok=True)
+    history, best_state, last_state, seconds = live.fit(
+        out / "live", model=model, train_batches=train_batches, val_batches=val_batches,
+        epochs=cfg["epochs"], optimizer=optimizer, device=device, amp_dtype=amp_dtype,
+        lr_key=f"{name}.lr")
+
+    summary = engine.summarize(history)
+    model.load_state_dict(best_state)
+    preds, labels = engine.predict(model, val_batches(), device, amp_dtype)
+    evaluation = plots.write_confusion(out, labels.numpy(), preds.numpy(), classes,
+                                       f"{name}, best epoch {summary['best_epoch']}")
+    plots.save(plots.curves_figure(history, name), out / "curves.png")
+
+    Path("models").mkdir(exist_ok=True)
+    checkpoint = {"arch": name, "classes": classes, "normalization": [list(mean), list(std)]}
+    torch.save({**checkpoint, "epoch": summary["best_epoch"], "state_dict": best_state},
+               f"models/{name}.pt")
+    torch.save({**checkpoint, "epoch": cfg["epochs"], "state_dict": last_state},
+               f"models/{name}.last.pt")
+    write_json(f"models/{name}.run.json",
+               {**env, "seconds": round(seconds, 1),
+                "epoch_seconds": [round(r["seconds"], 1) for r in history]})
+    write_json(f"metrics/{name}.json",
+               {**summary, "params": n_params, "params_no_bias": n_weights,
+                "epochs": cfg["epochs"], "train_samples": len(y_train),
+                "val_samples": len(y_val), "per_class_accuracy": evaluation["per_class_accuracy"],
+                "top_confusions": evaluation["top_confusions"]})
+    print(f"{name}: best val accuracy {summary['best_val_accuracy']:.4f} at epoch "
+          f"{summary['best_epoch']}, final {summary['final_val_accuracy']:.4f}, {seconds:.0f} s")
+
+
+if __name__ == "__main__":
+    run(main)

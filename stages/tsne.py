@@ -1,0 +1,72 @@
+"""Stage tsne@<model>: t-SNE of the validation set at the intermediate and the final layer,
+with the numbers that judge each representation.
+
+    python -m stages.tsne <model> <dataset>         (simple_cnn mnist | alexnet cifar10)
+
+Reads params `seed`, `device`, `precision`, `tsne.*`, models/<model>.pt and
+data/raw/<dataset>/val.pt. Writes:
+  plots/<model>/tsne_intermediate.png, plots/<model>/tsne_final.png   coloured by class
+  plots/<model>/tsne.csv          the 2-D coordinates: layer, index, x, y, label, class
+  metrics/tsne/<model>.json       per layer: dimensions, points, silhouette score of the classes
+                                  in the layer's own feature space, linear-probe accuracy
+                                  (cross-validated logistic regression on those features)
+"""
+import csv
+from pathlib import Path
+
+import torch
+
+from stages.lib import analysis, data, engine, plots
+from stages.lib.analysis import fmt, judge, tsne_params
+from stages.lib.common import (StageError, autocast_dtype, engine_params, load_yaml, pick_device,
+                               run, seed_everything, write_json)
+
+LAYERS = {"simple_cnn": "128-d dense layer", "alexnet": "2048-d penultimate layer"}
+
+
+def main(argv):
+    if len(argv) != 2 or argv[0] not in LAYERS:
+        raise StageError(f"usage: python -m stages.tsne <{'|'.join(LAYERS)}> <dataset>")
+    name, dataset = argv
+    params = load_yaml("params.yaml")
+    shared, cfg = engine_params(params), tsne_params(params)
+    device = pick_device(shared["device"])
+    amp_dtype = autocast_dtype(device, shared["precision"])
+    seed_everything(shared["seed"])
+
+    model, checkpoint = engine.load_checkpoint(f"models/{name}.pt", device)
+    classes = checkpoint["classes"]
+    val = data.load_tensors(Path("data/raw") / dataset, "val")
+    keep = torch.from_numpy(analysis.subsample(len(val["labels"]), cfg["points"], shared["seed"]))
+    mean, std = checkpoint["normalization"]
+    _, labels, features, logits = engine.predict(
+        model, data.batches(val["images"][keep], val["labels"][keep], 1000, mean=mean, std=std),
+        device, amp_dtype, embed=True)
+    labels = labels.numpy()
+
+    out = Path("plots") / name
+    out.mkdir(parents=True, exist_ok=True)
+    metrics, rows = {}, []
+    for layer, values, what in (("intermediate", features, LAYERS[name]),
+                                ("final", logits, f"{len(classes)}-d output layer (logits)")):
+        values = values.numpy()
+        metrics[layer] = {"layer": what, **judge(values, labels, cfg, shared["seed"])}
+        coords = analysis.tsne_2d(values, perplexity=cfg["perplexity"], pca_dims=cfg["pca_dims"],
+                                  seed=shared["seed"])
+        m = metrics[layer]
+        title = (f"{name}: t-SNE of the {what}\n{len(labels)} validation images; silhouette "
+                 f"{fmt(m['silhouette'])}, linear probe {fmt(m['linear_probe_accuracy'])}")
+        plots.save(plots.tsne_figure(coords, labels, classes, title), out / f"tsne_{layer}.png")
+        rows += [(layer, int(i), f"{x:.4f}", f"{y:.4f}", int(c), classes[c])
+                 for i, (x, y), c in zip(keep.tolist(), coords, labels)]
+        print(f"{name} {layer}: silhouette {fmt(m['silhouette'])}, linear probe "
+              f"{fmt(m['linear_probe_accuracy'])}", flush=True)
+    with open(out / "tsne.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["layer", "index", "x", "y", "label", "class"])
+        writer.writerows(rows)
+    write_json(f"metrics/tsne/{name}.json", metrics)
+
+
+if __name__ == "__main__":
+    run(main)
