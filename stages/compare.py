@@ -81,7 +81,7 @@ def main(argv):
     plots.save(plots.bar_figure({s: a["accuracy"] for s, a in accuracy.items()},
                                 "ResNet-50 transfer strategies", "validation accuracy"),
                OUT / "accuracy.png")
-    write_json("metrics/tsne/transfer.json", metrics)
+    write_json("metrics/tsne/transfer.json", {**metrics, "settings": cfg})
 
 
 if __name__ == "__main__":

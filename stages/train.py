@@ -68,6 +68,7 @@ def main(argv):
 
     model = engine.prepare(models.build(name, len(classes)), device)
     n_params, n_weights = models.count_parameters(model)
+    largest, largest_params = models.largest_layer(model)
     optimizer = engine.make_optimizer(cfg["optimizer"], model.parameters(), cfg["lr"],
                                       cfg["momentum"], cfg["weight_decay"])
     env = engine.run_info(device, amp_dtype)
@@ -95,10 +96,11 @@ def main(argv):
     torch.save({**checkpoint, "epoch": cfg["epochs"], "state_dict": last_state},
                f"models/{name}.last.pt")
     write_json(f"models/{name}.run.json",
-               {**env, "seconds": round(seconds, 1),
+               {**env, "params": cfg, "seconds": round(seconds, 1),
                 "epoch_seconds": [round(r["seconds"], 1) for r in history]})
     write_json(f"metrics/{name}.json",
                {**summary, "params": n_params, "params_no_bias": n_weights,
+                "largest_layer": largest, "largest_layer_params": largest_params,
                 "epochs": cfg["epochs"], "train_samples": len(y_train),
                 "val_samples": len(y_val), "per_class_accuracy": evaluation["per_class_accuracy"],
                 "top_confusions": evaluation["top_confusions"]})

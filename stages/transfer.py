@@ -102,7 +102,7 @@ def main(argv):
                 "image_size": data_cfg["image_size"], "epoch": summary["best_epoch"],
                 "state_dict": best_state}, f"models/transfer/{strategy}.pt")
     write_json(f"models/transfer/{strategy}.run.json",
-               {**env, "seconds": round(seconds, 1),
+               {**env, "params": {**shared, **data_cfg, **cfg}, "seconds": round(seconds, 1),
                 "epoch_seconds": [round(r["seconds"], 1) for r in history]})
     write_json(f"metrics/transfer/{strategy}.json",
                {"accuracy": summary["final_val_accuracy"],

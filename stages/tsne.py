@@ -21,7 +21,7 @@ from stages.lib.analysis import fmt, judge, tsne_params
 from stages.lib.common import (StageError, autocast_dtype, engine_params, load_yaml, pick_device,
                                run, seed_everything, write_json)
 
-LAYERS = {"simple_cnn": "128-d dense layer", "alexnet": "2048-d penultimate layer"}
+LAYERS = {"simple_cnn": "128-d dense layer", "alexnet": "2048-d penultimate dense layer"}
 
 
 def main(argv):
@@ -48,7 +48,7 @@ def main(argv):
     out.mkdir(parents=True, exist_ok=True)
     metrics, rows = {}, []
     for layer, values, what in (("intermediate", features, LAYERS[name]),
-                                ("final", logits, f"{len(classes)}-d output layer (logits)")):
+                                ("final", logits, f"{len(classes)}-d output layer, logits")):
         values = values.numpy()
         metrics[layer] = {"layer": what, **judge(values, labels, cfg, shared["seed"])}
         coords = analysis.tsne_2d(values, perplexity=cfg["perplexity"], pca_dims=cfg["pca_dims"],
@@ -65,7 +65,7 @@ def main(argv):
         writer = csv.writer(f)
         writer.writerow(["layer", "index", "x", "y", "label", "class"])
         writer.writerows(rows)
-    write_json(f"metrics/tsne/{name}.json", metrics)
+    write_json(f"metrics/tsne/{name}.json", {**metrics, "settings": cfg})
 
 
 if __name__ == "__main__":

@@ -41,8 +41,11 @@ def copy_project(dest):
     return dest
 
 
+DELETE = object()
+
+
 def edit_params(project, changes):
-    """Set dotted keys in project/params.yaml."""
+    """Set dotted keys in project/params.yaml (a value of DELETE removes the key)."""
     path = Path(project) / "params.yaml"
     params = yaml.safe_load(path.read_text())
     for key, value in changes.items():
@@ -50,7 +53,10 @@ def edit_params(project, changes):
         *parents, last = key.split(".")
         for part in parents:
             node = node[part]
-        node[last] = value
+        if value is DELETE:
+            del node[last]
+        else:
+            node[last] = value
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 

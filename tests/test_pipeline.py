@@ -4,6 +4,7 @@ import json
 import shutil
 
 import pytest
+import yaml
 
 from conftest import copy_project, edit_params, run, stage_env
 
@@ -72,3 +73,166 @@ def test_keep_going_without_weights_runs_everything_else(tmp_path, mirror):
     assert "missing resnet50/resnet50-0676ba61.pth" in output
     assert (project / "metrics/datasets.json").exists()
     assert not (project / "data/weights/resnet50.pth").exists()
+
+
+def read(project, path):
+    return json.loads((project / path).read_text())
+
+
+def test_training_metrics_and_plots(pipeline):
+    project, _, _ = pipeline
+    simple = read(project, "metrics/simple_cnn.json")
+    assert simple["params"] == 813_802 and simple["params_no_bias"] == 813_600
+    assert 1 <= simple["best_epoch"] <= 2 and 0 <= simple["best_val_accuracy"] <= 1
+    assert simple["best_val_accuracy"] >= simple["final_val_accuracy"]
+    assert len(simple["per_class_accuracy"]) == 10
+    alexnet = read(project, "metrics/alexnet.json")
+    assert alexnet["params"] == 6_199_498 and alexnet["epochs"] == 3
+    for model in ("simple_cnn", "alexnet"):
+        rows = (project / f"plots/{model}/confusion.csv").read_text().splitlines()
+        assert rows[0] == "actual,predicted" and len(rows) == 1 + 100
+        loss = (project / f"plots/{model}/live/plots/metrics/val/loss.tsv").read_text()
+        assert loss.splitlines()[0].split("\t") == ["step", "loss"]
+        for png in ("curves", "confusion", "tsne_intermediate", "tsne_final"):
+            assert (project / f"plots/{model}/{png}.png").stat().st_size > 1000
+        tsne = read(project, f"metrics/tsne/{model}.json")
+        assert tsne["intermediate"]["points"] == 60
+        assert tsne["intermediate"]["dimensions"] == (128 if model == "simple_cnn" else 2048)
+        assert tsne["final"]["dimensions"] == 10
+        coords = (project / f"plots/{model}/tsne.csv").read_text().splitlines()
+        assert coords[0] == "layer,index,x,y,label,class" and len(coords) == 1 + 2 * 60
+        assert (project / f"models/{model}.pt").exists()
+        assert (project / f"models/{model}.last.pt").exists()
+
+
+def test_transfer_metrics_side_by_side(pipeline):
+    project, env, _ = pipeline
+    for strategy in ("scratch", "svm", "finetune", "finetune_aug"):
+        metrics = read(project, f"metrics/transfer/{strategy}.json")
+        assert 0 <= metrics["accuracy"] <= 1
+        if strategy != "svm":
+            assert {"best_accuracy", "best_epoch"} <= set(metrics)
+    shown = json.loads(dvc(project, "metrics", "show", "--json", env=env).stdout)
+    files = shown[""]["data"] if "" in shown else next(iter(shown.values()))["data"]
+    for strategy in ("scratch", "svm", "finetune", "finetune_aug"):
+        assert "accuracy" in files[f"metrics/transfer/{strategy}.json"]["data"]
+    separability = read(project, "metrics/tsne/transfer.json")
+    settings = separability.pop("settings")
+    assert settings["perplexity"] == 5 and settings["probe_folds"] == 2
+    assert set(separability) == {"scratch", "svm", "finetune", "finetune_aug"}
+    assert all(v["dimensions"] == 2048 and v["points"] == 10 for v in separability.values())
+    features = __import__("torch").load(project / "data/features/train.pt", weights_only=True)
+    assert features["features"].shape == (16, 2048) and features["classes"] == ["ants", "bees"]
+    bars = (project / "plots/transfer/accuracy.csv").read_text().splitlines()
+    assert bars[0] == "strategy,accuracy,best_accuracy" and len(bars) == 5
+
+
+def test_every_declared_plot_renders(pipeline):
+    project, env, _ = pipeline
+    result = dvc(project, "plots", "show", "--json", env=env)
+    shown = json.loads(result.stdout)
+    assert set(shown) == {"data"}, shown.get("errors")  # no "errors" entry
+    declared = yaml.safe_load((project / "dvc.yaml").read_text())["plots"]
+    names = [p if isinstance(p, str) else next(iter(p)) for p in declared]
+    assert sorted(shown["data"]) == sorted(names)
+    for name in names:
+        assert shown["data"][name], f"{name} rendered nothing"
+
+
+def changed_stages(project, env):
+    status = json.loads(dvc(project, "status", "--json", env=env).stdout)
+    return set(status)
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"alexnet.lr": 0.0005}, {"train@alexnet"}),
+    ({"tsne.perplexity": 7}, {"tsne@simple_cnn", "tsne@alexnet", "compare"}),
+    ({"transfer.svm.C": 10.0}, {"svm"}),
+    ({"transfer.finetune.lr": 0.01}, {"transfer@finetune"}),
+    ({"report.language": "es"}, {"report"}),
+])
+def test_a_change_touches_exactly_its_stages(pipeline, change, expected):
+    project, env, _ = pipeline
+    original = (project / "params.yaml").read_text()
+    try:
+        edit_params(project, change)
+        assert changed_stages(project, env) == expected
+    finally:
+        (project / "params.yaml").write_text(original)
+    assert changed_stages(project, env) == set()
+
+
+def test_same_params_same_metrics(pipeline):
+    project, env, _ = pipeline
+    before = {p: (project / p).read_text() for p in ("metrics/simple_cnn.json",
+                                                     "metrics/tsne/simple_cnn.json")}
+    dvc(project, "repro", "--force", "--single-item", "train@simple_cnn", env=env)
+    dvc(project, "repro", "--force", "--single-item", "tsne@simple_cnn", env=env)
+    assert {p: (project / p).read_text() for p in before} == before
+
+
+def pct(x):
+    return f"{100 * x:.2f} %"
+
+
+def test_report_numbers_come_from_the_metrics(pipeline):
+    project, _, _ = pipeline
+    report = (project / "reports/report.md").read_text()
+    simple, alexnet = read(project, "metrics/simple_cnn.json"), read(project, "metrics/alexnet.json")
+    datasets = read(project, "metrics/datasets.json")
+    assert "| train | 28 | 28 | 1 | 200 | 10 |" in report
+    assert "| val | 32 | 32 | 3 | 100 | 10 |" in report
+    assert "Trainable parameters: **813,802** (813,600 without biases)." in report
+    assert "Trainable parameters: **6,199,498** (6,194,704 without biases)." in report
+    for m in (simple, alexnet):
+        assert (f"Best validation accuracy: **{pct(m['best_val_accuracy'])}** at epoch "
+                f"{m['best_epoch']} of {m['epochs']} (final epoch: "
+                f"{pct(m['final_val_accuracy'])}).") in report
+    first, second = list(simple["top_confusions"].values())[:2]
+    assert (f"{first['true']} taken for {first['predicted']} ({first['count']} times) and "
+            f"{second['true']} taken for {second['predicted']}") in report
+    if alexnet["overfitting_from_epoch"]:
+        assert f"overfitting starts after epoch {alexnet['overfitting_from_epoch']}" in report
+    else:
+        assert "no sign of overfitting" in report
+    for model in ("simple_cnn", "alexnet"):
+        tsne = read(project, f"metrics/tsne/{model}.json")
+        for layer in ("intermediate", "final"):
+            m = tsne[layer]
+            assert (f"| {m['dimensions']} | {m['silhouette']:.3f} | "
+                    f"{pct(m['linear_probe_accuracy'])} |") in report
+    assert "Training: 3 epochs, batch size 32, adam with learning rate 0.001." in report
+    names = {"scratch": "trained from scratch", "svm": "ImageNet features + SVM",
+             "finetune": "fine-tuning", "finetune_aug": "fine-tuning + augmentation"}
+    separability = read(project, "metrics/tsne/transfer.json")
+    for strategy, name in names.items():
+        m = read(project, f"metrics/transfer/{strategy}.json")
+        sep = separability[strategy]
+        best = pct(m.get("best_accuracy", m["accuracy"]))
+        assert (f"| {name} | {pct(m['accuracy'])} | {best} | {m.get('best_epoch', '—')} | "
+                f"{sep['silhouette']:.3f} | {pct(sep['linear_probe_accuracy'])} |") in report
+    hymenoptera = datasets["hymenoptera"]
+    assert (f"{hymenoptera['train']['samples']} training and {hymenoptera['val']['samples']} "
+            "validation images, classes ants, bees, seen at 32×32 pixels") in report
+    for link in __import__("re").findall(r"!\[\]\(([^)]+)\)", report):
+        assert (project / "reports" / link).is_file(), link
+    html = (project / "reports/report.html").read_text()
+    assert "<table>" in html and "figures/transfer_tsne.png" in html
+
+
+def test_report_in_spanish(pipeline):
+    project, env, _ = pipeline
+    original = (project / "params.yaml").read_text()
+    try:
+        edit_params(project, {"report.language": "es"})
+        dvc(project, "repro", "report", env=env)
+        report = (project / "reports/report.md").read_text()
+        simple = read(project, "metrics/simple_cnn.json")
+        assert report.startswith("# Clasificación de imágenes")
+        assert "Parámetros entrenables: **813.802** (813.600 sin sesgos)." in report
+        best = f"{100 * simple['best_val_accuracy']:.2f} %".replace(".", ",")
+        assert f"Mejor exactitud de validación: **{best}**" in report
+        assert "<html lang=\"es\">" in (project / "reports/report.html").read_text()
+    finally:
+        (project / "params.yaml").write_text(original)
+        dvc(project, "repro", "report", env=env)

@@ -72,8 +72,9 @@ class ResNet50(nn.Module):
         dropped). Returns the names of missing or unexpected keys (empty when it fits)."""
         state = {k: v for k, v in state_dict.items() if not k.startswith("fc.")}
         own = self.backbone.state_dict()
-        problems = sorted(set(own) ^ set(state))
-        problems += [f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}"
+        problems = [f"missing {k}" for k in sorted(set(own) - set(state))]
+        problems += [f"unexpected {k}" for k in sorted(set(state) - set(own))]
+        problems += [f"{k} has shape {tuple(state[k].shape)}, expected {tuple(own[k].shape)}"
                      for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
         if not problems:
             self.backbone.load_state_dict(state)
@@ -93,3 +94,11 @@ def count_parameters(model):
     total = sum(p.numel() for _, p in params)
     no_bias = sum(p.numel() for n, p in params if not n.endswith("bias"))
     return total, no_bias
+
+
+def largest_layer(model):
+    """(description, parameter count) of the layer with the most trainable parameters."""
+    sizes = [(sum(p.numel() for p in m.parameters(recurse=False) if p.requires_grad), name, m)
+             for name, m in model.named_modules()]
+    count, name, module = max(sizes, key=lambda s: s[0])
+    return f"{name}: {module}", count

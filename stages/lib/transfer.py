@@ -50,10 +50,8 @@ def pretrained_resnet50(num_classes, path=WEIGHTS):
     model = models.ResNet50(num_classes)
     problems = model.load_imagenet(load_state_dict(path))
     if problems:
-        shown = ", ".join(problems[:3]) + (f" and {len(problems) - 3} more" if len(problems) > 3
-                                           else "")
         raise StageError(f"{path} does not fit torchvision's ResNet-50 (wrong architecture?): "
-                         f"{shown}")
+                         f"{len(problems)} mismatched keys, e.g. {'; '.join(problems[:3])}")
     return model
 
 

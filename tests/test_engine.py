@@ -1,0 +1,154 @@
+"""The training loop, resident batching, summaries and reproducibility on tiny data."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from stages.lib import data, engine
+from stages.lib.common import StageError, seed_everything
+
+CPU = torch.device("cpu")
+
+
+def tiny_dataset(n=96, seed=0):
+    """Two easy classes of 1x8x8 uint8 images: bright top half or bright bottom half."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 2
+    images = torch.randint(0, 60, (n, 1, 8, 8), generator=g, dtype=torch.uint8)
+    images[labels == 0, :, :4] += 150
+    images[labels == 1, :, 4:] += 150
+    return images, labels
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                                      nn.Linear(256, 16), nn.ReLU())
+        self.head = nn.Linear(16, 2)
+
+    def embed(self, x):
+        return self.features(x)
+
+    def forward(self, x):
+        return self.head(self.embed(x))
+
+
+def train_tiny(seed, epochs=3, lr=0.01, amp_dtype=None, images=None):
+    seed_everything(seed)
+    x, y = tiny_dataset()
+    if images is not None:
+        x = images
+    model = engine.prepare(Tiny(), CPU)
+    optimizer = engine.make_optimizer("adam", model.parameters(), lr)
+    generator = torch.Generator().manual_seed(seed)
+    norm = dict(mean=(0.5,), std=(0.25,))
+    return engine.fit(
+        model, train_batches=lambda e: data.batches(x, y, 16, generator=generator, **norm),
+        val_batches=lambda: data.batches(x, y, 32, **norm), epochs=epochs, optimizer=optimizer,
+        device=CPU, amp_dtype=amp_dtype, lr_key="tiny.lr")
+
+
+def test_fit_learns_and_keeps_best_state():
+    history, best, last = train_tiny(0, epochs=4)
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4]
+    assert history[-1]["val_accuracy"] > 0.9
+    best_epoch = max(history, key=lambda r: (r["val_accuracy"], -r["epoch"]))["epoch"]
+    assert set(best) == set(last)
+    if best_epoch == 4:
+        assert all(torch.equal(best[k], last[k]) for k in best)
+
+
+def test_same_seed_same_history_other_seed_differs():
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    a, b, c = (strip(train_tiny(s)[0]) for s in (1, 1, 2))
+    assert a == b
+    assert a != c
+
+
+def test_bf16_autocast_trains_too():
+    history, _, _ = train_tiny(0, epochs=4, amp_dtype=torch.bfloat16)
+    assert history[-1]["val_accuracy"] > 0.9
+
+
+def test_non_finite_loss_stops_with_the_lr_key():
+    class Exploding(Tiny):
+        def forward(self, x):
+            return super().forward(x) * float("nan")
+
+    seed_everything(0)
+    x, y = tiny_dataset()
+    model = Exploding()
+    optimizer = engine.make_optimizer("sgd", model.parameters(), 0.1)
+    batches = lambda *a: data.batches(x, y, 16, mean=(0.5,), std=(0.25,))  # noqa: E731
+    with pytest.raises(StageError, match=r"diverged: the loss became nan in epoch 1 .*'tiny\.lr'"):
+        engine.fit(model, train_batches=batches, val_batches=batches, epochs=2,
+                   optimizer=optimizer, device=CPU, amp_dtype=None, lr_key="tiny.lr")
+
+
+def test_predict_with_embedding():
+    _, best, _ = train_tiny(0)
+    model = engine.prepare(Tiny(), CPU)
+    model.load_state_dict(best)
+    x, y = tiny_dataset()
+    preds, labels, feats, logits = engine.predict(
+        model, data.batches(x, y, 40, mean=(0.5,), std=(0.25,)), CPU, None, embed=True)
+    assert preds.shape == labels.shape == (96,) and feats.shape == (96, 16)
+    assert torch.equal(logits.argmax(1), preds) and torch.equal(labels, y)
+
+
+def test_batches_cover_everything_once_and_normalize():
+    x, y = tiny_dataset(50)
+    seen = []
+    for xb, yb in data.batches(x, y, 16, generator=torch.Generator().manual_seed(0),
+                               mean=(0.5,), std=(0.25,)):
+        assert xb.dtype == torch.float32 and len(xb) <= 16
+        seen.append(yb)
+    assert sorted(torch.cat(seen).tolist()) == sorted(y.tolist())
+    xb, _ = next(data.batches(x[:1], y[:1], 1, mean=(0.5,), std=(0.25,)))
+    assert torch.allclose(xb, (x[:1].float() / 255 - 0.5) / 0.25)
+
+
+def test_random_crop_flip_shifts_and_flips_whole_images():
+    x = torch.arange(2 * 3 * 6 * 6, dtype=torch.float32).view(2, 3, 6, 6)
+    out = data.random_crop_flip(x, torch.Generator().manual_seed(0), pad=0)
+    for i in range(2):
+        assert torch.equal(out[i], x[i]) or torch.equal(out[i], x[i].flip(-1))
+    shifted = data.random_crop_flip(x, torch.Generator().manual_seed(3), pad=2)
+    assert shifted.shape == x.shape
+
+
+def history(val_losses, train_losses):
+    return [{"epoch": i + 1, "val_loss": v, "train_loss": t, "val_accuracy": 1 - v,
+             "train_accuracy": 1 - t} for i, (v, t) in enumerate(zip(val_losses, train_losses))]
+
+
+@pytest.mark.parametrize("val, train, expected", [
+    ([1.0, 0.8, 0.7, 0.75, 0.9], [1.0, 0.7, 0.5, 0.3, 0.2], 3),   # classic overfitting
+    ([1.0, 0.8, 0.7, 0.6, 0.5], [1.0, 0.7, 0.5, 0.3, 0.2], None),  # still improving
+    ([1.0, 0.6, 0.7, 0.8], [1.0, 0.7, 0.8, 0.9], None),             # both got worse
+])
+def test_overfitting_epoch(val, train, expected):
+    assert engine.overfitting_epoch(history(val, train)) == expected
+
+
+def test_summarize_prefers_earliest_best():
+    h = history([0.5, 0.4, 0.4], [0.9, 0.8, 0.7])
+    summary = engine.summarize(h)
+    assert summary["best_epoch"] == 2 and summary["best_val_accuracy"] == pytest.approx(0.6)
+    assert summary["final_val_accuracy"] == pytest.approx(0.6)
+    assert summary["min_val_loss_epoch"] == 2
+    assert math.isclose(summary["final_train_loss"], 0.7)
+
+
+def test_optimizer_and_scheduler_choices():
+    params = [nn.Parameter(torch.zeros(2))]
+    for name in engine.OPTIMIZERS:
+        assert engine.make_optimizer(name, params, 0.1) is not None
+    opt = engine.make_optimizer("sgd", params, 0.1)
+    assert engine.make_scheduler("none", opt, 5) is None
+    step = engine.make_scheduler("step", opt, 5, step_size=1, gamma=0.5)
+    opt.step()
+    step.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.05)

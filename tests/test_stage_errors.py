@@ -1,0 +1,160 @@
+"""Bad input stops a stage before any work, with one clear line and exit status 1."""
+import shutil
+
+import pytest
+import torch
+import torchvision
+
+from conftest import DELETE, edit_params, run_stage
+from test_download_stage import assert_one_line_error
+
+
+@pytest.mark.parametrize("key, value, pattern", [
+    ("simple_cnn.lr", 0, r"'simple_cnn\.lr' must be > 0, got 0"),
+    ("simple_cnn.lr", -0.1, r"'simple_cnn\.lr' must be > 0"),
+    ("simple_cnn.epochs", 0, r"'simple_cnn\.epochs' must be >= 1, got 0"),
+    ("simple_cnn.batch_size", 0, r"'simple_cnn\.batch_size' must be >= 1"),
+    ("simple_cnn.epochs", 2.5, r"'simple_cnn\.epochs' must be an integer, got 2\.5"),
+    ("simple_cnn.optimizer", "rmsprop", r"'simple_cnn\.optimizer' must be one of sgd, adam, "
+                                        r"adamw; got 'rmsprop'"),
+    ("simple_cnn.lr", DELETE, r"missing key 'simple_cnn\.lr'"),
+    ("seed", DELETE, r"missing key 'seed'"),
+    ("device", "tpu", r"'device' must be one of auto, cuda, mps, cpu; got 'tpu'"),
+    ("precision", "fp8", r"'precision' must be one of auto, fp32, bf16, fp16"),
+])
+def test_train_params(project, key, value, pattern):
+    edit_params(project, {key: value})
+    result = run_stage(project, "stages.train", "simple_cnn", "mnist")
+    assert_one_line_error(result, pattern)
+    assert not (project / "models").exists() and not (project / "plots").exists()
+
+
+def test_alexnet_augment_must_be_bool(project):
+    edit_params(project, {"alexnet.augment": "yes"})
+    assert_one_line_error(run_stage(project, "stages.train", "alexnet", "cifar10"),
+                          r"'alexnet\.augment' must be true or false")
+
+
+def test_unknown_model(project):
+    assert_one_line_error(run_stage(project, "stages.train", "vgg16", "mnist"),
+                          r"unknown model 'vgg16': train@ knows simple_cnn, alexnet")
+
+
+def test_cuda_requested_without_cuda(project):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    edit_params(project, {"device": "cuda"})
+    assert_one_line_error(run_stage(project, "stages.train", "simple_cnn", "mnist"),
+                          r"device 'cuda' is not available on this machine")
+
+
+def test_missing_data(project):
+    assert_one_line_error(run_stage(project, "stages.train", "simple_cnn", "mnist"),
+                          r"data/raw/mnist/train\.pt not found: run `dvc repro download@mnist`")
+
+
+@pytest.fixture
+def with_data(project, mirror):
+    for name, out in (("mnist", "data/raw/mnist"), ("hymenoptera", "data/raw/hymenoptera")):
+        result = run_stage(project, "stages.download", name, out, mirror=mirror)
+        assert result.returncode == 0, result.stderr
+    return project
+
+
+def test_diverging_training_writes_no_metrics(with_data):
+    edit_params(with_data, {"simple_cnn.optimizer": "sgd", "simple_cnn.lr": 1e12,
+                            "simple_cnn.epochs": 2, "simple_cnn.batch_size": 16})
+    result = run_stage(with_data, "stages.train", "simple_cnn", "mnist")
+    assert_one_line_error(result, r"training diverged: the loss became (nan|inf) in epoch 1 "
+                                  r"\(try a lower 'simple_cnn\.lr'\)")
+    assert not (with_data / "metrics/simple_cnn.json").exists()
+    assert not (with_data / "models/simple_cnn.pt").exists()
+
+
+def put_weights(project, obj=None, raw=None):
+    path = project / "data/weights/resnet50.pth"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if raw is not None:
+        path.write_bytes(raw)
+    else:
+        torch.save(obj, path)
+
+
+class NotWeights:
+    pass
+
+
+@pytest.mark.parametrize("make, pattern", [
+    (lambda p: put_weights(p, torchvision.models.resnet18().state_dict()),
+     r"data/weights/resnet50\.pth does not fit torchvision's ResNet-50 \(wrong architecture\?\): "
+     r"\d+ mismatched keys, e\.g\. missing layer1\.0\.bn3\.bias"),
+    (lambda p: put_weights(p, raw=b"\x00not a weights file" * 100),
+     r"data/weights/resnet50\.pth is not a PyTorch weights file \(expected torchvision's "
+     r"ResNet-50 ImageNet state dict\)"),
+    (lambda p: put_weights(p, {"model": NotWeights()}),
+     r"data/weights/resnet50\.pth is not a PyTorch weights file"),
+    (lambda p: put_weights(p, [1, 2, 3]),
+     r"data/weights/resnet50\.pth is not a state dict of tensors"),
+    (lambda p: None, r"data/weights/resnet50\.pth not found: run `dvc repro download@resnet50`"),
+])
+def test_bad_weights(with_data, make, pattern):
+    make(with_data)
+    edit_params(with_data, {"transfer.image_size": 32, "transfer.num_workers": 0})
+    assert_one_line_error(run_stage(with_data, "stages.features"), pattern)
+    assert not (with_data / "data/features").exists()
+
+
+def scratch(project):
+    edit_params(project, {"transfer.image_size": 32, "transfer.num_workers": 1,
+                          "transfer.scratch.epochs": 1, "transfer.batch_size": 4})
+    return run_stage(project, "stages.transfer", "scratch")
+
+
+def test_one_class_dataset(with_data):
+    shutil.rmtree(with_data / "data/raw/hymenoptera/val/bees")
+    assert_one_line_error(scratch(with_data), r"dataset data/raw/hymenoptera: val/ needs at "
+                                              r"least two class folders, found 1")
+
+
+def test_empty_class_folder(with_data):
+    for image in (with_data / "data/raw/hymenoptera/train/bees").iterdir():
+        image.unlink()
+    assert_one_line_error(scratch(with_data), r"class folder train/bees has no images")
+
+
+def test_unreadable_image_is_named(with_data):
+    victim = sorted((with_data / "data/raw/hymenoptera/train/ants").glob("*.jpg"))[0]
+    victim.write_bytes(b"this is not a jpeg")
+    result = scratch(with_data)
+    assert_one_line_error(result, rf"cannot read image .*{victim.name}")
+    assert not (with_data / "metrics").exists()
+
+
+@pytest.mark.parametrize("key, value, pattern", [
+    ("transfer.scratch.lr", 0, r"'transfer\.scratch\.lr' must be > 0"),
+    ("transfer.scratch.scheduler", "plateau", r"'transfer\.scratch\.scheduler' must be one of "
+                                              r"none, step, cosine"),
+    ("transfer.scratch.augment.crop_scale_min", 1.5, r"crop_scale_min' must be <= 1"),
+    ("transfer.image_size", 8, r"'transfer\.image_size' must be >= 32"),
+    ("transfer.dataset", "flowers", r"data/raw/flowers not found: set transfer\.dataset"),
+])
+def test_transfer_params(with_data, key, value, pattern):
+    edit_params(with_data, {key: value})
+    assert_one_line_error(run_stage(with_data, "stages.transfer", "scratch"), pattern)
+
+
+@pytest.mark.parametrize("key, value, pattern", [
+    ("transfer.svm.C", 0, r"'transfer\.svm\.C' must be > 0"),
+    ("transfer.svm.kernel", "cubic", r"'transfer\.svm\.kernel' must be one of linear, rbf"),
+    ("transfer.svm.gamma", "big", r"'transfer\.svm\.gamma' must be scale, auto or a number"),
+    ("transfer.svm.grid", {"nu": [1]}, r"'transfer\.svm\.grid' maps SVC settings"),
+])
+def test_svm_params(project, key, value, pattern):
+    edit_params(project, {key: value})
+    assert_one_line_error(run_stage(project, "stages.svm"), pattern)
+
+
+def test_report_language(project):
+    edit_params(project, {"report.language": "fr"})
+    assert_one_line_error(run_stage(project, "stages.report"),
+                          r"'report\.language' must be one of en, es; got 'fr'")
