@@ -1,5 +1,5 @@
-# `make repro`: the whole pipeline; `make test`: the test suite. Both create .venv and install
-# requirements.txt first when needed.
+# `make repro`: the whole pipeline (REPRO_FLAGS=--keep-going to run all that can run);
+# `make test`: the test suite. Both create .venv and install requirements.txt first when needed.
 VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
@@ -13,7 +13,7 @@ $(BIN)/.installed: requirements.txt
 	touch $@
 
 repro: $(BIN)/.installed
-	dvc repro
+	dvc repro $(REPRO_FLAGS)
 
 test: $(BIN)/.installed
 	python -m pytest

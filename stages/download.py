@@ -31,26 +31,42 @@ def get_file(name, filename, urls, dest, checksum, algorithm, settings):
         fetch.copy_from_mirror(mirror, f"{name}/{filename}", dest, upstream=urls[0])
     else:
         url = fetch.download(urls, dest, checksum=checksum, algorithm=algorithm, **settings)
-        print(f"{name}: {filename} from {url}, verified")
+        print(f"{name}: {filename} from {url}" + (", verified" if checksum else ""))
 
 
-def prepare_mnist(name, params, work, settings):
+def source_params(params, name, kind):
+    """The format-specific params of download.<name>, checked before any work."""
+    if kind == "imagefolder":
+        url = param(params, f"download.{name}.url", str)
+        if not Path(url.split("?")[0]).name:
+            raise StageError(f"params.yaml: 'download.{name}.url' must end in a file name, "
+                             f"got {url!r}")
+        return {"url": url, "sha256": param(params, f"download.{name}.sha256", str,
+                                            optional=True)}
+    if kind == "weights":
+        from torchvision.models import ResNet50_Weights
+
+        return {"weights": param(params, f"download.{name}.weights", str,
+                                 choices=[w.name for w in ResNet50_Weights])}
+    return {}
+
+
+def prepare_mnist(name, source, work, settings):
     from torchvision.datasets import MNIST
 
     arrays = {}
     for filename, md5 in MNIST.resources:
         path = work / filename
         get_file(name, filename, [m + filename for m in MNIST.mirrors], path, md5, "md5", settings)
-        magic = 2051 if "images" in filename else 2049
-        arrays[filename.split("-")[0] + ("-images" if magic == 2051 else "-labels")] = \
-            data.read_idx(path, magic)
+        arrays[filename] = data.read_idx(path, 2051 if "images" in filename else 2049)
         path.unlink()
-    return {split: data.tensor_record(arrays[f"{prefix}-images"].unsqueeze(1),
-                                      arrays[f"{prefix}-labels"], data.MNIST_CLASSES)
+    return {split: data.tensor_record(arrays[f"{prefix}-images-idx3-ubyte.gz"].unsqueeze(1),
+                                      arrays[f"{prefix}-labels-idx1-ubyte.gz"],
+                                      data.MNIST_CLASSES)
             for split, prefix in (("train", "train"), ("val", "t10k"))}
 
 
-def prepare_cifar10(name, params, work, settings):
+def prepare_cifar10(name, source, work, settings):
     from torchvision.datasets import CIFAR10
 
     archive = work / CIFAR10.filename
@@ -65,14 +81,10 @@ def prepare_cifar10(name, params, work, settings):
             for split, (images, labels) in splits.items()}
 
 
-def prepare_imagefolder(name, params, work, settings):
-    url = param(params, f"download.{name}.url", str)
-    sha256 = param(params, f"download.{name}.sha256", str, optional=True)
-    filename = Path(url.split("?")[0]).name
-    if not filename:
-        raise StageError(f"params.yaml: 'download.{name}.url' must end in a file name, got {url!r}")
+def prepare_imagefolder(name, source, work, settings):
+    filename = Path(source["url"].split("?")[0]).name
     archive = work / filename
-    get_file(name, filename, [url], archive, sha256, "sha256", settings)
+    get_file(name, filename, [source["url"]], archive, source["sha256"], "sha256", settings)
     unpacked = work / "unpacked"
     unpacked.mkdir()
     fetch.extract(archive, unpacked)
@@ -83,12 +95,10 @@ def prepare_imagefolder(name, params, work, settings):
     return root
 
 
-def prepare_weights(name, params, work, settings):
+def prepare_weights(name, source, work, settings):
     from torchvision.models import ResNet50_Weights
 
-    choice = param(params, f"download.{name}.weights", str,
-                   choices=[w.name for w in ResNet50_Weights])
-    url = ResNet50_Weights[choice].url
+    url = ResNet50_Weights[source["weights"]].url
     filename = Path(url).name
     # torch.hub convention: resnet50-<first 8 hex digits of the file's SHA-256>.pth
     prefix = re.search(r"-([a-f0-9]+)\.", filename).group(1)
@@ -105,18 +115,20 @@ def main(argv):
     settings = {"retries": param(params, "download.retries", int, minimum=1),
                 "timeout": param(params, "download.timeout", float, above=0)}
     kind = param(params, f"download.{name}.format", str, choices=FORMATS)
+    source = source_params(params, name, kind)
+    fetch.mirror_dir()  # a DATASETS_MIRROR that is not a folder stops here
 
     work = fetch.temporary_dir_beside(out)
     try:
         if kind == "weights":
-            result = prepare_weights(name, params, work, settings)
+            result = prepare_weights(name, source, work, settings)
         elif kind == "imagefolder":
-            result = prepare_imagefolder(name, params, work, settings)
+            result = prepare_imagefolder(name, source, work, settings)
         else:
             prepare = prepare_mnist if kind == "mnist" else prepare_cifar10
             result = work / "prepared"
             result.mkdir()
-            for split, record in prepare(name, params, work, settings).items():
+            for split, record in prepare(name, source, work, settings).items():
                 torch.save(record, result / f"{split}.pt")
                 print(f"{name}/{split}: {tuple(record['images'].shape)} images, "
                       f"{len(record['classes'])} classes")

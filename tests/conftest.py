@@ -72,6 +72,22 @@ def run_stage(project, *args, mirror=None, **env):
     return run([sys.executable, "-m", *args], project, stage_env(mirror, **env), check=False)
 
 
+def stage_error(project, module, *args, monkeypatch):
+    """Run stages.<module>.main(args) in this process, in `project`, and return the one-line
+    message of the StageError it stops with (faster than a subprocess for checking messages;
+    the subprocess tests check the one-line, exit-status-1 form)."""
+    import importlib
+
+    from stages.lib.common import StageError, one_line
+
+    monkeypatch.chdir(project)
+    try:
+        importlib.import_module(f"stages.{module}").main(list(args))
+    except StageError as error:
+        return one_line(error)
+    raise AssertionError(f"stages.{module} {' '.join(args)} did not fail")
+
+
 @pytest.fixture(scope="session")
 def mirror(tmp_path_factory):
     return tiny_mirror.build(tmp_path_factory.mktemp("mirror"))

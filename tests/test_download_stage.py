@@ -8,7 +8,8 @@ import zipfile
 import pytest
 import torch
 
-from conftest import edit_params, run_stage
+from conftest import edit_params, run_stage, stage_error
+from tiny_mirror import write_sha256sums
 from test_fetch import closed_port
 
 OUTS = {"mnist": "data/raw/mnist", "cifar10": "data/raw/cifar10",
@@ -31,15 +32,6 @@ def assert_no_output(project, name):
 
 def copy_mirror(mirror, dest):
     return shutil.copytree(mirror, dest)
-
-
-def rewrite_sums(mirror):
-    lines = []
-    for path in sorted(p for p in mirror.rglob("*") if p.is_file() and p.name != "SHA256SUMS"
-                       and p.suffix != ".txt"):
-        lines.append(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  "
-                     f"{path.relative_to(mirror).as_posix()}")
-    (mirror / "SHA256SUMS").write_text("\n".join(lines) + "\n")
 
 
 def download(project, name, mirror):
@@ -103,7 +95,7 @@ def test_unsafe_archive_in_mirror(project, mirror, tmp_path):
     archive = bad / "hymenoptera/hymenoptera_data.zip"
     with zipfile.ZipFile(archive, "a") as zf:
         zf.writestr("hymenoptera_data/../../escape.txt", b"gotcha")
-    rewrite_sums(bad)
+    write_sha256sums(bad)
     result = download(project, "hymenoptera", bad)
     assert_one_line_error(result, r"unsafe archive hymenoptera_data\.zip: .*leaves the target")
     assert list((project / "data/raw").iterdir()) == []
@@ -114,7 +106,7 @@ def test_truncated_archive_in_mirror(project, mirror, tmp_path):
     bad = copy_mirror(mirror, tmp_path / "m")
     archive = bad / "cifar10/cifar-10-python.tar.gz"
     archive.write_bytes(archive.read_bytes()[:5000])
-    rewrite_sums(bad)  # the checksum matches: the file itself is broken
+    write_sha256sums(bad)  # the checksum matches: the file itself is broken
     result = download(project, "cifar10", bad)
     assert_one_line_error(result, r"corrupt or truncated archive cifar-10-python\.tar\.gz")
     assert list((project / "data/raw").iterdir()) == []
@@ -126,7 +118,7 @@ def test_truncated_idx_in_mirror(project, mirror, tmp_path):
     bad = copy_mirror(mirror, tmp_path / "m")
     target = bad / "mnist/train-images-idx3-ubyte.gz"
     target.write_bytes(gzip.compress(gzip.decompress(target.read_bytes())[:-10]))
-    rewrite_sums(bad)
+    write_sha256sums(bad)
     result = download(project, "mnist", bad)
     assert_one_line_error(result, r"train-images-idx3-ubyte\.gz is truncated")
 
@@ -136,7 +128,7 @@ def test_not_an_image_folder(project, mirror, tmp_path):
     archive = bad / "hymenoptera/hymenoptera_data.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("stuff/train/only_class/a.jpg", b"x")
-    rewrite_sums(bad)
+    write_sha256sums(bad)
     result = download(project, "hymenoptera", bad)
     assert_one_line_error(result, r"hymenoptera_data\.zip \(not an ImageFolder archive\): "
                                   r"train/ needs at least two class folders, found 1")
@@ -158,12 +150,13 @@ def test_unreachable_upstream_without_mirror(project):
                                                    r"IMAGENET1K_V1, IMAGENET1K_V2"),
     ("download.mnist", None, r"'download\.mnist\.format'"),
 ])
-def test_bad_params_stop_before_any_work(project, mirror, key, value, pattern):
+def test_bad_params_stop_before_any_work(project, mirror, monkeypatch, key, value, pattern):
     edit_params(project, {key: value})
-    name = key.split(".")[1] if key.count(".") >= 1 and key.split(".")[1] in OUTS else "mnist"
-    result = download(project, name, mirror)
-    assert_one_line_error(result, pattern)
-    assert not (project / "data").exists() or not any((project / "data").rglob("*.pt"))
+    monkeypatch.setenv("DATASETS_MIRROR", str(mirror))
+    name = key.split(".")[1] if key.split(".")[1] in OUTS else "mnist"
+    message = stage_error(project, "download", name, OUTS[name], monkeypatch=monkeypatch)
+    assert re.search(pattern, message), message
+    assert not (project / "data").exists()
 
 
 def test_datasets_needs_downloads_first(project):

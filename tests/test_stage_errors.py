@@ -1,12 +1,18 @@
 """Bad input stops a stage before any work, with one clear line and exit status 1."""
+import re
 import shutil
 
 import pytest
 import torch
 import torchvision
 
-from conftest import DELETE, edit_params, run_stage
+from conftest import DELETE, copy_project, edit_params, run_stage, stage_error
 from test_download_stage import assert_one_line_error
+
+
+def fails(project, monkeypatch, pattern, module, *args):
+    message = stage_error(project, module, *args, monkeypatch=monkeypatch)
+    assert re.search(pattern, message), message
 
 
 @pytest.mark.parametrize("key, value, pattern", [
@@ -22,42 +28,55 @@ from test_download_stage import assert_one_line_error
     ("device", "tpu", r"'device' must be one of auto, cuda, mps, cpu; got 'tpu'"),
     ("precision", "fp8", r"'precision' must be one of auto, fp32, bf16, fp16"),
 ])
-def test_train_params(project, key, value, pattern):
+def test_train_params(project, monkeypatch, key, value, pattern):
     edit_params(project, {key: value})
-    result = run_stage(project, "stages.train", "simple_cnn", "mnist")
-    assert_one_line_error(result, pattern)
+    fails(project, monkeypatch, pattern, "train", "simple_cnn", "mnist")
     assert not (project / "models").exists() and not (project / "plots").exists()
 
 
-def test_alexnet_augment_must_be_bool(project):
-    edit_params(project, {"alexnet.augment": "yes"})
+def test_bad_params_as_the_user_sees_them(project):
+    edit_params(project, {"alexnet.lr": -1})
     assert_one_line_error(run_stage(project, "stages.train", "alexnet", "cifar10"),
-                          r"'alexnet\.augment' must be true or false")
+                          r"^error: params\.yaml: 'alexnet\.lr' must be > 0, got -1$")
 
 
-def test_unknown_model(project):
-    assert_one_line_error(run_stage(project, "stages.train", "vgg16", "mnist"),
-                          r"unknown model 'vgg16': train@ knows simple_cnn, alexnet")
+def test_alexnet_augment_must_be_bool(project, monkeypatch):
+    edit_params(project, {"alexnet.augment": "yes"})
+    fails(project, monkeypatch, r"'alexnet\.augment' must be true or false", "train", "alexnet",
+          "cifar10")
 
 
-def test_cuda_requested_without_cuda(project):
+def test_unknown_model(project, monkeypatch):
+    fails(project, monkeypatch, r"unknown model 'vgg16': train@ knows simple_cnn, alexnet",
+          "train", "vgg16", "mnist")
+
+
+def test_cuda_requested_without_cuda(project, monkeypatch):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     edit_params(project, {"device": "cuda"})
-    assert_one_line_error(run_stage(project, "stages.train", "simple_cnn", "mnist"),
-                          r"device 'cuda' is not available on this machine")
+    fails(project, monkeypatch, r"device 'cuda' is not available on this machine", "train",
+          "simple_cnn", "mnist")
 
 
-def test_missing_data(project):
-    assert_one_line_error(run_stage(project, "stages.train", "simple_cnn", "mnist"),
-                          r"data/raw/mnist/train\.pt not found: run `dvc repro download@mnist`")
+def test_missing_data(project, monkeypatch):
+    fails(project, monkeypatch, r"data/raw/mnist/train\.pt not found: run `dvc repro "
+                                r"download@mnist`", "train", "simple_cnn", "mnist")
+
+
+@pytest.fixture(scope="module")
+def raw_data(tmp_path_factory, mirror):
+    """MNIST and hymenoptera as download@ leaves them, made once for this module."""
+    where = copy_project(tmp_path_factory.mktemp("raw") / "project")
+    for name, out in (("mnist", "data/raw/mnist"), ("hymenoptera", "data/raw/hymenoptera")):
+        result = run_stage(where, "stages.download", name, out, mirror=mirror)
+        assert result.returncode == 0, result.stderr
+    return where / "data/raw"
 
 
 @pytest.fixture
-def with_data(project, mirror):
-    for name, out in (("mnist", "data/raw/mnist"), ("hymenoptera", "data/raw/hymenoptera")):
-        result = run_stage(project, "stages.download", name, out, mirror=mirror)
-        assert result.returncode == 0, result.stderr
+def with_data(project, raw_data):
+    shutil.copytree(raw_data, project / "data/raw")
     return project
 
 
@@ -97,35 +116,39 @@ class NotWeights:
      r"data/weights/resnet50\.pth is not a state dict of tensors"),
     (lambda p: None, r"data/weights/resnet50\.pth not found: run `dvc repro download@resnet50`"),
 ])
-def test_bad_weights(with_data, make, pattern):
+def test_bad_weights(with_data, monkeypatch, make, pattern):
     make(with_data)
     edit_params(with_data, {"transfer.image_size": 32, "transfer.num_workers": 0})
-    assert_one_line_error(run_stage(with_data, "stages.features"), pattern)
+    fails(with_data, monkeypatch, pattern, "features")
     assert not (with_data / "data/features").exists()
 
 
-def scratch(project):
-    edit_params(project, {"transfer.image_size": 32, "transfer.num_workers": 1,
+def small_transfer(project, workers=0):
+    edit_params(project, {"transfer.image_size": 32, "transfer.num_workers": workers,
                           "transfer.scratch.epochs": 1, "transfer.batch_size": 4})
-    return run_stage(project, "stages.transfer", "scratch")
 
 
-def test_one_class_dataset(with_data):
+def test_one_class_dataset(with_data, monkeypatch):
     shutil.rmtree(with_data / "data/raw/hymenoptera/val/bees")
-    assert_one_line_error(scratch(with_data), r"dataset data/raw/hymenoptera: val/ needs at "
-                                              r"least two class folders, found 1")
+    small_transfer(with_data)
+    fails(with_data, monkeypatch, r"dataset data/raw/hymenoptera: val/ needs at least two class "
+                                  r"folders, found 1", "transfer", "scratch")
 
 
-def test_empty_class_folder(with_data):
+def test_empty_class_folder(with_data, monkeypatch):
     for image in (with_data / "data/raw/hymenoptera/train/bees").iterdir():
         image.unlink()
-    assert_one_line_error(scratch(with_data), r"class folder train/bees has no images")
+    small_transfer(with_data)
+    fails(with_data, monkeypatch, r"class folder train/bees has no images", "transfer",
+          "scratch")
 
 
 def test_unreadable_image_is_named(with_data):
+    """Read in a DataLoader worker process: the error still comes out as one line."""
     victim = sorted((with_data / "data/raw/hymenoptera/train/ants").glob("*.jpg"))[0]
     victim.write_bytes(b"this is not a jpeg")
-    result = scratch(with_data)
+    small_transfer(with_data, workers=1)
+    result = run_stage(with_data, "stages.transfer", "scratch")
     assert_one_line_error(result, rf"cannot read image .*{victim.name}")
     assert not (with_data / "metrics").exists()
 
@@ -138,9 +161,9 @@ def test_unreadable_image_is_named(with_data):
     ("transfer.image_size", 8, r"'transfer\.image_size' must be >= 32"),
     ("transfer.dataset", "flowers", r"data/raw/flowers not found: set transfer\.dataset"),
 ])
-def test_transfer_params(with_data, key, value, pattern):
+def test_transfer_params(with_data, monkeypatch, key, value, pattern):
     edit_params(with_data, {key: value})
-    assert_one_line_error(run_stage(with_data, "stages.transfer", "scratch"), pattern)
+    fails(with_data, monkeypatch, pattern, "transfer", "scratch")
 
 
 @pytest.mark.parametrize("key, value, pattern", [
@@ -149,12 +172,11 @@ def test_transfer_params(with_data, key, value, pattern):
     ("transfer.svm.gamma", "big", r"'transfer\.svm\.gamma' must be scale, auto or a number"),
     ("transfer.svm.grid", {"nu": [1]}, r"'transfer\.svm\.grid' maps SVC settings"),
 ])
-def test_svm_params(project, key, value, pattern):
+def test_svm_params(project, monkeypatch, key, value, pattern):
     edit_params(project, {key: value})
-    assert_one_line_error(run_stage(project, "stages.svm"), pattern)
+    fails(project, monkeypatch, pattern, "svm")
 
 
-def test_report_language(project):
+def test_report_language(project, monkeypatch):
     edit_params(project, {"report.language": "fr"})
-    assert_one_line_error(run_stage(project, "stages.report"),
-                          r"'report\.language' must be one of en, es; got 'fr'")
+    fails(project, monkeypatch, r"'report\.language' must be one of en, es; got 'fr'", "report")

@@ -79,7 +79,7 @@ def param(params, key, kind, *, choices=None, minimum=None, above=None, maximum=
             raise StageError(f"params.yaml: missing key '{key}'"
                              + (f" (no '{part}' under '{'.'.join(key.split('.')[:i])}')" if i else ""))
         node = node[part]
-    value = node
+    value = shown = node
     if value is None and optional:
         return None
     ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
@@ -90,13 +90,13 @@ def param(params, key, kind, *, choices=None, minimum=None, above=None, maximum=
                          f"{' or null' if optional else ''}, got {value!r}")
     if choices is not None and value not in choices:
         raise StageError(f"params.yaml: '{key}' must be one of {', '.join(map(str, choices))}; "
-                         f"got {value!r}")
+                         f"got {shown!r}")
     if minimum is not None and value < minimum:
-        raise StageError(f"params.yaml: '{key}' must be >= {minimum}, got {value!r}")
+        raise StageError(f"params.yaml: '{key}' must be >= {minimum}, got {shown!r}")
     if above is not None and value <= above:
-        raise StageError(f"params.yaml: '{key}' must be > {above}, got {value!r}")
+        raise StageError(f"params.yaml: '{key}' must be > {above}, got {shown!r}")
     if maximum is not None and value > maximum:
-        raise StageError(f"params.yaml: '{key}' must be <= {maximum}, got {value!r}")
+        raise StageError(f"params.yaml: '{key}' must be <= {maximum}, got {shown!r}")
     return value
 
 

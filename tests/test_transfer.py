@@ -1,0 +1,127 @@
+"""Transfer-learning pieces beyond the end-to-end run: the SVM on given features, a custom
+N-class ImageFolder dataset, the pretrained loading path, the image transforms."""
+import json
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from conftest import edit_params, run_stage
+from stages.lib import data, transfer
+
+sys.path.insert(0, str(Path(__file__).parent))
+import tiny_mirror  # noqa: E402
+
+
+def write_features(project, train, val, classes):
+    folder = project / "data/features"
+    folder.mkdir(parents=True)
+    for split, (x, y) in (("train", train), ("val", val)):
+        torch.save({"features": torch.tensor(x, dtype=torch.float32),
+                    "labels": torch.tensor(y), "classes": classes,
+                    "files": [f"{i}.jpg" for i in range(len(y))]}, folder / f"{split}.pt")
+
+
+def blobs(n, seed, classes=3, d=32):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % classes
+    centers = np.random.default_rng(0).normal(0, 3, (classes, d))
+    return centers[y] + rng.normal(0, 1, (n, d)), y
+
+
+def test_svm_scores_separable_features(project):
+    write_features(project, blobs(60, 1), blobs(30, 2), ["a", "b", "c"])
+    result = run_stage(project, "stages.svm")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((project / "metrics/transfer/svm.json").read_text())
+    assert metrics["accuracy"] == 1.0 and metrics["train_accuracy"] == 1.0
+    assert metrics["C"] == 1.0 and metrics["kernel"] == "rbf"
+    rows = (project / "plots/transfer/svm/confusion.csv").read_text().splitlines()
+    assert rows[0] == "actual,predicted" and len(rows) == 31
+
+
+def test_svm_grid_search_picks_settings_on_train(project):
+    write_features(project, blobs(60, 1), blobs(30, 2), ["a", "b", "c"])
+    edit_params(project, {"transfer.svm.grid": {"C": [0.01, 10.0], "kernel": ["linear"]},
+                          "transfer.svm.cv": 3})
+    result = run_stage(project, "stages.svm")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((project / "metrics/transfer/svm.json").read_text())
+    assert metrics["kernel"] == "linear" and metrics["C"] in (0.01, 10.0)
+    assert 0.9 <= metrics["cv_accuracy"] <= 1.0
+
+
+def test_custom_three_class_dataset_from_mirror(project, mirror, tmp_path):
+    """`transfer.dataset` can name any ImageFolder archive; N classes, not only two."""
+    custom = tmp_path / "mirror"
+    custom.mkdir()
+    tiny_mirror.write_image_folder_zip(custom / "flowers" / "flowers.zip",
+                                       np.random.default_rng(0), {"train": 4, "val": 2},
+                                       classes=("daisy", "rose", "tulip"), top="flowers")
+    tiny_mirror.write_sha256sums(custom)
+    edit_params(project, {"download.flowers": {"format": "imagefolder",
+                                               "url": "https://example.invalid/flowers.zip",
+                                               "sha256": None},
+                          "transfer.dataset": "flowers", "transfer.image_size": 32,
+                          "transfer.num_workers": 0, "transfer.scratch.epochs": 1})
+    result = run_stage(project, "stages.download", "flowers", "data/raw/flowers", mirror=custom)
+    assert result.returncode == 0, result.stderr
+    result = run_stage(project, "stages.transfer", "scratch")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((project / "metrics/transfer/scratch.json").read_text())
+    assert set(metrics["per_class_accuracy"]) == {"daisy", "rose", "tulip"}
+    checkpoint = torch.load(project / "models/transfer/scratch.pt", weights_only=True)
+    assert checkpoint["classes"] == ["daisy", "rose", "tulip"]
+    assert checkpoint["state_dict"]["head.weight"].shape == (3, 2048)
+
+
+def test_mirror_verifies_by_its_own_sha256sums(project, mirror):
+    """With a mirror, files are verified against the mirror's SHA256SUMS, not the upstream pin
+    in params (a mirror may re-pack archives, as ../shared/datasets does)."""
+    edit_params(project, {"download.hymenoptera.sha256": "0" * 64, "download.retries": 1})
+    result = run_stage(project, "stages.download", "hymenoptera", "data/raw/hymenoptera",
+                       mirror=mirror)
+    assert result.returncode == 0, result.stderr  # the mirror verifies by its SHA256SUMS
+
+
+def test_pretrained_path_loads_the_saved_file(tmp_path):
+    import torchvision
+
+    torch.manual_seed(1)
+    source = torchvision.models.resnet50()
+    path = tmp_path / "weights.pth"
+    torch.save(source.state_dict(), path)
+    model = transfer.pretrained_resnet50(num_classes=4, path=path)
+    assert torch.equal(model.backbone.layer4[2].conv3.weight, source.layer4[2].conv3.weight)
+    assert model.head.out_features == 4
+
+
+def test_image_transforms(tmp_path):
+    from PIL import Image
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 70, 3),
+                                                              dtype=np.uint8))
+    plain = data.image_transforms(40)
+    assert plain(image).shape == (3, 40, 40)
+    assert torch.equal(plain(image), plain(image))  # evaluation transform is deterministic
+    augment = {"random_crop": True, "crop_scale_min": 0.5, "hflip": True, "color_jitter": 0.3,
+               "rotation": 10.0}
+    torch.manual_seed(0)
+    a = data.image_transforms(40, augment)(image)
+    b = data.image_transforms(40, augment)(image)
+    assert a.shape == (3, 40, 40) and not torch.equal(a, b)
+    off = {"random_crop": False, "crop_scale_min": 0.08, "hflip": False, "color_jitter": 0.0,
+           "rotation": 0.0}
+    assert torch.equal(data.image_transforms(40, off)(image), plain(image))
+
+
+def test_gif_placeholder_is_not_a_sample(tmp_path):
+    archive = tmp_path / "h.zip"
+    tiny_mirror.write_image_folder_zip(archive, np.random.default_rng(0), {"train": 2, "val": 1})
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(tmp_path)
+    root = tmp_path / "hymenoptera_data"
+    assert data.image_folder_classes(root) == ["ants", "bees"]
+    assert len(data.image_folder(root, "train", None)) == 4  # the .gif is skipped
