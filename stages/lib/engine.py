@@ -80,7 +80,9 @@ def run_epoch(model, batches, device, amp_dtype, optimizer=None, scaler=None):
     """One pass over `batches`; trains when an optimizer is given. Returns (mean loss, accuracy)."""
     training = optimizer is not None
     model.train(training)
-    total_loss = torch.zeros((), device=device, dtype=torch.float64)
+    # float64 sums (MPS has no float64); accumulated on the device, read once per epoch
+    total_loss = torch.zeros((), device=device,
+                             dtype=torch.float32 if device.type == "mps" else torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     count = 0
     with torch.set_grad_enabled(training):
@@ -99,7 +101,7 @@ def run_epoch(model, batches, device, amp_dtype, optimizer=None, scaler=None):
                 else:
                     loss.backward()
                     optimizer.step()
-            total_loss += loss.detach().double() * len(y)
+            total_loss += loss.detach().to(total_loss.dtype) * len(y)
             correct += (logits.argmax(1) == y).sum()
             count += len(y)
     if count == 0:
