@@ -105,9 +105,11 @@ TEXT = {
         "transfer_curves": "Validation curves of the three trained strategies",
         "transfer_tsne": "t-SNE of each strategy's 2048-d validation features",
         "separability": "separability", "linear": "linear separability",
-        "best_separated": "The {best} features separate the classes best (silhouette {s}, "
-                          "linear separability {p}); the {worst} features least (silhouette "
-                          "{s2}, linear {p2}).",
+        "best_separated": "Of the four representations, *{best}* separates the classes best "
+                          "(silhouette {s}, linear separability {p}) and *{worst}* the "
+                          "least (silhouette {s2}, linear separability {p2}).",
+        "transfer_confusion": "Confusion matrices on the validation set (the best epoch's "
+                              "weights for the trained strategies)",
         "epoch": "epoch", "loss": "validation loss", "na": "n/a",
     },
     "es": {
@@ -191,9 +193,11 @@ TEXT = {
         "transfer_tsne": "t-SNE de las características de validación (2048-d) de cada "
                          "estrategia",
         "separability": "separabilidad", "linear": "separabilidad lineal",
-        "best_separated": "Las características de {best} separan mejor las clases (silueta "
-                          "{s}, separabilidad lineal {p}); las de {worst}, peor (silueta {s2}, "
-                          "lineal {p2}).",
+        "best_separated": "De las cuatro representaciones, *{best}* separa mejor las clases "
+                          "(silueta {s}, separabilidad lineal {p}) y *{worst}*, peor "
+                          "(silueta {s2}, separabilidad lineal {p2}).",
+        "transfer_confusion": "Matrices de confusión en validación (pesos de la mejor época "
+                              "en las estrategias entrenadas)",
         "epoch": "época", "loss": "pérdida de validación", "na": "n/d",
     },
 }
@@ -428,7 +432,7 @@ def transfer_section(t, n, runs, datasets, transfer, separability):
             p=n.pct(separability[best]["linear_probe_accuracy"]),
             worst=t["strategies"][worst], s2=n.num(separability[worst]["silhouette"]),
             p2=n.pct(separability[worst]["linear_probe_accuracy"])), ""]
-    lines += [f"#### {t['confusion']}", "",
+    lines += [f"#### {t['transfer_confusion']}", "",
               "| " + " | ".join(t["strategies"][s] for s in STRATEGIES) + " |",
               "|" + "---|" * len(STRATEGIES),
               "| " + " | ".join(f"![]({figure(f'plots/transfer/{s}/confusion.png')})"
