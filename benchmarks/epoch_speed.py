@@ -10,6 +10,7 @@ Both run under the same process-wide settings (threads, the malloc tuning every 
 
     DATASETS_MIRROR=$(realpath ../shared/datasets) python benchmarks/epoch_speed.py
     python benchmarks/epoch_speed.py --models simple_cnn --max-batches 200   # quicker
+    python benchmarks/epoch_speed.py --repeat 3      # median ratio of three rounds
 
 Needs data/raw/{mnist,cifar10} (dvc repro download@mnist download@cifar10) and the upstream
 files, taken from DATASETS_MIRROR (verified) or downloaded by torchvision.
@@ -17,6 +18,7 @@ files, taken from DATASETS_MIRROR (verified) or downloaded by torchvision.
 import argparse
 import gzip
 import hashlib
+import statistics
 import sys
 import tarfile
 import time
@@ -137,21 +139,33 @@ def main():
     parser.add_argument("--models", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--max-batches", type=int, default=0,
                         help="time only this many training batches (0: the whole epoch)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds of (reference, engine fp32, engine auto); on a shared "
+                             "machine the median ratio over rounds is the steadier figure")
     args = parser.parse_args()
     keep_freed_memory()
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{'whole epochs' if not args.max_batches else f'{args.max_batches} batches'}")
+          f"{'whole epochs' if not args.max_batches else f'{args.max_batches} batches'}, "
+          f"{args.repeat} round(s)")
     for name in args.models:
         cfg = params[name]
         print(f"\n{name} (batch {cfg['batch_size']}, adam lr {cfg['lr']}):", flush=True)
-        ref = reference_epoch(name, cfg, args.max_batches)
-        print(f"  reference (DataLoader + ToTensor/Normalize, fp32): {ref:7.1f} s", flush=True)
-        for precision in ("fp32", "auto"):
-            seconds, used = engine_epoch(name, cfg, precision, args.max_batches)
-            print(f"  engine (resident tensors, channels_last, {used}):"
-                  f"{' ' * (10 - len(used))}{seconds:7.1f} s   ratio {seconds / ref:.2f}x",
+        ratios = {}
+        for round_ in range(1, args.repeat + 1):
+            ref = reference_epoch(name, cfg, args.max_batches)
+            print(f"  [{round_}] reference (DataLoader + ToTensor/Normalize, fp32): {ref:7.1f} s",
                   flush=True)
+            for precision in ("fp32", "auto"):
+                seconds, used = engine_epoch(name, cfg, precision, args.max_batches)
+                ratios.setdefault(used, []).append(seconds / ref)
+                print(f"  [{round_}] engine (resident tensors, channels_last, {used}):"
+                      f"{' ' * (10 - len(used))}{seconds:7.1f} s   ratio {seconds / ref:.2f}x",
+                      flush=True)
+        if args.repeat > 1:
+            for used, values in ratios.items():
+                print(f"  engine {used}: median ratio {statistics.median(values):.2f}x "
+                      f"(rounds: {', '.join(f'{v:.2f}' for v in values)})")
 
 
 if __name__ == "__main__":
