@@ -143,6 +143,8 @@ def main():
                         help="rounds of (reference, engine fp32, engine auto); on a shared "
                              "machine the median ratio over rounds is the steadier figure")
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error(f"--repeat must be at least 1, got {args.repeat}")
     keep_freed_memory()
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
@@ -158,14 +160,16 @@ def main():
                   flush=True)
             for precision in ("fp32", "auto"):
                 seconds, used = engine_epoch(name, cfg, precision, args.max_batches)
-                ratios.setdefault(used, []).append(seconds / ref)
+                # keyed by what was asked for: on a CPU without bf16, `auto` is also float32
+                ratios.setdefault((precision, used), []).append(seconds / ref)
                 print(f"  [{round_}] engine (resident tensors, channels_last, {used}):"
                       f"{' ' * (10 - len(used))}{seconds:7.1f} s   ratio {seconds / ref:.2f}x",
                       flush=True)
         if args.repeat > 1:
-            for used, values in ratios.items():
-                print(f"  engine {used}: median ratio {statistics.median(values):.2f}x "
-                      f"(rounds: {', '.join(f'{v:.2f}' for v in values)})")
+            for (precision, used), values in ratios.items():
+                rounds = ", ".join(f"{v:.2f}" for v in values)
+                print(f"  engine {precision} ({used}): median ratio "
+                      f"{statistics.median(values):.2f}x (rounds: {rounds})")
 
 
 if __name__ == "__main__":
