@@ -147,8 +147,42 @@ def test_optimizer_and_scheduler_choices():
     for name in engine.OPTIMIZERS:
         assert engine.make_optimizer(name, params, 0.1) is not None
     opt = engine.make_optimizer("sgd", params, 0.1)
+    with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
+        engine.make_optimizer("rmsprop", params, 0.1)
     assert engine.make_scheduler("none", opt, 5) is None
     step = engine.make_scheduler("step", opt, 5, step_size=1, gamma=0.5)
     opt.step()
     step.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize("name", engine.OPTIMIZERS)
+def test_optimizer_is_fused_on_cpu_and_matches_the_default_kernel(name):
+    torch.manual_seed(0)
+    fused_model, plain_model = Tiny(), Tiny()
+    plain_model.load_state_dict(fused_model.state_dict())
+    fused = engine.make_optimizer(name, fused_model.parameters(), 0.01, weight_decay=0.01)
+    assert fused.defaults["fused"] is True
+    plain = {"sgd": torch.optim.SGD(plain_model.parameters(), lr=0.01, momentum=0.9,
+                                    weight_decay=0.01),
+             "adam": torch.optim.Adam(plain_model.parameters(), lr=0.01, weight_decay=0.01),
+             "adamw": torch.optim.AdamW(plain_model.parameters(), lr=0.01, weight_decay=0.01),
+             }[name]
+    x, y = tiny_dataset(32)
+    for model, opt in ((fused_model, fused), (plain_model, plain)):
+        for _ in range(3):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x.float() / 255), y).backward()
+            opt.step()
+    for a, b in zip(fused_model.parameters(), plain_model.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_optimizer_groups_may_hold_generators():
+    model = Tiny()
+    groups = [{"params": model.features.parameters(), "lr": 0.001},
+              {"params": model.head.parameters(), "lr": 0.1}]
+    opt = engine.make_optimizer("sgd", groups, 0.1)
+    assert opt.defaults["fused"] is True
+    assert [len(g["params"]) for g in opt.param_groups] == [4, 2]
+    assert [g["lr"] for g in opt.param_groups] == [0.001, 0.1]

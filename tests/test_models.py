@@ -62,3 +62,41 @@ def test_load_imagenet_names_what_does_not_fit():
 @pytest.mark.parametrize("name, classes", [("simple_cnn", 10), ("alexnet", 10), ("resnet50", 2)])
 def test_build(name, classes):
     assert isinstance(models.build(name, classes), models.MODELS[name])
+
+
+def test_dropout_matches_nn_dropout_semantics():
+    torch.manual_seed(0)
+    x = torch.ones(200, 500)
+    drop = models.Dropout(0.5)
+    y = drop(x)
+    assert set(y.unique().tolist()) == {0.0, 2.0}          # zeroed, or scaled by 1/(1-p)
+    assert abs((y == 0).float().mean().item() - 0.5) < 0.01
+    assert torch.equal(drop.eval()(x), x)                    # identity in eval mode
+    assert torch.equal(models.Dropout(0.0)(x), x)
+    assert torch.equal(models.Dropout(1.0)(x), torch.zeros_like(x))
+    assert abs((models.Dropout(0.2)(x) == 0).float().mean().item() - 0.2) < 0.01
+
+
+def test_dropout_gradient_flows_through_kept_units_only():
+    torch.manual_seed(1)
+    x = torch.randn(64, 128, requires_grad=True)
+    y = models.Dropout(0.5)(x)
+    y.sum().backward()
+    kept = y != 0
+    assert torch.equal(x.grad[kept], torch.full_like(x.grad[kept], 2.0))
+    assert torch.equal(x.grad[~kept], torch.zeros_like(x.grad[~kept]))
+
+
+def test_dropout_keeps_the_autocast_dtype():
+    x = torch.randn(8, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h = torch.nn.functional.linear(x, torch.randn(16, 16))
+        assert models.Dropout(0.5)(h).dtype == torch.bfloat16
+
+
+def test_dropout_is_seeded():
+    x = torch.ones(32, 32)
+    torch.manual_seed(3)
+    a = models.Dropout(0.5)(x)
+    torch.manual_seed(3)
+    assert torch.equal(a, models.Dropout(0.5)(x))

@@ -155,7 +155,7 @@ def changed_stages(project, env):
 
 
 @pytest.mark.parametrize("change, expected", [
-    ({"alexnet.lr": 0.0005}, {"train@alexnet"}),
+    ({"alexnet.lr": 0.001}, {"train@alexnet"}),
     ({"tsne.perplexity": 7}, {"tsne@simple_cnn", "tsne@alexnet", "compare"}),
     ({"transfer.svm.C": 10.0}, {"svm"}),
     ({"transfer.finetune.lr": 0.01}, {"transfer@finetune"}),
@@ -211,7 +211,7 @@ def test_report_numbers_come_from_the_metrics(pipeline):
             m = tsne[layer]
             assert (f"| {m['dimensions']} | {m['silhouette']:.3f} | "
                     f"{pct(m['linear_probe_accuracy'])} |") in report
-    assert "Training: 3 epochs, batch size 32, adam with learning rate 0.001." in report
+    assert "Training: 3 epochs, batch size 32, adam with learning rate 0.0005." in report
     names = {"scratch": "trained from scratch", "svm": "ImageNet features + SVM",
              "finetune": "fine-tuning", "finetune_aug": "fine-tuning + augmentation"}
     separability = read(project, "metrics/tsne/transfer.json")

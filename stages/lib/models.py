@@ -4,6 +4,20 @@ import torch
 from torch import nn
 
 
+class Dropout(nn.Dropout):
+    """nn.Dropout with the same semantics (zero with probability p, scale the rest by 1/(1-p),
+    identity in eval mode) whose mask is drawn as `rand_like(x) >= p`. On the 2-core CPU that
+    took about half the time of torch's bernoulli kernel (forward and backward of a 128x2048
+    bf16 batch: 3.0-3.6 against 5.9-6.5 ms), ~3 ms of AlexNet's ~66 ms bf16 training step."""
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        if self.p == 1:
+            return torch.zeros_like(x)
+        return x * (torch.rand_like(x) >= self.p).to(x.dtype) * (1.0 / (1.0 - self.p))
+
+
 class SimpleCNN(nn.Module):
     """Two 3x3 convolutions, a max-pool and two dense layers (MNIST, 28x28x1).
     813,802 parameters, 813,600 of them weights."""
@@ -37,8 +51,8 @@ class AlexNet(nn.Module):
             nn.Conv2d(192, 192, 3, padding=1), nn.ReLU(),
             nn.Conv2d(192, 128, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(),           # 128x2x2
             nn.Flatten(),                                                             # 512
-            nn.Dropout(0.5), nn.Linear(512, 2048), nn.ReLU(),
-            nn.Dropout(0.5), nn.Linear(2048, 2048), nn.ReLU(),  # the 2048-d representation
+            Dropout(0.5), nn.Linear(512, 2048), nn.ReLU(),
+            Dropout(0.5), nn.Linear(2048, 2048), nn.ReLU(),  # the 2048-d representation
         )
         self.head = nn.Linear(2048, num_classes)
 
