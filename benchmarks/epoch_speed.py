@@ -2,10 +2,12 @@
 style of the practical's notebooks, in one process, one run; prints times and ratios.
 
 Reference: torchvision's MNIST / CIFAR10 dataset with per-sample ToTensor + Normalize, a
-DataLoader (default settings), the same model, batch size and optimizer, fp32, on the CPU.
+DataLoader (default settings), the same model (stages.lib.models), batch size and optimizer
+(torch.optim.Adam with its default implementation), fp32, on the CPU.
 Engine:    the pipeline's code: uint8 tensors resident on the device, batched by indexing and
-           normalized per batch (stages.lib.data.batches), stages.lib.engine.run_epoch with
-           channels_last, once in fp32 and once in the precision `auto` picks.
+           normalized per batch (stages.lib.data.batches), Adam from engine.make_optimizer
+           (torch's fused kernel), stages.lib.engine.run_epoch with channels_last, once in fp32
+           and once in the precision `auto` picks.
 Both run under the same process-wide settings (threads, the malloc tuning every stage applies).
 
     DATASETS_MIRROR=$(realpath ../shared/datasets) python benchmarks/epoch_speed.py
