@@ -9,10 +9,13 @@ Engine:    the pipeline's code: uint8 tensors resident on the device, batched by
            (torch's fused kernel), stages.lib.engine.run_epoch with channels_last, once in fp32
            and once in the precision `auto` picks.
 Both run under the same process-wide settings (threads, the malloc tuning every stage applies).
+The three training passes run interleaved, 20 batches each in turn (--chunk), so that the slow
+spells of a shared machine fall on all of them alike; each time is the sum of its own chunks.
 
     DATASETS_MIRROR=$(realpath ../shared/datasets) python benchmarks/epoch_speed.py
     python benchmarks/epoch_speed.py --models simple_cnn --max-batches 200   # quicker
     python benchmarks/epoch_speed.py --repeat 3      # median ratio of three rounds
+    python benchmarks/epoch_speed.py --chunk 0       # whole epochs, one after the other
 
 Needs data/raw/{mnist,cifar10} (dvc repro download@mnist download@cifar10) and the upstream
 files, taken from DATASETS_MIRROR (verified) or downloaded by torchvision.
@@ -20,6 +23,8 @@ files, taken from DATASETS_MIRROR (verified) or downloaded by torchvision.
 import argparse
 import gzip
 import hashlib
+import itertools
+import math
 import statistics
 import sys
 import tarfile
@@ -77,15 +82,9 @@ def torchvision_dataset(name, train, transform):
     return MirrorCIFAR10(CACHE, train=train, transform=transform)
 
 
-def limited(batches, max_batches):
-    for i, batch in enumerate(batches):
-        if max_batches and i >= max_batches:
-            return
-        yield batch
-
-
-def reference_epoch(name, cfg, max_batches):
-    """The notebook way: per-sample PIL -> ToTensor -> Normalize through a DataLoader, fp32."""
+def reference_run(name, cfg):
+    """The notebook way: per-sample PIL -> ToTensor -> Normalize through a DataLoader, fp32.
+    Returns (train(k): k more training steps, validate(max_batches): the validation pass)."""
     from torchvision import transforms
 
     dataset = DATASETS[name]
@@ -96,44 +95,68 @@ def reference_epoch(name, cfg, max_batches):
     torch.manual_seed(0)
     model = models.build(name, 10)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
-    train_loader = torch.utils.data.DataLoader(train_set, batch_size=cfg["batch_size"],
-                                               shuffle=True)
+    train_batches = iter(torch.utils.data.DataLoader(train_set, batch_size=cfg["batch_size"],
+                                                     shuffle=True))
     val_loader = torch.utils.data.DataLoader(val_set, batch_size=cfg["eval_batch_size"])
-    start = time.perf_counter()
-    model.train()
-    for x, y in limited(train_loader, max_batches):
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
-    with torch.no_grad():
-        for x, y in limited(val_loader, max_batches and max(1, max_batches // 10)):
-            model(x)
-    return time.perf_counter() - start
+
+    def train(k):
+        model.train()
+        for x, y in itertools.islice(train_batches, k):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+    def validate(max_batches):
+        model.eval()
+        with torch.no_grad():
+            for x, y in itertools.islice(val_loader, max_batches):
+                model(x)
+
+    return train, validate
 
 
-def engine_epoch(name, cfg, precision, max_batches):
+def engine_run(name, cfg, precision):
+    """The pipeline's way, as a training stage runs it. Returns (train, validate, dtype used)."""
     dataset = DATASETS[name]
     device = torch.device("cpu")
     amp_dtype = autocast_dtype(device, precision)
     folder = ROOT / "data" / "raw" / dataset
-    train, val = data.load_tensors(folder, "train"), data.load_tensors(folder, "val")
+    train_data, val_data = data.load_tensors(folder, "train"), data.load_tensors(folder, "val")
     mean, std = data.NORMALIZATION[dataset]
     torch.manual_seed(0)
     model = engine.prepare(models.build(name, 10), device)
     optimizer = engine.make_optimizer("adam", model.parameters(), cfg["lr"])
-    generator = torch.Generator().manual_seed(0)
-    start = time.perf_counter()
-    engine.run_epoch(model, limited(data.batches(train["images"], train["labels"],
-                                                 cfg["batch_size"], generator=generator,
-                                                 mean=mean, std=std), max_batches),
-                     device, amp_dtype, optimizer)
-    engine.run_epoch(model, limited(data.batches(val["images"], val["labels"],
-                                                 cfg["eval_batch_size"], mean=mean, std=std),
-                                    max_batches and max(1, max_batches // 10)),
-                     device, amp_dtype)
-    return time.perf_counter() - start, str(amp_dtype or torch.float32).split(".")[-1]
+    train_batches = data.batches(train_data["images"], train_data["labels"], cfg["batch_size"],
+                                 generator=torch.Generator().manual_seed(0), mean=mean, std=std)
+
+    def train(k):
+        engine.run_epoch(model, itertools.islice(train_batches, k), device, amp_dtype, optimizer)
+
+    def validate(max_batches):
+        engine.run_epoch(model, itertools.islice(
+            data.batches(val_data["images"], val_data["labels"], cfg["eval_batch_size"],
+                         mean=mean, std=std), max_batches), device, amp_dtype)
+
+    return train, validate, str(amp_dtype or torch.float32).split(".")[-1]
+
+
+def timed_epochs(runs, train_batches, val_batches, chunk):
+    """Seconds of one epoch of each run: the training passes advance together, `chunk` batches
+    at a time each in turn (chunk 0: one whole epoch after the other), then the validation
+    passes, so that a slow spell of a shared machine falls on all of them alike."""
+    seconds = [0.0] * len(runs)
+    step = chunk or train_batches
+    for start in range(0, train_batches, step):
+        for i, (train, _) in enumerate(runs):
+            began = time.perf_counter()
+            train(min(step, train_batches - start))
+            seconds[i] += time.perf_counter() - began
+    for i, (_, validate) in enumerate(runs):
+        began = time.perf_counter()
+        validate(val_batches)
+        seconds[i] += time.perf_counter() - began
+    return seconds
 
 
 def main():
@@ -141,27 +164,41 @@ def main():
     parser.add_argument("--models", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--max-batches", type=int, default=0,
                         help="time only this many training batches (0: the whole epoch)")
+    parser.add_argument("--chunk", type=int, default=20,
+                        help="training batches each run takes in turn (0: whole epochs, one "
+                             "run after the other)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="rounds of (reference, engine fp32, engine auto); on a shared "
                              "machine the median ratio over rounds is the steadier figure")
     args = parser.parse_args()
+    for option in ("max_batches", "chunk"):
+        if getattr(args, option) < 0:
+            parser.error(f"--{option.replace('_', '-')} must be 0 or more, "
+                         f"got {getattr(args, option)}")
     if args.repeat < 1:
         parser.error(f"--repeat must be at least 1, got {args.repeat}")
     keep_freed_memory()
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{'whole epochs' if not args.max_batches else f'{args.max_batches} batches'}, "
-          f"{args.repeat} round(s)")
+          f"{f'interleaved every {args.chunk} batches' if args.chunk else 'one run at a time'}"
+          f", {args.repeat} round(s)")
     for name in args.models:
         cfg = params[name]
         print(f"\n{name} (batch {cfg['batch_size']}, adam lr {cfg['lr']}):", flush=True)
+        n_train = len(data.load_tensors(ROOT / "data" / "raw" / DATASETS[name], "train")["labels"])
+        train_batches = math.ceil(n_train / cfg["batch_size"])
+        if args.max_batches:
+            train_batches = min(train_batches, args.max_batches)
+        val_batches = max(1, args.max_batches // 10) if args.max_batches else None
         ratios = {}
         for round_ in range(1, args.repeat + 1):
-            ref = reference_epoch(name, cfg, args.max_batches)
+            engines = [engine_run(name, cfg, precision) for precision in ("fp32", "auto")]
+            runs = [reference_run(name, cfg)] + [(train, val) for train, val, _ in engines]
+            ref, *times = timed_epochs(runs, train_batches, val_batches, args.chunk)
             print(f"  [{round_}] reference (DataLoader + ToTensor/Normalize, fp32): {ref:7.1f} s",
                   flush=True)
-            for precision in ("fp32", "auto"):
-                seconds, used = engine_epoch(name, cfg, precision, args.max_batches)
+            for precision, (_, _, used), seconds in zip(("fp32", "auto"), engines, times):
                 # keyed by what was asked for: on a CPU without bf16, `auto` is also float32
                 ratios.setdefault((precision, used), []).append(seconds / ref)
                 print(f"  [{round_}] engine (resident tensors, channels_last, {used}):"
