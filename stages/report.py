@@ -37,6 +37,7 @@ TEXT = {
         "header": "Run", "commit": "git commit", "dirty": "with uncommitted changes",
         "params_hash": "params hash (SHA-256 of the hyperparameters the stages recorded)",
         "device": "device", "precision": "precision", "versions": "libraries",
+        "threads_of": "threads of", "unrecorded_cpu": "an unrecorded CPU",
         "run_times": "training time", "total": "total",
         "s1": "1. Simple CNN on MNIST", "s2": "2. AlexNet on CIFAR-10",
         "s3": "3. Transfer learning with ResNet-50",
@@ -120,6 +121,7 @@ TEXT = {
         "header": "Ejecución", "commit": "commit de git", "dirty": "con cambios sin confirmar",
         "params_hash": "hash de los parámetros (SHA-256 de los hiperparámetros registrados)",
         "device": "dispositivo", "precision": "precisión", "versions": "bibliotecas",
+        "threads_of": "hilos de", "unrecorded_cpu": "una CPU no registrada",
         "run_times": "tiempo de entrenamiento", "total": "total",
         "s1": "1. CNN simple con MNIST", "s2": "2. AlexNet con CIFAR-10",
         "s3": "3. Transferencia de aprendizaje con ResNet-50",
@@ -453,7 +455,8 @@ def header_section(t, n, runs, recorded):
     return [f"## {t['header']}", "",
             f"- {t['commit']}: `{commit or '—'}`{' (' + t['dirty'] + ')' if dirty else ''}",
             f"- {t['params_hash']}: `{digest}`",
-            f"- {t['device']}: {device} ({first['cpu_threads']} CPU threads); "
+            f"- {t['device']}: {device} ({first['cpu_threads']} {t['threads_of']} "
+            f"{first.get('cpu', t['unrecorded_cpu'])}); "
             f"{t['precision']}: {first['precision']}",
             f"- {t['versions']}: {versions}",
             f"- {t['run_times']}: {times}; {t['total']} {n.num(total / 60, 1)} min", ""]

@@ -186,3 +186,10 @@ def test_optimizer_groups_may_hold_generators():
     assert opt.defaults["fused"] is True
     assert [len(g["params"]) for g in opt.param_groups] == [4, 2]
     assert [g["lr"] for g in opt.param_groups] == [0.001, 0.1]
+
+
+def test_run_info_records_the_cpu_model():
+    info = engine.run_info(CPU, torch.bfloat16)
+    assert info["precision"] == "bfloat16" and info["device"] == "cpu"
+    assert isinstance(info["cpu"], str) and info["cpu"].strip()
+    assert info["cpu"] == engine.cpu_name()

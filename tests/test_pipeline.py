@@ -228,6 +228,8 @@ def test_report_numbers_come_from_the_metrics(pipeline):
         assert (project / "reports" / link).is_file(), link
     html = (project / "reports/report.html").read_text()
     assert "<table>" in html and "figures/transfer_tsne.png" in html
+    run_record = read(project, "models/simple_cnn.run.json")
+    assert f"({run_record['cpu_threads']} threads of {run_record['cpu']});" in report
 
 
 def test_report_in_spanish(pipeline):
@@ -243,6 +245,7 @@ def test_report_in_spanish(pipeline):
         best = f"{100 * simple['best_val_accuracy']:.2f} %".replace(".", ",")
         assert f"Mejor exactitud de validación: **{best}**" in report
         assert "<html lang=\"es\">" in (project / "reports/report.html").read_text()
+        assert " hilos de " in report and "threads of" not in report
     finally:
         (project / "params.yaml").write_text(original)
         dvc(project, "repro", "report", env=env)

@@ -32,11 +32,23 @@ def load_checkpoint(path, device):
     return prepare(model, device).eval(), checkpoint
 
 
+def cpu_name():
+    """The CPU model ("model name" in /proc/cpuinfo on Linux), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def run_info(device, amp_dtype):
     """How a stage ran, for models/*.run.json and the report header."""
     return {"device": str(device), "precision": str(amp_dtype or torch.float32).split(".")[-1],
             "torch": torch.__version__, "python": platform.python_version(),
-            "cpu_threads": torch.get_num_threads(),
+            "cpu": cpu_name(), "cpu_threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
 
 
