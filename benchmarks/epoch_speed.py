@@ -116,14 +116,12 @@ def reference_run(name, cfg):
     return train, validate
 
 
-def engine_run(name, cfg, precision):
-    """The pipeline's way, as a training stage runs it. Returns (train, validate, dtype used)."""
-    dataset = DATASETS[name]
+def engine_run(name, cfg, precision, train_data, val_data):
+    """The pipeline's way, as a training stage runs it, on the resident tensors of
+    data.load_tensors. Returns (train, validate, dtype used)."""
     device = torch.device("cpu")
     amp_dtype = autocast_dtype(device, precision)
-    folder = ROOT / "data" / "raw" / dataset
-    train_data, val_data = data.load_tensors(folder, "train"), data.load_tensors(folder, "val")
-    mean, std = data.NORMALIZATION[dataset]
+    mean, std = data.NORMALIZATION[DATASETS[name]]
     torch.manual_seed(0)
     model = engine.prepare(models.build(name, 10), device)
     optimizer = engine.make_optimizer("adam", model.parameters(), cfg["lr"])
@@ -186,14 +184,16 @@ def main():
     for name in args.models:
         cfg = params[name]
         print(f"\n{name} (batch {cfg['batch_size']}, adam lr {cfg['lr']}):", flush=True)
-        n_train = len(data.load_tensors(ROOT / "data" / "raw" / DATASETS[name], "train")["labels"])
-        train_batches = math.ceil(n_train / cfg["batch_size"])
+        folder = ROOT / "data" / "raw" / DATASETS[name]
+        train_data, val_data = data.load_tensors(folder, "train"), data.load_tensors(folder, "val")
+        train_batches = math.ceil(len(train_data["labels"]) / cfg["batch_size"])
         if args.max_batches:
             train_batches = min(train_batches, args.max_batches)
         val_batches = max(1, args.max_batches // 10) if args.max_batches else None
         ratios = {}
         for round_ in range(1, args.repeat + 1):
-            engines = [engine_run(name, cfg, precision) for precision in ("fp32", "auto")]
+            engines = [engine_run(name, cfg, precision, train_data, val_data)
+                       for precision in ("fp32", "auto")]
             runs = [reference_run(name, cfg)] + [(train, val) for train, val, _ in engines]
             ref, *times = timed_epochs(runs, train_batches, val_batches, args.chunk)
             print(f"  [{round_}] reference (DataLoader + ToTensor/Normalize, fp32): {ref:7.1f} s",
