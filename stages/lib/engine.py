@@ -60,8 +60,6 @@ def make_optimizer(name, groups, lr, momentum=0.9, weight_decay=0.0):
     from 9.6 to 4.0 ms. Elsewhere (MPS, XLA, ...) torch's default implementation."""
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}")
-    if isinstance(groups, torch.Tensor):
-        groups = [groups]
     groups = list(groups)
     if groups and isinstance(groups[0], dict):   # materialise generators: read twice below
         groups = [{**g, "params": list(g["params"])} for g in groups]
