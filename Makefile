@@ -19,4 +19,5 @@ test: $(BIN)/.installed
 	python -m pytest
 
 bench: $(BIN)/.installed
+	python benchmarks/conv_weight_grad.py
 	python benchmarks/epoch_speed.py

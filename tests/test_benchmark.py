@@ -4,10 +4,18 @@ from pathlib import Path
 
 import pytest
 
-spec = importlib.util.spec_from_file_location(
-    "epoch_speed", Path(__file__).resolve().parents[1] / "benchmarks" / "epoch_speed.py")
-epoch_speed = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(epoch_speed)
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(
+        name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+epoch_speed = load("epoch_speed")
+conv_weight_grad = load("conv_weight_grad")
 
 
 def recording_runs(log, names):
@@ -45,3 +53,38 @@ def test_bad_options_are_one_line_usage_errors(monkeypatch, capsys, argv, messag
         epoch_speed.main()
     assert exit_.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_conv_benchmark_times_every_small_map_layer_in_both_precisions(monkeypatch, capsys):
+    monkeypatch.setattr("sys.argv", ["conv_weight_grad.py", "--batch", "2", "--steps", "1",
+                                     "--rounds", "1"])
+    conv_weight_grad.main()
+    out = capsys.readouterr().out
+    bf16, fp32 = out.split("bf16 autocast:")[1].split("fp32:")
+    for section in (bf16, fp32):
+        assert [line.split(":")[0].strip() for line in section.strip().splitlines()] == [
+            "128 -> 192", "192 -> 192", "192 -> 128"]
+    assert bf16.count("ratio") == 3 and fp32.count("ratio") == 6   # + the forced variant
+
+
+def test_conv_benchmark_forced_variant_computes_the_same_gradients():
+    import torch
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(4, 3, 3, padding=1)
+    forced = conv_weight_grad.ForcedForwardConvWeightGrad(conv)
+    x = torch.randn(2, 4, 4, 4, dtype=torch.float64)
+    conv = conv.double()
+    torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=1).sum().backward()
+    expected = conv.weight.grad.clone()
+    conv.weight.grad = None
+    forced(x).sum().backward()
+    assert torch.allclose(conv.weight.grad, expected)
+
+
+def test_conv_benchmark_rejects_sizes_below_one(monkeypatch, capsys):
+    monkeypatch.setattr("sys.argv", ["conv_weight_grad.py", "--rounds", "0"])
+    with pytest.raises(SystemExit) as exit_:
+        conv_weight_grad.main()
+    assert exit_.value.code == 2
+    assert "--rounds must be at least 1, got 0" in capsys.readouterr().err

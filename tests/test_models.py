@@ -28,7 +28,9 @@ def test_alexnet_counts_and_shapes():
 
 
 def test_alexnet_layer_order_is_the_practicals():
-    kinds = [type(m).__name__ for m in models.AlexNet().features]
+    # by torch.nn class: the speed-tuned SmallMapConv2d and Dropout count as what they extend
+    kinds = [next(c.__name__ for c in type(m).__mro__ if c.__module__.startswith("torch.nn"))
+             for m in models.AlexNet().features]
     assert kinds == ["Conv2d", "MaxPool2d", "ReLU", "Conv2d", "MaxPool2d", "ReLU",
                      "Conv2d", "ReLU", "Conv2d", "ReLU", "Conv2d", "MaxPool2d", "ReLU",
                      "Flatten", "Dropout", "Linear", "ReLU", "Dropout", "Linear", "ReLU"]
@@ -100,3 +102,97 @@ def test_dropout_is_seeded():
     a = models.Dropout(0.5)(x)
     torch.manual_seed(3)
     assert torch.equal(a, models.Dropout(0.5)(x))
+
+
+def _conv_pair(bias=True, **kwargs):
+    """A SmallMapConv2d and an nn.Conv2d with the same weights."""
+    torch.manual_seed(0)
+    small = models.SmallMapConv2d(6, 5, bias=bias, **kwargs)
+    plain = torch.nn.Conv2d(6, 5, bias=bias, **kwargs)
+    plain.load_state_dict(small.state_dict())
+    return small, plain
+
+
+def _output_and_grads(conv, x, autocast):
+    x = x.detach().clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out = conv(x)
+    out.backward(torch.linspace(-1, 1, out.numel()).view(out.shape).to(out.dtype))
+    grads = [x.grad] + [p.grad for p in conv.parameters()]
+    return out, grads
+
+
+@pytest.mark.parametrize("kernel, padding", [(3, 1), ((3, 2), (1, 0)), (1, 0)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_weight_grad_by_forward_conv_is_the_convolution_gradient(kernel, padding, bias):
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 5, 6, dtype=torch.float64, requires_grad=True)
+    k = (kernel, kernel) if isinstance(kernel, int) else kernel
+    w = torch.randn(2, 4, *k, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(2, dtype=torch.float64, requires_grad=True) if bias else None
+    pad = (padding, padding) if isinstance(padding, int) else padding
+    fn = models._WeightGradByForwardConv.apply
+    assert torch.allclose(fn(x, w, b, pad), torch.nn.functional.conv2d(x, w, b, padding=pad))
+    if bias:
+        assert torch.autograd.gradcheck(lambda *t: fn(*t, pad), (x, w, b))
+    else:
+        assert torch.autograd.gradcheck(lambda *t: fn(*t, None, pad), (x, w))
+
+
+def test_weight_grad_by_forward_conv_skips_grads_not_asked_for():
+    x = torch.randn(2, 3, 4, 4)                       # an input that needs no gradient
+    w = torch.randn(4, 3, 3, 3, requires_grad=True)
+    models._WeightGradByForwardConv.apply(x, w, None, (1, 1)).sum().backward()
+    expected = torch.nn.grad.conv2d_weight(x, w.shape, torch.ones(2, 4, 4, 4), padding=1)
+    assert torch.allclose(w.grad, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_small_map_conv_under_bf16_autocast_matches_nn_conv2d(layout):
+    small, plain = _conv_pair(kernel_size=3, padding=1)
+    small, plain = small.to(memory_format=layout), plain.to(memory_format=layout)
+    x = torch.randn(8, 6, 4, 4).contiguous(memory_format=layout)
+    out_s, grads_s = _output_and_grads(small, x, autocast=True)
+    out_p, grads_p = _output_and_grads(plain, x, autocast=True)
+    assert out_s.dtype == torch.bfloat16 and torch.equal(out_s, out_p)   # the same forward
+    for g_s, g_p in zip(grads_s, grads_p):
+        assert g_s.dtype == g_p.dtype == torch.float32                    # fp32 master grads
+        assert (g_s - g_p).abs().max() <= 1e-2 * g_p.abs().max()          # bf16 rounding only
+
+
+@pytest.mark.parametrize("kwargs", [{"kernel_size": 3, "padding": 1},
+                                    {"kernel_size": 3, "stride": 2, "padding": 1},
+                                    {"kernel_size": 3, "padding": "same"},
+                                    {"kernel_size": 3, "padding": 1, "padding_mode": "reflect"}])
+def test_small_map_conv_is_nn_conv2d_outside_bf16_autocast_or_for_other_shapes(kwargs):
+    small, plain = _conv_pair(**kwargs)
+    x = torch.randn(4, 6, 5, 5)
+    out_s, grads_s = _output_and_grads(small, x, autocast=False)
+    out_p, grads_p = _output_and_grads(plain, x, autocast=False)
+    assert torch.equal(out_s, out_p)
+    assert all(torch.equal(a, b) for a, b in zip(grads_s, grads_p))
+    if kwargs.get("stride", 1) != 1 or kwargs["padding"] == "same" or "padding_mode" in kwargs:
+        out_s, grads_s = _output_and_grads(small, x, autocast=True)       # falls back
+        out_p, grads_p = _output_and_grads(plain, x, autocast=True)
+        assert torch.equal(out_s, out_p)
+        assert all(torch.equal(a, b) for a, b in zip(grads_s, grads_p))
+
+
+def test_alexnet_bf16_training_step_matches_nn_conv2d_version():
+    torch.manual_seed(0)
+    fast = models.AlexNet()
+    plain = models.AlexNet()
+    for i, m in enumerate(plain.features):
+        if isinstance(m, models.SmallMapConv2d):
+            plain.features[i] = torch.nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size,
+                                                padding=m.padding)
+    plain.load_state_dict(fast.state_dict())
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    grads = []
+    for model in (fast, plain):
+        torch.manual_seed(1)                                               # same dropout masks
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+        grads.append([p.grad for p in model.parameters()])
+    for g_f, g_p in zip(*grads):
+        assert (g_f - g_p).abs().max() <= 2e-2 * g_p.abs().max()

@@ -1,6 +1,7 @@
 """The networks of the practical. Each has `embed(x)` (the intermediate representation the
 t-SNE pictures show) and `head` (the last layer), and forward(x) = head(embed(x))."""
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -16,6 +17,56 @@ class Dropout(nn.Dropout):
         if self.p == 1:
             return torch.zeros_like(x)
         return x * (torch.rand_like(x) >= self.p).to(x.dtype) * (1.0 / (1.0 - self.p))
+
+
+class _WeightGradByForwardConv(torch.autograd.Function):
+    """conv2d (stride 1, no dilation, one group, zero padding (ph, pw)) whose weight gradient
+    is itself a forward convolution: the padded input with batch and channels swapped,
+    convolved with the output gradient as the kernel. The input and bias gradients are the
+    usual ones."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, padding):
+        ctx.save_for_backward(x, weight)
+        ctx.padding = padding
+        return F.conv2d(x, weight, bias, padding=padding)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        ph, pw = ctx.padding
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.nn.grad.conv2d_input(x.shape, weight, grad_out, padding=(ph, pw))
+        if ctx.needs_input_grad[1]:
+            # dW[o, i, u, v] = sum_{n, h, w} g[n, o, h, w] * xpad[n, i, h + u, w + v]:
+            # a convolution over (i as batch, n as channels) with g (o as batch) as kernel
+            padded = F.pad(x, (pw, pw, ph, ph)).transpose(0, 1)
+            grad_w = F.conv2d(padded, grad_out.transpose(0, 1)).transpose(0, 1)
+        if ctx.needs_input_grad[2]:
+            grad_b = grad_out.sum((0, 2, 3))
+        return grad_x, grad_w, grad_b, None
+
+
+class SmallMapConv2d(nn.Conv2d):
+    """nn.Conv2d for small feature maps (AlexNet's 3x3 convolutions on 4x4 maps). On a CPU
+    under bf16 autocast, oneDNN's backward-weights kernel for such layers took 7-13 ms where
+    the forward took 1-2 ms; here the weight gradient is computed as a forward convolution
+    instead (_WeightGradByForwardConv). benchmarks/conv_weight_grad.py on the 2-core CPU:
+    forward + backward of the three layers 0.51-0.69x of nn.Conv2d's time in bf16. In fp32 the
+    native kernel is the faster one (the forward-convolution weight gradient 1.24-1.55x), so in
+    fp32, and on other devices, this is plain nn.Conv2d."""
+
+    def forward(self, x):
+        if not (x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+                and self.stride == (1, 1) and self.dilation == (1, 1) and self.groups == 1
+                and self.padding_mode == "zeros" and isinstance(self.padding, tuple)):
+            return super().forward(x)
+        dtype = torch.get_autocast_dtype("cpu")
+        bias = None if self.bias is None else self.bias.to(dtype)
+        with torch.autocast("cpu", enabled=False):
+            return _WeightGradByForwardConv.apply(x.to(dtype), self.weight.to(dtype), bias,
+                                                  self.padding)
 
 
 class SimpleCNN(nn.Module):
@@ -47,9 +98,9 @@ class AlexNet(nn.Module):
         self.features = nn.Sequential(
             nn.Conv2d(3, 48, 5, stride=2, padding=2), nn.MaxPool2d(2), nn.ReLU(),     # 48x8x8
             nn.Conv2d(48, 128, 5, padding=2), nn.MaxPool2d(2), nn.ReLU(),            # 128x4x4
-            nn.Conv2d(128, 192, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(192, 192, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(192, 128, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(),           # 128x2x2
+            SmallMapConv2d(128, 192, 3, padding=1), nn.ReLU(),
+            SmallMapConv2d(192, 192, 3, padding=1), nn.ReLU(),
+            SmallMapConv2d(192, 128, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(),      # 128x2x2
             nn.Flatten(),                                                             # 512
             Dropout(0.5), nn.Linear(512, 2048), nn.ReLU(),
             Dropout(0.5), nn.Linear(2048, 2048), nn.ReLU(),  # the 2048-d representation
