@@ -107,8 +107,8 @@ def test_dropout_is_seeded():
 def _conv_pair(bias=True, **kwargs):
     """A SmallMapConv2d and an nn.Conv2d with the same weights."""
     torch.manual_seed(0)
-    small = models.SmallMapConv2d(6, 5, bias=bias, **kwargs)
-    plain = torch.nn.Conv2d(6, 5, bias=bias, **kwargs)
+    small = models.SmallMapConv2d(6, 4, bias=bias, **kwargs)
+    plain = torch.nn.Conv2d(6, 4, bias=bias, **kwargs)
     plain.load_state_dict(small.state_dict())
     return small, plain
 
@@ -139,7 +139,11 @@ def test_weight_grad_by_forward_conv_is_the_convolution_gradient(kernel, padding
         assert torch.autograd.gradcheck(lambda *t: fn(*t, None, pad), (x, w))
 
 
-def test_weight_grad_by_forward_conv_skips_grads_not_asked_for():
+def test_weight_grad_by_forward_conv_skips_the_input_gradient_when_not_needed(monkeypatch):
+    def no_input_grad(*args, **kwargs):
+        raise AssertionError("input gradient computed for an input that needs none")
+
+    monkeypatch.setattr(torch.nn.grad, "conv2d_input", no_input_grad)
     x = torch.randn(2, 3, 4, 4)                       # an input that needs no gradient
     w = torch.randn(4, 3, 3, 3, requires_grad=True)
     models._WeightGradByForwardConv.apply(x, w, None, (1, 1)).sum().backward()
@@ -154,6 +158,7 @@ def test_small_map_conv_under_bf16_autocast_matches_nn_conv2d(layout):
     x = torch.randn(8, 6, 4, 4).contiguous(memory_format=layout)
     out_s, grads_s = _output_and_grads(small, x, autocast=True)
     out_p, grads_p = _output_and_grads(plain, x, autocast=True)
+    assert out_s.grad_fn.name() == "_WeightGradByForwardConvBackward"    # the fast path ran
     assert out_s.dtype == torch.bfloat16 and torch.equal(out_s, out_p)   # the same forward
     for g_s, g_p in zip(grads_s, grads_p):
         assert g_s.dtype == g_p.dtype == torch.float32                    # fp32 master grads
@@ -163,19 +168,41 @@ def test_small_map_conv_under_bf16_autocast_matches_nn_conv2d(layout):
 @pytest.mark.parametrize("kwargs", [{"kernel_size": 3, "padding": 1},
                                     {"kernel_size": 3, "stride": 2, "padding": 1},
                                     {"kernel_size": 3, "padding": "same"},
-                                    {"kernel_size": 3, "padding": 1, "padding_mode": "reflect"}])
+                                    {"kernel_size": 3, "padding": 1, "padding_mode": "reflect"},
+                                    {"kernel_size": 3, "padding": 2, "dilation": 2},
+                                    {"kernel_size": 3, "padding": 1, "groups": 2}])
 def test_small_map_conv_is_nn_conv2d_outside_bf16_autocast_or_for_other_shapes(kwargs):
     small, plain = _conv_pair(**kwargs)
     x = torch.randn(4, 6, 5, 5)
     out_s, grads_s = _output_and_grads(small, x, autocast=False)
     out_p, grads_p = _output_and_grads(plain, x, autocast=False)
+    assert out_s.grad_fn.name() == out_p.grad_fn.name() == "ConvolutionBackward0"
     assert torch.equal(out_s, out_p)
     assert all(torch.equal(a, b) for a, b in zip(grads_s, grads_p))
-    if kwargs.get("stride", 1) != 1 or kwargs["padding"] == "same" or "padding_mode" in kwargs:
+    if kwargs != {"kernel_size": 3, "padding": 1}:
         out_s, grads_s = _output_and_grads(small, x, autocast=True)       # falls back
         out_p, grads_p = _output_and_grads(plain, x, autocast=True)
+        assert out_s.grad_fn.name() == out_p.grad_fn.name()
         assert torch.equal(out_s, out_p)
         assert all(torch.equal(a, b) for a, b in zip(grads_s, grads_p))
+
+
+def test_small_map_conv_falls_back_without_weight_grads_or_for_other_dtypes():
+    small, plain = _conv_pair(kernel_size=3, padding=1)
+    x = torch.randn(4, 6, 4, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.no_grad():                                             # predict(), t-SNE
+            assert torch.equal(small(x), plain(x))
+        small.weight.requires_grad_(False)                                # frozen weights
+        assert small(x).grad_fn.name() != "_WeightGradByForwardConvBackward"
+        small.weight.requires_grad_(True)
+        assert small(x).grad_fn.name() == "_WeightGradByForwardConvBackward"
+    with torch.autocast("cpu", dtype=torch.float16):                      # only bf16 is tuned
+        assert small(x).grad_fn.name() == plain(x).grad_fn.name()
+    small, plain = small.double(), plain.double()
+    with torch.autocast("cpu", dtype=torch.bfloat16):                     # autocast keeps fp64
+        out = small(x.double())
+        assert out.dtype == torch.float64 and torch.equal(out, plain(x.double()))
 
 
 def test_alexnet_bf16_training_step_matches_nn_conv2d_version():

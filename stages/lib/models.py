@@ -55,17 +55,22 @@ class SmallMapConv2d(nn.Conv2d):
     instead (_WeightGradByForwardConv). benchmarks/conv_weight_grad.py on the 2-core CPU:
     forward + backward of the three layers 0.51-0.69x of nn.Conv2d's time in bf16. In fp32 the
     native kernel is the faster one (the forward-convolution weight gradient 1.24-1.55x), so in
-    fp32, and on other devices, this is plain nn.Conv2d."""
+    fp32, and on other devices, and when no weight gradient is wanted (no_grad, frozen weights),
+    this is plain nn.Conv2d."""
 
     def forward(self, x):
         if not (x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+                and torch.get_autocast_dtype("cpu") == torch.bfloat16
+                and x.dtype in (torch.float32, torch.bfloat16)
+                and self.weight.dtype == torch.float32
+                and torch.is_grad_enabled() and self.weight.requires_grad
                 and self.stride == (1, 1) and self.dilation == (1, 1) and self.groups == 1
                 and self.padding_mode == "zeros" and isinstance(self.padding, tuple)):
             return super().forward(x)
-        dtype = torch.get_autocast_dtype("cpu")
-        bias = None if self.bias is None else self.bias.to(dtype)
+        bf16 = torch.bfloat16
+        bias = None if self.bias is None else self.bias.to(bf16)
         with torch.autocast("cpu", enabled=False):
-            return _WeightGradByForwardConv.apply(x.to(dtype), self.weight.to(dtype), bias,
+            return _WeightGradByForwardConv.apply(x.to(bf16), self.weight.to(bf16), bias,
                                                   self.padding)
 
 
