@@ -1,8 +1,9 @@
 """Forward + backward of AlexNet's three 3x3 convolutions on 4x4 maps, as torch's nn.Conv2d and
 as models.SmallMapConv2d (weight gradient computed as a forward convolution), in bf16 autocast
 and in fp32, on the CPU, channels_last, batch 128; prints milliseconds and ratios. In fp32
-SmallMapConv2d is nn.Conv2d; there the forward-convolution weight gradient is also timed on
-its own (models._WeightGradByForwardConv), to show why it is not used in fp32.
+SmallMapConv2d is nn.Conv2d; there its autograd Function (models._WeightGradByForwardConv:
+forward, input gradient, weight gradient by forward convolution) is also timed forced on, to
+show why it is not used in fp32.
 
 The two versions take turns in blocks of --steps passes, so that the slow spells of a shared
 machine fall on both; each time is the median over --rounds blocks.
@@ -46,7 +47,7 @@ def pass_ms(layer, x, grad, autocast, steps):
 
 
 class ForcedForwardConvWeightGrad(torch.nn.Module):
-    """The weight gradient by forward convolution, in whatever dtype the tensors have."""
+    """SmallMapConv2d's autograd Function, forced on, in whatever dtype the tensors have."""
 
     def __init__(self, conv):
         super().__init__()
@@ -93,7 +94,7 @@ def main():
             line = (f"  {conv.in_channels:3d} -> {conv.out_channels:3d}: nn.Conv2d {native:6.2f} ms"
                     f"   SmallMapConv2d {small:6.2f} ms   ratio {small / native:.2f}x")
             if forced:
-                line += (f"   forward-conv weight grad {forced[0]:6.2f} ms"
+                line += (f"   its Function forced {forced[0]:6.2f} ms"
                          f"   ratio {forced[0] / native:.2f}x")
             print(line, flush=True)
 
