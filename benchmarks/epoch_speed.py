@@ -136,7 +136,7 @@ def engine_run(name, cfg, precision, train_data, val_data):
             data.batches(val_data["images"], val_data["labels"], cfg["eval_batch_size"],
                          mean=mean, std=std), max_batches), device, amp_dtype)
 
-    return train, validate, str(amp_dtype or torch.float32).split(".")[-1]
+    return train, validate, engine.precision_name(amp_dtype)
 
 
 def timed_epochs(runs, train_batches, val_batches, chunk):

@@ -193,3 +193,10 @@ def test_run_info_records_the_cpu_model():
     assert info["precision"] == "bfloat16" and info["device"] == "cpu"
     assert isinstance(info["cpu"], str) and info["cpu"].strip()
     assert info["cpu"] == engine.cpu_name()
+
+
+def test_precision_name_is_the_dtype_without_its_module():
+    assert engine.precision_name(None) == "float32"
+    assert engine.precision_name(torch.bfloat16) == "bfloat16"
+    assert engine.precision_name(torch.float16) == "float16"
+    assert engine.run_info(CPU, None)["precision"] == "float32"

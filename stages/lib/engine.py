@@ -44,9 +44,14 @@ def cpu_name():
     return platform.processor() or platform.machine()
 
 
+def precision_name(amp_dtype):
+    """"bfloat16", "float16" or "float32" (amp_dtype None: no autocast)."""
+    return str(amp_dtype or torch.float32).removeprefix("torch.")
+
+
 def run_info(device, amp_dtype):
     """How a stage ran, for models/*.run.json and the report header."""
-    return {"device": str(device), "precision": str(amp_dtype or torch.float32).split(".")[-1],
+    return {"device": str(device), "precision": precision_name(amp_dtype),
             "torch": torch.__version__, "python": platform.python_version(),
             "cpu": cpu_name(), "cpu_threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
