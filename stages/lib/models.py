@@ -7,9 +7,9 @@ from torch import nn
 
 class Dropout(nn.Dropout):
     """nn.Dropout with the same semantics (zero with probability p, scale the rest by 1/(1-p),
-    identity in eval mode) whose mask is drawn as `rand_like(x) >= p`. On the 2-core CPU that
-    took about half the time of torch's bernoulli kernel (forward and backward of a 128x2048
-    bf16 batch: 3.0-3.6 against 5.9-6.5 ms), ~3 ms of AlexNet's ~66 ms bf16 training step."""
+    identity in eval mode) whose mask is drawn as `rand_like(x) >= p`. On a 2-core AMD EPYC
+    that took about half the time of torch's bernoulli kernel (forward and backward of a
+    128x2048 bf16 batch: 3.0-3.6 against 5.9-6.5 ms), ~3 ms of AlexNet's ~66 ms bf16 step."""
 
     def forward(self, x):
         if not self.training or self.p == 0:
@@ -52,9 +52,9 @@ class SmallMapConv2d(nn.Conv2d):
     """nn.Conv2d for small feature maps (AlexNet's 3x3 convolutions on 4x4 maps). On a CPU
     under bf16 autocast, oneDNN's backward-weights kernel for such layers took 7-13 ms where
     the forward took 1-2 ms; here the weight gradient is computed as a forward convolution
-    instead (_WeightGradByForwardConv). benchmarks/conv_weight_grad.py on the 2-core CPU:
-    forward + backward of the three layers 0.51-0.69x of nn.Conv2d's time in bf16. In fp32 the
-    native kernel is the faster one (the forward-convolution weight gradient 1.24-1.55x), so in
+    instead (_WeightGradByForwardConv). benchmarks/conv_weight_grad.py on a 2-core Intel Xeon
+    with AMX: forward + backward of the three layers 0.51-0.69x of nn.Conv2d's time in bf16. In
+    fp32 the native kernel is the faster one (the Function forced on: 1.24-1.55x), so in
     fp32, and on other devices, and when no weight gradient is wanted (no_grad, frozen weights),
     this is plain nn.Conv2d."""
 
