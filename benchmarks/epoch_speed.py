@@ -27,7 +27,6 @@ import itertools
 import math
 import statistics
 import sys
-import tarfile
 import time
 from pathlib import Path
 
@@ -66,8 +65,8 @@ def torchvision_dataset(name, train, transform):
     if not folder.exists():
         archive = mirror / "cifar10" / CIFAR10.filename
         fetch.verify(archive, sums[f"cifar10/{CIFAR10.filename}"])
-        with tarfile.open(archive) as tar:
-            tar.extractall(CACHE, filter="data")
+        CACHE.mkdir(parents=True, exist_ok=True)
+        fetch.extract(archive, CACHE)
 
     def md5(n):
         return hashlib.md5((folder / n).read_bytes()).hexdigest()

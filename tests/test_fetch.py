@@ -254,6 +254,35 @@ def test_safe_archives_extract(tmp_path):
         assert fetch.single_top_folder(dest) == dest / "top"
 
 
+def test_tar_extraction_without_pep706_filters(tmp_path, monkeypatch):
+    """Python patch releases before 3.11.4 (Debian 12 ships 3.11.2) have no extraction
+    filters: the member checks alone keep unsafe archives out, and safe ones extract."""
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    monkeypatch.delattr(tarfile, "FilterError", raising=False)
+    real_extractall = tarfile.TarFile.extractall
+
+    def extractall_without_filter(self, path=".", members=None, *, numeric_owner=False, **kw):
+        assert "filter" not in kw, "filter= passed to a tarfile that has none"
+        return real_extractall(self, path, members, numeric_owner=numeric_owner)
+
+    monkeypatch.setattr(tarfile.TarFile, "extractall", extractall_without_filter)
+    good = tar_with(tmp_path / "ok.tar.gz", lambda t: add_file(t, "top/c.txt", b"tar"))
+    (tmp_path / "good").mkdir()
+    fetch.extract(good, tmp_path / "good")
+    assert (tmp_path / "good/top/c.txt").read_bytes() == b"tar"
+    bad = tar_with(tmp_path / "bad.tar.gz", lambda t: add_link(t, "top/link", "/etc/passwd"))
+    (tmp_path / "bad").mkdir()
+    with pytest.raises(StageError, match="unsafe archive bad.tar.gz: link"):
+        fetch.extract(bad, tmp_path / "bad")
+    assert leftovers(tmp_path / "bad") == []
+    truncated = tar_with(tmp_path / "cut.tar.gz",
+                         lambda t: add_file(t, "top/a.bin", os.urandom(200_000)))
+    truncated.write_bytes(truncated.read_bytes()[:100_000])
+    (tmp_path / "cut").mkdir()
+    with pytest.raises(StageError, match="corrupt or truncated archive cut.tar.gz"):
+        fetch.extract(truncated, tmp_path / "cut")
+
+
 @pytest.mark.parametrize("name", ["ok.zip", "ok.tar.gz"])
 def test_truncated_archive_is_a_clear_error(tmp_path, name):
     big = os.urandom(200_000)

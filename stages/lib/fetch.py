@@ -185,11 +185,14 @@ def extract(archive, dest):
                     if not (member.isfile() or member.isdir()):
                         raise StageError(f"unsafe archive {archive.name}: special file "
                                          f"{member.name!r}")
-                tf.extractall(dest, members=members, filter="data")
+                if hasattr(tarfile, "data_filter"):   # Python >= 3.11.4 / 3.12 (PEP 706)
+                    tf.extractall(dest, members=members, filter="data")
+                else:   # older patch releases (Debian 12's 3.11.2): the checks above suffice
+                    tf.extractall(dest, members=members)
         else:
             raise StageError(f"corrupt or unknown archive {archive.name}: neither zip nor tar")
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as error:
-        if isinstance(error, tarfile.FilterError):
+        if isinstance(error, getattr(tarfile, "FilterError", ())):
             raise StageError(f"unsafe archive {archive.name}: {error}") from None
         raise StageError(f"corrupt or truncated archive {archive.name}: {error}") from None
 
