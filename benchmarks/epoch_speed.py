@@ -81,16 +81,22 @@ def torchvision_dataset(name, train, transform):
     return MirrorCIFAR10(CACHE, train=train, transform=transform)
 
 
-def reference_run(name, cfg):
-    """The notebook way: per-sample PIL -> ToTensor -> Normalize through a DataLoader, fp32.
-    Returns (train(k): k more training steps, validate(max_batches): the validation pass)."""
+def reference_datasets(name):
+    """torchvision's (train, val) datasets of `name`'s data with the notebooks' per-sample
+    ToTensor + Normalize."""
     from torchvision import transforms
 
     dataset = DATASETS[name]
     mean, std = data.NORMALIZATION[dataset]
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
-    train_set = torchvision_dataset(dataset, True, transform)
-    val_set = torchvision_dataset(dataset, False, transform)
+    return (torchvision_dataset(dataset, True, transform),
+            torchvision_dataset(dataset, False, transform))
+
+
+def reference_run(name, cfg, train_set, val_set):
+    """The notebook way: per-sample PIL -> ToTensor -> Normalize through a DataLoader, fp32, on
+    the datasets of reference_datasets. Returns (train(k): k more training steps,
+    validate(max_batches): the validation pass)."""
     torch.manual_seed(0)
     model = models.build(name, 10)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
@@ -185,6 +191,7 @@ def main():
         print(f"\n{name} (batch {cfg['batch_size']}, adam lr {cfg['lr']}):", flush=True)
         folder = ROOT / "data" / "raw" / DATASETS[name]
         train_data, val_data = data.load_tensors(folder, "train"), data.load_tensors(folder, "val")
+        reference_sets = reference_datasets(name)
         train_batches = math.ceil(len(train_data["labels"]) / cfg["batch_size"])
         if args.max_batches:
             train_batches = min(train_batches, args.max_batches)
@@ -193,7 +200,8 @@ def main():
         for round_ in range(1, args.repeat + 1):
             engines = [engine_run(name, cfg, precision, train_data, val_data)
                        for precision in ("fp32", "auto")]
-            runs = [reference_run(name, cfg)] + [(train, val) for train, val, _ in engines]
+            runs = [reference_run(name, cfg, *reference_sets)]
+            runs += [(train, val) for train, val, _ in engines]
             ref, *times = timed_epochs(runs, train_batches, val_batches, args.chunk)
             print(f"  [{round_}] reference (DataLoader + ToTensor/Normalize, fp32): {ref:7.1f} s",
                   flush=True)
