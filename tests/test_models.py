@@ -104,6 +104,63 @@ def test_dropout_is_seeded():
     assert torch.equal(a, models.Dropout(0.5)(x))
 
 
+def test_dropout_mask_for_any_size_layout_and_rate():
+    torch.manual_seed(0)
+    x = torch.ones(301, 7, 5).transpose(0, 2)         # 10,535 elements (not a multiple of 4),
+    for p in (0.1, 0.3, 0.5, 0.9):                      # not contiguous
+        y = models.Dropout(p)(x)
+        assert y.shape == x.shape
+        assert abs((y == 0).float().mean().item() - p) < 0.015
+        assert torch.equal(y[y != 0], torch.full_like(y[y != 0], 1.0 / (1.0 - p)))
+
+
+def test_dropout_masks_differ_between_calls_and_across_the_tensor():
+    torch.manual_seed(0)
+    x = torch.ones(64, 256)
+    a, b = models.Dropout(0.5)(x), models.Dropout(0.5)(x)
+    assert not torch.equal(a, b)
+    # the four 16-bit pieces of each random word are independent: no column pattern
+    rates = (a == 0).float().view(-1, 4).mean(0)
+    assert (rates - 0.5).abs().max() < 0.02
+
+
+def test_dropout_off_the_cpu_is_torchs_kernel(monkeypatch):
+    calls = []
+    monkeypatch.setattr(models.F, "dropout",
+                        lambda x, p, training: calls.append((p, training)) or x)
+    models.Dropout(0.25)(torch.empty(4, 8, device="meta"))
+    assert calls == [(0.25, True)]
+
+
+def _with_plain_relus(model):
+    """A copy of `model` whose in-place ReLUs are nn.ReLU()."""
+    import copy
+
+    plain = copy.deepcopy(model)
+    for m in plain.modules():
+        if isinstance(m, torch.nn.ReLU):
+            m.inplace = False
+    return plain
+
+
+@pytest.mark.parametrize("name, shape", [("simple_cnn", (8, 1, 28, 28)),
+                                         ("alexnet", (8, 3, 32, 32))])
+@pytest.mark.parametrize("autocast", [False, True])
+def test_in_place_relus_give_the_same_numbers_as_nn_relu(name, shape, autocast):
+    torch.manual_seed(0)
+    model = models.build(name, 10)
+    assert all(m.inplace for m in model.modules() if isinstance(m, torch.nn.ReLU))
+    x, y = torch.randn(shape), torch.randint(0, 10, (shape[0],))
+    results = []
+    for m in (model, _with_plain_relus(model)):
+        torch.manual_seed(1)                                               # same dropout masks
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            logits = m(x)
+            torch.nn.functional.cross_entropy(logits, y).backward()
+        results.append([logits] + [p.grad for p in m.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+
+
 def _conv_pair(bias=True, **kwargs):
     """A SmallMapConv2d and an nn.Conv2d with the same weights."""
     torch.manual_seed(0)
