@@ -132,35 +132,6 @@ def test_dropout_off_the_cpu_is_torchs_kernel(monkeypatch):
     assert calls == [(0.25, True)]
 
 
-def _with_plain_relus(model):
-    """A copy of `model` whose in-place ReLUs are nn.ReLU()."""
-    import copy
-
-    plain = copy.deepcopy(model)
-    for m in plain.modules():
-        if isinstance(m, torch.nn.ReLU):
-            m.inplace = False
-    return plain
-
-
-@pytest.mark.parametrize("name, shape", [("simple_cnn", (8, 1, 28, 28)),
-                                         ("alexnet", (8, 3, 32, 32))])
-@pytest.mark.parametrize("autocast", [False, True])
-def test_in_place_relus_give_the_same_numbers_as_nn_relu(name, shape, autocast):
-    torch.manual_seed(0)
-    model = models.build(name, 10)
-    assert all(m.inplace for m in model.modules() if isinstance(m, torch.nn.ReLU))
-    x, y = torch.randn(shape), torch.randint(0, 10, (shape[0],))
-    results = []
-    for m in (model, _with_plain_relus(model)):
-        torch.manual_seed(1)                                               # same dropout masks
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            logits = m(x)
-            torch.nn.functional.cross_entropy(logits, y).backward()
-        results.append([logits] + [p.grad for p in m.parameters()])
-    assert all(torch.equal(a, b) for a, b in zip(*results))
-
-
 def _conv_pair(bias=True, **kwargs):
     """A SmallMapConv2d and an nn.Conv2d with the same weights."""
     torch.manual_seed(0)
