@@ -116,7 +116,7 @@ def test_dropout_mask_for_any_size_layout_and_rate():
 
 def test_dropout_masks_differ_between_calls_and_across_the_tensor():
     torch.manual_seed(0)
-    x = torch.ones(64, 256)
+    x = torch.ones(256, 1024)
     a, b = models.Dropout(0.5)(x), models.Dropout(0.5)(x)
     assert not torch.equal(a, b)
     # the four 16-bit pieces of each random word are independent: no column pattern
