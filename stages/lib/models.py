@@ -117,7 +117,7 @@ class AlexNet(nn.Module):
             SmallMapConv2d(128, 192, 3, padding=1), nn.ReLU(),
             SmallMapConv2d(192, 192, 3, padding=1), nn.ReLU(),
             SmallMapConv2d(192, 128, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(),      # 128x2x2
-            nn.Flatten(),                                                          # 512
+            nn.Flatten(),                                                             # 512
             Dropout(0.5), nn.Linear(512, 2048), nn.ReLU(),
             Dropout(0.5), nn.Linear(2048, 2048), nn.ReLU(),  # the 2048-d representation
         )
