@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 
-
 def load(name):
+    """Import benchmarks/<name>.py (benchmarks/ is not a package)."""
     spec = importlib.util.spec_from_file_location(
         name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
