@@ -23,7 +23,8 @@ class Dropout(nn.Dropout):
         if x.device.type != "cpu":
             return F.dropout(x, self.p, training=True)
         n = x.numel()
-        words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2 ** 63, None)
+        words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device)
+        words.random_(-2 ** 63, None)
         bits = words.view(torch.int16)[:n].view(x.shape)    # uniform on [-2^15, 2^15)
         keep = bits >= round(self.p * 65536) - 32768
         return x * keep.to(x.dtype) * (1.0 / (1.0 - self.p))
@@ -64,10 +65,10 @@ class SmallMapConv2d(nn.Conv2d):
     under bf16 autocast, oneDNN's backward-weights kernel for such layers took 7-13 ms where
     the forward took 1-2 ms; here the weight gradient is computed as a forward convolution
     instead (_WeightGradByForwardConv). benchmarks/conv_weight_grad.py on a 2-core Intel Xeon
-    with AMX: forward + backward of the three layers 0.51-0.69x of nn.Conv2d's time in bf16. In
-    fp32 the native kernel is the faster one (the Function forced on: 1.24-1.55x), so in
-    fp32, and on other devices, and when no weight gradient is wanted (no_grad, frozen weights),
-    this is plain nn.Conv2d."""
+    with AMX, three runs: forward + backward of the three layers 0.51-0.69x of nn.Conv2d's time
+    in bf16. In fp32 the native kernel is the faster one (the Function forced on: 1.17-1.55x),
+    so in fp32, and on other devices, and when no weight gradient is wanted (no_grad, frozen
+    weights), this is plain nn.Conv2d."""
 
     def forward(self, x):
         if not (x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
