@@ -10,6 +10,7 @@ Reads params `download.retries`, `download.timeout` and `download.<name>`; write
 Upstream URLs and checksums are torchvision's own; with DATASETS_MIRROR=DIR files come from
 DIR/<name>/<upstream file name>, verified against DIR/SHA256SUMS.
 """
+import hashlib
 import os
 import re
 import shutil
@@ -21,17 +22,32 @@ from stages.lib import data, fetch
 from stages.lib.common import StageError, load_yaml, param, run
 
 FORMATS = ("mnist", "cifar10", "imagefolder", "weights")
+# MD5s of the uncompressed IDX files of the original MNIST release, as published beside it
+# and used by many loaders: a re-gzipped copy (other .gz bytes, same content) is verified by them.
+MNIST_RAW_MD5 = {"train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+                 "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+                 "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+                 "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637"}
 
 
 def get_file(name, filename, urls, dest, checksum, algorithm, settings):
-    """One source file to `dest`: from the mirror when DATASETS_MIRROR is set, else upstream."""
+    """One source file to `dest`: from the mirror when DATASETS_MIRROR is set, else upstream.
+
+    Returns the file's digest when `checksum` (the upstream one) is given and does not match it,
+    else None. Only a mirror's file can mismatch: a download is verified against the upstream
+    checksum itself, a mirror's file against the mirror's SHA256SUMS, and the caller decides
+    whether another upstream check vouches for it or it must be refused."""
     mirror = fetch.mirror_dir()
-    if mirror is not None:
-        print(f"{name}: {filename} from mirror {mirror}")
-        fetch.copy_from_mirror(mirror, f"{name}/{filename}", dest, upstream=urls[0])
-    else:
+    if mirror is None:
         url = fetch.download(urls, dest, checksum=checksum, algorithm=algorithm, **settings)
-        print(f"{name}: {filename} from {url}" + (", verified" if checksum else ""))
+        print(f"{name}: {filename} from {url}" + (", verified" if checksum else ""), flush=True)
+        return None
+    print(f"{name}: {filename} from mirror {mirror}", flush=True)
+    fetch.copy_from_mirror(mirror, f"{name}/{filename}", dest, upstream=urls[0])
+    if checksum is None:
+        return None
+    actual = fetch.digest(dest, algorithm)
+    return None if actual.startswith(checksum.lower()) else actual
 
 
 def source_params(params, name, kind):
@@ -51,51 +67,84 @@ def source_params(params, name, kind):
     return {}
 
 
-def prepare_mnist(name, source, work, settings):
+def prepare_mnist(name, source, work, settings, limit):
     from torchvision.datasets import MNIST
 
     arrays = {}
     for filename, md5 in MNIST.resources:
         path = work / filename
-        get_file(name, filename, [m + filename for m in MNIST.mirrors], path, md5, "md5", settings)
-        arrays[filename] = data.read_idx(path, 2051 if "images" in filename else 2049)
+        mismatch = get_file(name, filename, [m + filename for m in MNIST.mirrors], path, md5,
+                            "md5", settings)
+        raw = fetch.gunzip(path, max_bytes=limit)
+        stem = filename.removesuffix(".gz")
+        if mismatch and hashlib.md5(raw).hexdigest() != MNIST_RAW_MD5[stem]:
+            fetch.upstream_mismatch(name, f"{filename} from the mirror is not the MNIST release",
+                                    f"md5 {mismatch}, torchvision's is {md5}; unpacked md5 "
+                                    f"{hashlib.md5(raw).hexdigest()}, the release's is "
+                                    f"{MNIST_RAW_MD5[stem]}")
+        arrays[stem] = data.parse_idx(raw, filename, 2051 if "images" in filename else 2049)
         path.unlink()
-    return {split: data.tensor_record(arrays[f"{prefix}-images-idx3-ubyte.gz"].unsqueeze(1),
-                                      arrays[f"{prefix}-labels-idx1-ubyte.gz"],
-                                      data.MNIST_CLASSES)
-            for split, prefix in (("train", "train"), ("val", "t10k"))}
+    splits = {}
+    for split, prefix in (("train", "train"), ("val", "t10k")):
+        images = arrays[f"{prefix}-images-idx3-ubyte"]
+        labels = arrays[f"{prefix}-labels-idx1-ubyte"]
+        if images.ndim != 3 or images.shape[0] == 0 or tuple(images.shape[1:]) != (28, 28):
+            raise StageError(f"{prefix}-images-idx3-ubyte.gz must hold 28x28 images, got "
+                             f"shape {tuple(images.shape)}")
+        if labels.ndim != 1:
+            raise StageError(f"{prefix}-labels-idx1-ubyte.gz must hold a list of labels, got "
+                             f"shape {tuple(labels.shape)}")
+        splits[split] = data.tensor_record(images.unsqueeze(1), labels, data.MNIST_CLASSES)
+    return splits
 
 
-def prepare_cifar10(name, source, work, settings):
+def prepare_cifar10(name, source, work, settings, limit):
     from torchvision.datasets import CIFAR10
 
     archive = work / CIFAR10.filename
-    get_file(name, CIFAR10.filename, [CIFAR10.url], archive, CIFAR10.tgz_md5, "md5", settings)
+    mismatch = get_file(name, CIFAR10.filename, [CIFAR10.url], archive, CIFAR10.tgz_md5, "md5",
+                        settings)
     unpacked = work / "unpacked"
     unpacked.mkdir()
-    fetch.extract(archive, unpacked)
+    fetch.extract(archive, unpacked, max_bytes=limit)
     archive.unlink()
-    splits, classes = data.read_cifar10(fetch.single_top_folder(unpacked))
+    folder = fetch.single_top_folder(unpacked)
+    if mismatch:   # a repacked archive of the original batches still matches their MD5s
+        inner = [*CIFAR10.train_list, *CIFAR10.test_list,
+                 [CIFAR10.meta["filename"], CIFAR10.meta["md5"]]]
+        wrong = [n for n, md5 in inner
+                 if not (folder / n).is_file() or fetch.digest(folder / n, "md5") != md5]
+        if wrong:
+            fetch.upstream_mismatch(
+                name, f"{CIFAR10.filename} from the mirror is not the CIFAR-10 release",
+                f"md5 {mismatch}, torchvision's is {CIFAR10.tgz_md5}; inner files that differ "
+                f"from torchvision's MD5s: {', '.join(wrong)}")
+    splits, classes = data.read_cifar10(folder)
     shutil.rmtree(unpacked)
     return {split: data.tensor_record(images, labels, classes)
             for split, (images, labels) in splits.items()}
 
 
-def prepare_imagefolder(name, source, work, settings):
+def prepare_imagefolder(name, source, work, settings, limit):
     filename = Path(source["url"].split("?")[0]).name
     archive = work / filename
-    get_file(name, filename, [source["url"]], archive, source["sha256"], "sha256", settings)
+    mismatch = get_file(name, filename, [source["url"]], archive, source["sha256"], "sha256",
+                        settings)
+    if mismatch:
+        fetch.upstream_mismatch(name, f"{filename} from the mirror is not the file pinned in "
+                                      f"download.{name}.sha256",
+                                f"sha256 {mismatch}, pinned {source['sha256']}")
     unpacked = work / "unpacked"
     unpacked.mkdir()
-    fetch.extract(archive, unpacked)
+    fetch.extract(archive, unpacked, max_bytes=limit)
     archive.unlink()
     root = fetch.single_top_folder(unpacked)
     classes = data.image_folder_classes(root, label=f"{filename} (not an ImageFolder archive)")
-    print(f"{name}: ImageFolder with classes {', '.join(classes)}")
+    print(f"{name}: ImageFolder with classes {', '.join(classes)}", flush=True)
     return root
 
 
-def prepare_weights(name, source, work, settings):
+def prepare_weights(name, source, work, settings, limit):
     from torchvision.models import ResNet50_Weights
 
     url = ResNet50_Weights[source["weights"]].url
@@ -103,7 +152,11 @@ def prepare_weights(name, source, work, settings):
     # torch.hub convention: resnet50-<first 8 hex digits of the file's SHA-256>.pth
     prefix = re.search(r"-([a-f0-9]+)\.", filename).group(1)
     path = work / filename
-    get_file(name, filename, [url], path, prefix, "sha256", settings)
+    mismatch = get_file(name, filename, [url], path, prefix, "sha256", settings)
+    if mismatch:
+        fetch.upstream_mismatch(name, f"{filename} from the mirror is not torchvision's "
+                                      f"{source['weights']} file",
+                                f"its sha256 {mismatch[:16]}... does not start with {prefix}")
     return path
 
 
@@ -114,21 +167,24 @@ def main(argv):
     params = load_yaml("params.yaml")
     settings = {"retries": param(params, "download.retries", int, minimum=1),
                 "timeout": param(params, "download.timeout", float, above=0)}
+    limit = param(params, "download.max_unpacked_mb", int, minimum=1) * 2**20
     kind = param(params, f"download.{name}.format", str, choices=FORMATS)
     source = source_params(params, name, kind)
     fetch.mirror_dir()  # a DATASETS_MIRROR that is not a folder stops here
+    for stale in fetch.remove_stale_parts(out):
+        print(f"{name}: removed {stale}, left over by a run that was killed", flush=True)
 
     work = fetch.temporary_dir_beside(out)
     try:
         if kind == "weights":
-            result = prepare_weights(name, source, work, settings)
+            result = prepare_weights(name, source, work, settings, limit)
         elif kind == "imagefolder":
-            result = prepare_imagefolder(name, source, work, settings)
+            result = prepare_imagefolder(name, source, work, settings, limit)
         else:
             prepare = prepare_mnist if kind == "mnist" else prepare_cifar10
             result = work / "prepared"
             result.mkdir()
-            for split, record in prepare(name, source, work, settings).items():
+            for split, record in prepare(name, source, work, settings, limit).items():
                 torch.save(record, result / f"{split}.pt")
                 print(f"{name}/{split}: {tuple(record['images'].shape)} images, "
                       f"{len(record['classes'])} classes")

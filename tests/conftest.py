@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import tiny_mirror  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+TINY_MIRROR_UNVERIFIED = "mnist,cifar10,resnet50"
 PROJECT_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config",
                  ".dvc/.gitignore"]
 
@@ -24,8 +25,11 @@ def stage_env(mirror=None, **extra):
                GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.com",
                GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.com")
     env.pop("DATASETS_MIRROR", None)
+    env.pop("DATASETS_ACCEPT_UNVERIFIED", None)
     if mirror is not None:
         env["DATASETS_MIRROR"] = str(mirror)
+        # the tiny mirror's files are made up, not upstream's: accept them, loudly
+        env["DATASETS_ACCEPT_UNVERIFIED"] = TINY_MIRROR_UNVERIFIED
     env.update(extra)
     return env
 

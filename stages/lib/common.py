@@ -1,10 +1,14 @@
 """What every stage shares: one-line errors, parameter checks, device, precision and seeding."""
+import hashlib
 import json
+import math
 import os
 import random
 import re
+import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import yaml
@@ -40,26 +44,164 @@ def keep_freed_memory():
         pass
 
 
-def run(main):
-    """Run a stage's main(argv); expected failures print `error: ...` and exit 1."""
-    keep_freed_memory()
+class Terminated(BaseException):
+    """SIGTERM (or the death of the process that started the stage) arrived: unwind, so that
+    every `finally` removes its temporary files, then exit 143."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def _watch_parents(depth=2):
+    """End this process (SIGTERM to itself) when one of its nearest `depth` ancestors dies,
+    e.g. `dvc` killed with SIGKILL while its `sh -c` child still waits for us: an orphaned stage
+    would otherwise go on writing outputs beside the next `dvc repro`. The direct parent is
+    also covered by Linux's PR_SET_PDEATHSIG; the watcher thread covers the ones above it
+    and other systems (pidfd where Linux has it, else polling)."""
+    import threading
+
     try:
-        main(sys.argv[1:])
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    pids, pid = [], os.getppid()
+    for _ in range(depth):
+        if pid <= 1:
+            break
+        pids.append(pid)
+        pid = _parent_of(pid)
+        if pid is None:
+            break
+    if not pids:
+        return
+
+    def watch():
+        handles = []
+        for ancestor in pids:
+            try:
+                handles.append(os.pidfd_open(ancestor))
+            except (AttributeError, OSError):
+                handles = None
+                break
+        if handles is not None:
+            import select
+
+            poller = select.poll()
+            for handle in handles:
+                poller.register(handle, select.POLLIN)
+            poller.poll()   # readable once one of them has exited
+        else:
+            first = os.getppid()
+            while os.getppid() == first and all(_alive(p) for p in pids):
+                time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _parent_of(pid):
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stage_lock(name):
+    """Hold an exclusive lock named after the stage for as long as this process lives, so a
+    second instance of the same stage in the same workspace (an orphan of a killed `dvc`, or
+    two terminals) stops at once instead of writing the same outputs. The lock is an flock on
+    .dvc/tmp/stage-locks/<name>.lock: the kernel drops it when the process ends, however."""
+    import fcntl
+
+    folder = Path(".dvc/tmp/stage-locks") if Path(".dvc").is_dir() else \
+        Path(tempfile.gettempdir()) / "stage-locks" / hashlib.sha256(
+            str(Path.cwd()).encode()).hexdigest()[:16]
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / f"{name.replace('/', '_')}.lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise StageError(f"another {name} is running in this workspace (pid {holder}); wait "
+                         "for it to finish or stop it, then run again") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle   # keep a reference: closing it releases the lock
+
+
+def stage_name(argv):
+    """`train@alexnet` for `python -m stages.train alexnet cifar10`: the module's name and its
+    first argument, as dvc.yaml names the stage."""
+    module = Path(sys.argv[0]).stem
+    return f"{module}@{argv[0]}" if argv else module
+
+
+def run(main):
+    """Run a stage's main(argv); expected failures print `error: ...` and exit 1. The stage
+    holds its lock, dies with the process that started it, and unwinds on SIGTERM."""
+    keep_freed_memory()
+    argv = sys.argv[1:]
+    try:
+        signal.signal(signal.SIGTERM, _terminate)
+        _watch_parents()
+        lock = stage_lock(stage_name(argv))  # noqa: F841 (held until exit)
+        main(argv)
     except StageError as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
+    except Terminated:
+        print("error: terminated", file=sys.stderr)
+        sys.exit(143)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one
+    silently; DVC refuses the file, so the stages must not read it differently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                mark = key_node.start_mark
+                raise StageError(f"{Path(mark.name).name or 'params.yaml'}:{mark.line + 1}:"
+                                 f"{mark.column + 1}: duplicate key {key!r}")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_yaml(path):
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        with open(path) as f:
+            data = yaml.load(f, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except FileNotFoundError:
         raise StageError(f"{path} not found (run from the project root)") from None
     except yaml.YAMLError as error:
-        raise StageError(f"{path} is not valid YAML: {one_line(error)}") from None
+        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(error, "problem", None) or one_line(error)
+        raise StageError(f"{where}: not valid YAML: {problem}") from None
     if not isinstance(data, dict):
         raise StageError(f"{path} must be a mapping of keys to values")
     return data
@@ -88,6 +230,8 @@ def param(params, key, kind, *, choices=None, minimum=None, above=None, maximum=
     if not ok:
         raise StageError(f"params.yaml: '{key}' must be {_KIND_NAMES[kind]}"
                          f"{' or null' if optional else ''}, got {value!r}")
+    if kind is float and not math.isfinite(value):
+        raise StageError(f"params.yaml: '{key}' must be a finite number, got {shown!r}")
     if choices is not None and value not in choices:
         raise StageError(f"params.yaml: '{key}' must be one of {', '.join(map(str, choices))}; "
                          f"got {shown!r}")
@@ -101,18 +245,64 @@ def param(params, key, kind, *, choices=None, minimum=None, above=None, maximum=
 
 
 def write_json(path, data):
-    """Write JSON atomically (temporary file in the same folder, then rename)."""
+    """Write JSON atomically (temporary file in the same folder, then rename), readable by all
+    (0644 less the umask, like any file the user writes). NaN and infinity are refused: they
+    are not JSON, and a metric that is not finite is an error to report, not a value."""
+    path = Path(path)
+    text = json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n"
+    write_atomic(path, text.encode())
+
+
+def write_atomic(path, payload):
+    """Write bytes `payload` to `path` through a temporary file beside it and a rename, so a
+    crash or a full disk never leaves a partial file; mode 0644 less the umask."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False)
-            f.write("\n")
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno in (28, 122):   # ENOSPC, EDQUOT
+            raise StageError(f"no space left on device while writing {path}") from None
         raise
+
+
+def save_torch(obj, path):
+    """torch.save `obj` to `path` atomically (a kill or a full disk leaves the previous file, or
+    none), with one line when the disk is full."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_atomic(path, buffer.getbuffer())
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def check_writable(*folders):
+    """Stop before any work when an output folder cannot be created or written (rather than
+    after hours of training, at the first save)."""
+    for folder in folders:
+        folder = Path(folder)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".writable.", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as error:
+            raise StageError(f"cannot write to {folder}/: {error.strerror}") from None
 
 
 def read_json(path):

@@ -1,8 +1,7 @@
 """The data layer: decoding the upstream formats into uint8 tensors, the prepared tensor files,
 batches of resident tensors, and ImageFolder datasets. Knows nothing of training."""
-import gzip
+import math
 import pickle
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -22,47 +21,99 @@ SPLITS = ("train", "val")
 
 # ---------------------------------------------------------------- upstream formats
 
-def read_idx(path, magic):
-    """A gzipped IDX file (MNIST) as a uint8 tensor: images (N, 28, 28) or labels (N,)."""
-    try:
-        raw = gzip.decompress(Path(path).read_bytes())
-    except (OSError, EOFError, zlib.error) as error:
-        raise StageError(f"corrupt or truncated archive {Path(path).name}: {error}") from None
+def parse_idx(raw, name, magic):
+    """The bytes of an IDX file (MNIST, already decompressed) as a uint8 tensor: images
+    (N, H, W) or labels (N,). `name` is the file's name in error messages."""
     found = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
     if found != magic:
-        raise StageError(f"{Path(path).name} is not an IDX file with magic {magic} (got {found})")
+        raise StageError(f"{name} is not an IDX file with magic {magic} (got {found})")
     ndim = raw[3]
     shape = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
     offset = 4 + 4 * ndim
-    if len(raw) != offset + int(np.prod(shape)):
-        raise StageError(f"{Path(path).name} is truncated: header says {shape}, "
+    if len(raw) != offset + math.prod(shape):
+        raise StageError(f"{name} is truncated: header says {shape}, "
                          f"{len(raw) - offset} bytes of data")
     return torch.from_numpy(np.frombuffer(raw, np.uint8, offset=offset).reshape(shape).copy())
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles only what CIFAR-10's python batches are made of: dicts, lists, bytes, str,
+    ints and numpy arrays. Any other global a pickle asks for (os.system, builtins.eval, ...)
+    is refused before it is looked up, so no code from the file ever runs."""
+
+    _RECONSTRUCT = np.ndarray((0,)).__reduce__()[0]   # numpy's own ndarray reconstructor
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+               ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+               ("numpy", "ndarray"): np.ndarray,
+               ("numpy", "dtype"): np.dtype}
+
+    def find_class(self, module, name):
+        if (module, name) == ("_codecs", "encode"):   # how Python 3 pickles bytes (protocol 2)
+            return _latin1_encode
+        try:
+            return self.ALLOWED[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refused to load {module}.{name}: a CIFAR-10 batch "
+                                         "holds only arrays, lists and strings") from None
+
+
+def _latin1_encode(text, encoding="latin1"):
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"refused _codecs.encode with {encoding!r}")
+    return text.encode("latin1")
+
+
 def read_cifar10(folder):
-    """The python-version CIFAR-10 batches in `folder` (checksum already verified, so
-    unpickling is safe) as {split: (images uint8 (N, 3, 32, 32), labels int64)} and classes."""
+    """The python-version CIFAR-10 batches in `folder` as {split: (images uint8 (N, 3, 32, 32),
+    labels int64)} and classes. The pickles go through a restricted unpickler and every field
+    is checked for type and shape, so a crafted batch is an error, never code that runs."""
     folder = Path(folder)
 
     def load(name):
         try:
             with open(folder / name, "rb") as f:
-                return pickle.load(f, encoding="bytes")
+                record = _CifarUnpickler(f, encoding="bytes").load()
         except FileNotFoundError:
             raise StageError(f"CIFAR-10 archive lacks {name}") from None
-        except (pickle.UnpicklingError, EOFError, ValueError) as error:
-            raise StageError(f"CIFAR-10 file {name} is corrupt: {error}") from None
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
+                IndexError, KeyError) as error:
+            raise StageError(f"CIFAR-10 file {name} is corrupt or unsafe: {error}") from None
+        if not isinstance(record, dict):
+            raise StageError(f"CIFAR-10 file {name} is not a batch (a pickled dict)")
+        return record
+
+    def batch(name):
+        record = load(name)
+        images, labels = record.get(b"data"), record.get(b"labels")
+        if not (isinstance(images, np.ndarray) and images.dtype == np.uint8
+                and images.ndim == 2 and images.shape[1] == 3 * 32 * 32):
+            raise StageError(f"CIFAR-10 file {name}: 'data' must be a uint8 array of shape "
+                             f"(N, 3072), got {_describe(images)}")
+        if not (isinstance(labels, list) and len(labels) == len(images)
+                and all(type(v) is int and 0 <= v < len(classes) for v in labels)):
+            raise StageError(f"CIFAR-10 file {name}: 'labels' must be {len(images)} integers "
+                             f"in 0..{len(classes) - 1}")
+        return images, labels
 
     def stack(names):
-        batches = [load(n) for n in names]
-        images = np.concatenate([b[b"data"] for b in batches]).reshape(-1, 3, 32, 32)
-        labels = np.concatenate([np.asarray(b[b"labels"], dtype=np.int64) for b in batches])
+        batches = [batch(n) for n in names]
+        images = np.concatenate([b[0] for b in batches]).reshape(-1, 3, 32, 32)
+        labels = np.concatenate([np.asarray(b[1], dtype=np.int64) for b in batches])
         return torch.from_numpy(images.copy()), torch.from_numpy(labels)
 
-    classes = [c.decode() for c in load("batches.meta")[b"label_names"]]
+    names = load("batches.meta").get(b"label_names")
+    if not (isinstance(names, list) and len(names) >= 2
+            and all(isinstance(c, bytes) and c for c in names)):
+        raise StageError("CIFAR-10 file batches.meta: 'label_names' must be a list of names")
+    classes = [c.decode("utf-8", "replace") for c in names]
     return {"train": stack([f"data_batch_{i}" for i in range(1, 6)]),
             "val": stack(["test_batch"])}, classes
+
+
+def _describe(value):
+    if isinstance(value, np.ndarray):
+        return f"{value.dtype} array of shape {value.shape}"
+    return type(value).__name__
 
 
 # ---------------------------------------------------------------- prepared tensor files

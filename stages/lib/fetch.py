@@ -3,10 +3,13 @@
 
 Every function writes only to the path its caller names, and only through a temporary name
 that is renamed into place once the content is verified."""
+import errno
+import gzip
 import hashlib
 import os
 import shutil
 import stat
+import sys
 import tarfile
 import tempfile
 import time
@@ -20,7 +23,51 @@ from tqdm import tqdm
 from .common import StageError
 
 MIRROR_ENV = "DATASETS_MIRROR"
+# Names of download@<name> sources whose files may differ from the checksum their upstream
+# publishes (a rebuilt mirror, the tests' random weights): comma-separated, off by default.
+UNVERIFIED_ENV = "DATASETS_ACCEPT_UNVERIFIED"
 CHUNK = 1 << 20
+
+
+def human(n):
+    """Bytes as a short human figure: 1.5 GiB, 12 MiB, 300 B."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def check_free_space(folder, needed, what):
+    """Stop before writing `needed` bytes into `folder` when its file system has less free."""
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise StageError(f"no space left on device for {what} (needed {human(needed)}, "
+                         f"free {human(free)} in {folder})")
+
+
+def no_space(error, what):
+    """The one-line StageError for an OSError raised while writing `what`, or None when the
+    error is not a full disk (or quota)."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StageError(f"no space left on device while writing {what}")
+    return None
+
+
+def accepts_unverified(name):
+    """True when UNVERIFIED_ENV names `name` (or says `all`)."""
+    names = {n.strip() for n in os.environ.get(UNVERIFIED_ENV, "").split(",") if n.strip()}
+    return name in names or "all" in names
+
+
+def upstream_mismatch(name, what, detail):
+    """A file is not the upstream one: a StageError, unless UNVERIFIED_ENV accepts `name`, in
+    which case a loud warning on stderr (the run goes on with data that is not upstream's)."""
+    if not accepts_unverified(name):
+        raise StageError(f"{what} ({detail}); if you trust this copy anyway, set "
+                         f"{UNVERIFIED_ENV}={name}")
+    print(f"WARNING: UNVERIFIED DATA: {what} ({detail}); accepted because "
+          f"{UNVERIFIED_ENV}={os.environ[UNVERIFIED_ENV]}", file=sys.stderr, flush=True)
 
 
 def digest(path, algorithm="sha256"):
@@ -78,7 +125,11 @@ def copy_from_mirror(mirror, relpath, dest, upstream=None):
         raise StageError(f"mirror {mirror} does not list {relpath} in SHA256SUMS; add its "
                          f"SHA-256 there, or unset {MIRROR_ENV} to download it{where}")
     with _temporary_beside(dest) as tmp:
-        shutil.copyfile(source, tmp)
+        check_free_space(tmp.parent, source.stat().st_size, relpath)
+        try:
+            shutil.copyfile(source, tmp)
+        except OSError as error:
+            raise no_space(error, f"{relpath} to {tmp.parent}") or error
         verify(tmp, sums[relpath], "sha256", name=f"{relpath} (mirror {mirror})")
         os.replace(tmp, dest)
 
@@ -102,6 +153,8 @@ def download(urls, dest, *, checksum, algorithm, retries, timeout, backoff=1.0):
                     os.replace(tmp, dest)
                 return url
             except (urllib.error.URLError, OSError, EOFError) as error:
+                if full := no_space(error, f"{Path(dest).name} to {Path(dest).parent}"):
+                    raise full from None
                 reason = getattr(error, "reason", None) or error
                 errors.append(f"{url}: {reason}")
                 if attempt < retries:
@@ -134,7 +187,7 @@ class _temporary_beside:
 
     def __enter__(self):
         self.dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{self.dest.name}.", suffix=".part",
+        fd, name = tempfile.mkstemp(prefix=_part_prefix(self.dest), suffix=".part",
                                     dir=self.dest.parent)
         os.close(fd)
         self.path = Path(name)
@@ -145,11 +198,50 @@ class _temporary_beside:
         return False
 
 
+def _part_prefix(dest):
+    """Temporary names beside `dest` carry the writing process's id (.<name>.<pid>.), so a later
+    run can tell the leftovers of a dead process from the work of a live one."""
+    return f".{Path(dest).name}.{os.getpid()}."
+
+
 def temporary_dir_beside(dest):
     """A new empty folder next to `dest`, to build an output in before renaming it into place."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent))
+    return Path(tempfile.mkdtemp(prefix=_part_prefix(dest), suffix=".part", dir=dest.parent))
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_parts(dest):
+    """Remove the temporary files and folders that a killed run (SIGKILL, power loss) left
+    beside `dest`; those of live processes stay. Returns the names removed."""
+    dest = Path(dest)
+    if not dest.parent.is_dir():
+        return []
+    removed = []
+    for path in dest.parent.glob(f".{glob_escape(dest.name)}.*.part"):
+        pid = path.name[len(dest.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and (int(pid) == os.getpid() or _alive(int(pid))):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path.name)
+    return removed
+
+
+def glob_escape(text):
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
 
 def _check_member_name(archive, name):
@@ -160,31 +252,51 @@ def _check_member_name(archive, name):
         raise StageError(f"unsafe archive {archive}: path {name!r} leaves the target folder")
 
 
-def extract(archive, dest):
+def _check_unpacked_size(archive, dest, total, max_bytes):
+    """The archive's members add up to `total` bytes: refuse more than `max_bytes` (a bomb, or a
+    dataset bigger than the limit allows) and more than the free space at `dest`."""
+    if total > max_bytes:
+        raise StageError(f"archive {archive} unpacks to {human(total)}, more than the limit of "
+                         f"{human(max_bytes)} (params.yaml: download.max_unpacked_mb)")
+    check_free_space(dest, total, f"unpacking {archive}")
+
+
+def extract(archive, dest, *, max_bytes):
     """Extract a .zip or .tar[.gz|.bz2|.xz] into the existing folder `dest`, refusing absolute
-    paths, '..', links and device files (every member is checked before anything is written)."""
+    paths, '..', links and device files, and archives that unpack to more than `max_bytes` or
+    than the free disk space (every member is checked before anything is written). A zip
+    member's declared size bounds what is written for it (zipfile stops there), a tar member's
+    size is what it holds."""
     archive = Path(archive)
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
-                for info in zf.infolist():
+                infos = zf.infolist()
+                for info in infos:
                     _check_member_name(archive.name, info.filename)
                     if stat.S_ISLNK(info.external_attr >> 16):
                         raise StageError(f"unsafe archive {archive.name}: link {info.filename!r}")
+                _check_unpacked_size(archive.name, dest, sum(i.file_size for i in infos),
+                                     max_bytes)
                 bad = zf.testzip()
                 if bad is not None:
                     raise StageError(f"corrupt archive {archive.name}: bad CRC for {bad}")
                 zf.extractall(dest)
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tf:
-                members = tf.getmembers()
-                for member in members:
+                members, total = [], 0
+                for member in tf:   # reads headers only; stops as soon as the limit is passed
                     _check_member_name(archive.name, member.name)
                     if member.issym() or member.islnk():
                         raise StageError(f"unsafe archive {archive.name}: link {member.name!r}")
                     if not (member.isfile() or member.isdir()):
                         raise StageError(f"unsafe archive {archive.name}: special file "
                                          f"{member.name!r}")
+                    members.append(member)
+                    total += member.size
+                    if total > max_bytes:
+                        _check_unpacked_size(archive.name, dest, total, max_bytes)
+                _check_unpacked_size(archive.name, dest, total, max_bytes)
                 if hasattr(tarfile, "data_filter"):   # Python >= 3.11.4 / 3.12 (PEP 706)
                     tf.extractall(dest, members=members, filter="data")
                 else:   # older patch releases (Debian 12's 3.11.2): the checks above suffice
@@ -192,9 +304,28 @@ def extract(archive, dest):
         else:
             raise StageError(f"corrupt or unknown archive {archive.name}: neither zip nor tar")
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as error:
+        if full := no_space(error, f"{archive.name} unpacked into {dest}"):
+            raise full from None
         if isinstance(error, getattr(tarfile, "FilterError", ())):
             raise StageError(f"unsafe archive {archive.name}: {error}") from None
         raise StageError(f"corrupt or truncated archive {archive.name}: {error}") from None
+
+
+def gunzip(path, *, max_bytes):
+    """The decompressed content of a .gz file, read in chunks and refused past `max_bytes`
+    (a gzip bomb stops at the limit instead of filling the memory)."""
+    path = Path(path)
+    out = bytearray()
+    try:
+        with gzip.open(path, "rb") as f:
+            while chunk := f.read(CHUNK):
+                out += chunk
+                if len(out) > max_bytes:
+                    raise StageError(f"{path.name} unpacks to more than the limit of "
+                                     f"{human(max_bytes)} (params.yaml: download.max_unpacked_mb)")
+    except (OSError, EOFError, gzip.BadGzipFile) as error:
+        raise StageError(f"corrupt or truncated archive {path.name}: {error}") from None
+    return bytes(out)
 
 
 def single_top_folder(folder):
