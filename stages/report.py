@@ -15,6 +15,7 @@ import hashlib
 import importlib.metadata
 import inspect
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -100,7 +101,7 @@ TEXT = {
         "best_epoch": "best epoch",
         "strategies": {"scratch": "trained from scratch", "svm": "ImageNet features + SVM",
                        "finetune": "fine-tuning", "finetune_aug": "fine-tuning + augmentation"},
-        "transfer_data": "Dataset `{name}`: {train} training and {val} validation images, "
+        "transfer_data": "Dataset *{name}*: {train} training and {val} validation images, "
                          "classes {classes}, seen at {size}×{size} pixels.",
         "ranking": "Ranked by final validation accuracy: {ranking}.",
         "transfer_curves": "Validation curves of the three trained strategies",
@@ -188,7 +189,7 @@ TEXT = {
         "strategies": {"scratch": "entrenada desde cero",
                        "svm": "características de ImageNet + SVM",
                        "finetune": "ajuste fino", "finetune_aug": "ajuste fino + aumento"},
-        "transfer_data": "Conjunto `{name}`: {train} imágenes de entrenamiento y {val} de "
+        "transfer_data": "Conjunto *{name}*: {train} imágenes de entrenamiento y {val} de "
                          "validación, clases {classes}, vistas a {size}×{size} píxeles.",
         "ranking": "Ordenadas por exactitud final de validación: {ranking}.",
         "transfer_curves": "Curvas de validación de las tres estrategias entrenadas",
@@ -266,6 +267,28 @@ def git_commit():
         return None, False
 
 
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>&|])")
+
+
+def text(value):
+    """A string from data (class folder names, dataset names, the CPU model) as literal text in
+    Markdown: the characters that make HTML tags, entities, links, emphasis, code or table
+    cells become numeric entities, so a class named `<img src=x onerror=...>` or
+    `[x](javascript:...)` is shown as written, never run."""
+    return _MARKDOWN_SPECIAL.sub(lambda m: "&#%d;" % ord(m.group(1)), str(value))
+
+
+def to_html(markdown_text):
+    """Markdown to HTML with raw HTML switched off (it comes out escaped, as text): a second
+    guard behind text(), should a data string ever reach the Markdown unescaped."""
+    import markdown
+
+    converter = markdown.Markdown(extensions=["tables", "fenced_code"])
+    converter.preprocessors.deregister("html_block")
+    converter.inlinePatterns.deregister("html")
+    return converter.convert(markdown_text)
+
+
 def table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -273,7 +296,7 @@ def table(header, rows):
 
 
 def confusion_sentence(t, n, top):
-    pairs = [t["pair"].format(true=c["true"], predicted=c["predicted"], count=n.int(c["count"]))
+    pairs = [t["pair"].format(true=text(c["true"]), predicted=text(c["predicted"]), count=n.int(c["count"]))
              for c in top.values()]
     if not pairs:
         return t["no_confusions"]
@@ -401,10 +424,10 @@ def transfer_curves_figure(t):
 def transfer_section(t, n, runs, datasets, transfer, separability):
     used = runs["transfer@scratch"]["params"]
     splits = datasets[used["dataset"]]
-    lines = [t["transfer_data"].format(name=used["dataset"],
+    lines = [t["transfer_data"].format(name=text(used["dataset"]),
                                        train=n.int(splits["train"]["samples"]),
                                        val=n.int(splits["val"]["samples"]),
-                                       classes=", ".join(splits["train"]["class_names"]),
+                                       classes=", ".join(map(text, splits["train"]["class_names"])),
                                        size=used["image_size"]),
              "", table([t["strategy"], t["accuracy"], t["best_accuracy"], t["best_epoch"],
                         t["silhouette"], t["linear"]],
@@ -456,7 +479,7 @@ def header_section(t, n, runs, recorded):
             f"- {t['commit']}: `{commit or '—'}`{' (' + t['dirty'] + ')' if dirty else ''}",
             f"- {t['params_hash']}: `{digest}`",
             f"- {t['device']}: {device} ({first['cpu_threads']} {t['threads_of']} "
-            f"{first.get('cpu', t['unrecorded_cpu'])}); "
+            f"{text(first.get('cpu', t['unrecorded_cpu']))}); "
             f"{t['precision']}: {first['precision']}",
             f"- {t['versions']}: {versions}",
             f"- {t['run_times']}: {times}; {t['total']} {n.num(total / 60, 1)} min", ""]
@@ -503,9 +526,7 @@ def main(argv):
     markdown_text = "\n".join(lines).rstrip() + "\n"
     (OUT / "report.md").write_text(markdown_text)
 
-    import markdown
-
-    body = markdown.markdown(markdown_text, extensions=["tables", "fenced_code"])
+    body = to_html(markdown_text)
     (OUT / "report.html").write_text(
         f"<!DOCTYPE html>\n<html lang=\"{language}\"><head><meta charset=\"utf-8\">"
         f"<title>{t['title']}</title><style>body{{font-family:sans-serif;max-width:60em;"

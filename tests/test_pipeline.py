@@ -249,3 +249,24 @@ def test_report_in_spanish(pipeline):
     finally:
         (project / "params.yaml").write_text(original)
         dvc(project, "repro", "report", env=env)
+
+
+def test_names_from_data_are_text_in_the_report(pipeline, tmp_path):
+    """A class folder named like an HTML tag or a Markdown link ends up as text in report.html,
+    never as markup (stored XSS through a dataset archive)."""
+    project, env, _ = pipeline
+    copy = shutil.copytree(project, tmp_path / "copy", ignore=shutil.ignore_patterns(".git"))
+    hostile = ["<img src=x onerror=alert(1)>", "[x](javascript:alert(1))"]
+    table = read(copy, "metrics/datasets.json")
+    for split in table["hymenoptera"].values():
+        split["class_names"] = hostile
+    (copy / "metrics/datasets.json").write_text(json.dumps(table))
+    alexnet = read(copy, "metrics/alexnet.json")
+    alexnet["top_confusions"] = [{"true": hostile[0], "predicted": "<script>alert(2)</script>",
+                                  "count": 3}, {"true": "a", "predicted": hostile[1], "count": 1}]
+    (copy / "metrics/alexnet.json").write_text(json.dumps(alexnet))
+    run([sys.executable, "-m", "stages.report"], copy, env)
+    html = (copy / "reports/report.html").read_text()
+    assert "<img src=x" not in html and "<script>" not in html
+    assert 'href="javascript' not in html
+    assert "&#60;img src=x onerror=alert(1)&#62;" in html   # shown as written

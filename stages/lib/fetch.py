@@ -330,8 +330,11 @@ def gunzip(path, *, max_bytes):
 
 def single_top_folder(folder):
     """The one folder inside `folder` when an archive wraps its content in a top folder
-    (hymenoptera_data/, cifar-10-batches-py/), else `folder` itself."""
-    entries = [p for p in Path(folder).iterdir() if p.name not in ("__MACOSX", ".DS_Store")]
-    if len(entries) == 1 and entries[0].is_dir():
-        return entries[0]
-    return Path(folder)
+    (hymenoptera_data/, cifar-10-batches-py/), else `folder` itself. Stray files beside that
+    folder (a README, macOS's __MACOSX/ and .DS_Store) do not count."""
+    folder = Path(folder)
+    if (folder / "train").is_dir():
+        return folder
+    dirs = [p for p in folder.iterdir() if p.is_dir() and not p.is_symlink()
+            and p.name != "__MACOSX"]
+    return dirs[0] if len(dirs) == 1 else folder
