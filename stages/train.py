@@ -7,6 +7,8 @@ Writes:
   models/<model>.pt          best epoch's weights (+ classes, normalization, epoch)
   models/<model>.last.pt     last epoch's weights
   models/<model>.run.json    how it ran: device, precision, seconds per epoch, versions
+  models/<model>.ckpt.pt     the training state after each epoch (a DVC `persist` output): a
+                             killed run goes on from there; once done, a small "complete" mark
   metrics/<model>.json       best/final accuracy, parameter counts, overfitting epoch,
                              per-class accuracy, most frequent confusions (best weights)
   plots/<model>/live/        per-epoch curves (dvclive)
@@ -17,8 +19,9 @@ from pathlib import Path
 import torch
 
 from stages.lib import data, engine, live, models, plots
-from stages.lib.common import (StageError, autocast_dtype, engine_params, load_yaml, param,
-                               pick_device, run, seed_everything, write_json)
+from stages.lib.common import (StageError, autocast_dtype, check_writable, engine_params,
+                               load_yaml, param, pick_device, run, save_torch, seed_everything,
+                               write_json)
 
 DATASETS = {"simple_cnn": "mnist", "alexnet": "cifar10"}
 
@@ -49,6 +52,8 @@ def main(argv):
     device = pick_device(cfg["device"])
     amp_dtype = autocast_dtype(device, cfg["precision"])
     seed_everything(cfg["seed"])
+    out = Path("plots") / name
+    check_writable("models", "metrics", out)
 
     folder = Path("data/raw") / dataset
     train, val = data.load_tensors(folder, "train"), data.load_tensors(folder, "val")
@@ -75,12 +80,15 @@ def main(argv):
     print(f"{name}: {n_params:,} parameters ({n_weights:,} without biases) on {dataset} "
           f"({len(y_train)} train / {len(y_val)} val), {env['device']}, {env['precision']}")
 
-    out = Path("plots") / name
-    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = Path(f"models/{name}.ckpt.pt")
+    fingerprint = engine.fingerprint_of(name, cfg, str(device), str(amp_dtype), torch.__version__,
+                                        folder / "train.pt", folder / "val.pt",
+                                        *engine.code_files())
     history, best_state, last_state, seconds = live.fit(
         out / "live", model=model, train_batches=train_batches, val_batches=val_batches,
         epochs=cfg["epochs"], optimizer=optimizer, device=device, amp_dtype=amp_dtype,
-        lr_key=f"{name}.lr")
+        lr_key=f"{name}.lr", checkpoint=checkpoint, fingerprint=fingerprint,
+        generators=[generator])
 
     summary = engine.summarize(history)
     model.load_state_dict(best_state)
@@ -89,11 +97,10 @@ def main(argv):
                                        f"{name}, best epoch {summary['best_epoch']}")
     plots.save(plots.curves_figure(history, name), out / "curves.png")
 
-    Path("models").mkdir(exist_ok=True)
-    checkpoint = {"arch": name, "classes": classes, "normalization": [list(mean), list(std)]}
-    torch.save({**checkpoint, "epoch": summary["best_epoch"], "state_dict": best_state},
+    about = {"arch": name, "classes": classes, "normalization": [list(mean), list(std)]}
+    save_torch({**about, "epoch": summary["best_epoch"], "state_dict": best_state},
                f"models/{name}.pt")
-    torch.save({**checkpoint, "epoch": cfg["epochs"], "state_dict": last_state},
+    save_torch({**about, "epoch": cfg["epochs"], "state_dict": last_state},
                f"models/{name}.last.pt")
     write_json(f"models/{name}.run.json",
                {**env, "params": cfg, "seconds": round(seconds, 1),
@@ -104,6 +111,7 @@ def main(argv):
                 "epochs": cfg["epochs"], "train_samples": len(y_train),
                 "val_samples": len(y_val), "per_class_accuracy": evaluation["per_class_accuracy"],
                 "top_confusions": evaluation["top_confusions"]})
+    engine.mark_complete(checkpoint, fingerprint, cfg["epochs"])
     print(f"{name}: best val accuracy {summary['best_val_accuracy']:.4f} at epoch "
           f"{summary['best_epoch']}, final {summary['final_val_accuracy']:.4f}, {seconds:.0f} s")
 

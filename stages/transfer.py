@@ -9,7 +9,9 @@
 
 Reads params `seed`, `device`, `precision`, `transfer.{dataset,image_size,batch_size,
 eval_batch_size,num_workers}`, `transfer.<strategy>.*` and data/raw/<transfer.dataset>/.
-Writes models/transfer/<strategy>.pt (best epoch) and .run.json, metrics/transfer/<strategy>.json
+Writes models/transfer/<strategy>.pt (best epoch), .run.json and .ckpt.pt (the training state
+after each epoch, to resume a killed run; a small "complete" mark at the end),
+metrics/transfer/<strategy>.json
 (accuracy = final epoch, best_accuracy, best_epoch, per-class accuracy, top confusions),
 plots/transfer/<strategy>/live/ (dvclive curves), curves.png, confusion.{csv,png}.
 """
@@ -18,8 +20,9 @@ from pathlib import Path
 import torch
 
 from stages.lib import data, engine, live, models, plots, transfer
-from stages.lib.common import (StageError, autocast_dtype, engine_params, load_yaml, param,
-                               pick_device, run, seed_everything, write_json)
+from stages.lib.common import (StageError, autocast_dtype, check_writable, engine_params,
+                               load_yaml, param, pick_device, run, save_torch, seed_everything,
+                               write_json)
 
 
 def strategy_params(params, strategy):
@@ -53,6 +56,8 @@ def main(argv):
     device = pick_device(shared["device"])
     amp_dtype = autocast_dtype(device, shared["precision"])
     seed_everything(shared["seed"])
+    out = Path("plots/transfer") / strategy
+    check_writable("models/transfer", "metrics/transfer", out)
     root = transfer.dataset_root(data_cfg)
     classes = transfer.classes_of(root)
 
@@ -81,13 +86,17 @@ def main(argv):
           f"{len(train_set)} train / {len(val_loader.dataset)} val, classes {', '.join(classes)}, "
           f"{data_cfg['image_size']} px, {env['device']}, {env['precision']}")
 
-    out = Path("plots/transfer") / strategy
-    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = Path(f"models/transfer/{strategy}.ckpt.pt")
+    fingerprint = engine.fingerprint_of(strategy, shared, data_cfg, cfg, str(device),
+                                        str(amp_dtype), torch.__version__, root,
+                                        *([transfer.WEIGHTS] if strategy != "scratch" else []),
+                                        *engine.code_files())
     history, best_state, _, seconds = live.fit(
         out / "live", model=model, train_batches=lambda epoch: train_loader,
         val_batches=lambda: val_loader, epochs=cfg["epochs"], optimizer=optimizer,
         scheduler=scheduler, device=device, amp_dtype=amp_dtype,
-        lr_key=f"transfer.{strategy}.lr")
+        lr_key=f"transfer.{strategy}.lr", checkpoint=checkpoint, fingerprint=fingerprint,
+        generators=[train_loader.generator, val_loader.generator])
 
     summary = engine.summarize(history)
     model.load_state_dict(best_state)
@@ -96,9 +105,8 @@ def main(argv):
                                        f"ResNet-50 {strategy}, best epoch {summary['best_epoch']}")
     plots.save(plots.curves_figure(history, f"ResNet-50 {strategy}"), out / "curves.png")
 
-    Path("models/transfer").mkdir(parents=True, exist_ok=True)
     mean, std = data.NORMALIZATION["imagenet"]
-    torch.save({"arch": "resnet50", "classes": classes, "normalization": [list(mean), list(std)],
+    save_torch({"arch": "resnet50", "classes": classes, "normalization": [list(mean), list(std)],
                 "image_size": data_cfg["image_size"], "epoch": summary["best_epoch"],
                 "state_dict": best_state}, f"models/transfer/{strategy}.pt")
     write_json(f"models/transfer/{strategy}.run.json",
@@ -112,6 +120,7 @@ def main(argv):
                 "image_size": data_cfg["image_size"],
                 "per_class_accuracy": evaluation["per_class_accuracy"],
                 "top_confusions": evaluation["top_confusions"]})
+    engine.mark_complete(checkpoint, fingerprint, cfg["epochs"])
     print(f"transfer@{strategy}: final val accuracy {summary['final_val_accuracy']:.4f}, best "
           f"{summary['best_val_accuracy']:.4f} at epoch {summary['best_epoch']}, {seconds:.0f} s")
 

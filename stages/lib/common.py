@@ -249,7 +249,11 @@ def write_json(path, data):
     (0644 less the umask, like any file the user writes). NaN and infinity are refused: they
     are not JSON, and a metric that is not finite is an error to report, not a value."""
     path = Path(path)
-    text = json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n"
+    try:
+        text = json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n"
+    except ValueError:
+        raise StageError(f"{path}: a value is not a finite number (NaN or infinity): the "
+                         "training probably diverged; try a lower learning rate") from None
     write_atomic(path, text.encode())
 
 

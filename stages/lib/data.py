@@ -253,9 +253,12 @@ def image_transforms(image_size, augment=None):
 
 def image_loader(dataset, batch_size, *, shuffle, num_workers, seed, device):
     """A DataLoader over an ImageFolder: workers, pinned memory on CUDA, seeded shuffling and
-    seeded per-worker random augmentation (same params, same batches)."""
+    seeded per-worker random augmentation (same params, same batches). Workers are started
+    anew each epoch, seeded from `generator`: an epoch's batches then depend only on the
+    generator's state at its start, which a checkpoint saves, so a resumed run draws the
+    same augmentations as an uninterrupted one (persistent workers would carry their random
+    state over from the epochs before, out of reach of a checkpoint)."""
     generator = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
-        pin_memory=device.type == "cuda", generator=generator,
-        persistent_workers=num_workers > 0)
+        pin_memory=device.type == "cuda", generator=generator, persistent_workers=False)

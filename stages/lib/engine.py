@@ -141,14 +141,38 @@ def run_epoch(model, batches, device, amp_dtype, optimizer=None, scaler=None):
 
 
 def fit(model, *, train_batches, val_batches, epochs, optimizer, device, amp_dtype,
-        scheduler=None, on_epoch=None, lr_key="lr"):
+        scheduler=None, on_epoch=None, lr_key="lr", checkpoint=None, fingerprint="",
+        generators=()):
     """Train `epochs` epochs, validating after each. Returns (history, best_state, last_state):
     history has one dict per epoch (epoch, train_loss, train_accuracy, val_loss, val_accuracy,
     seconds); best_state is the state dict of the epoch with the highest val accuracy (the
-    earliest on ties). A non-finite loss stops training with a StageError."""
+    earliest on ties). A loss or accuracy that is not finite stops training with a StageError.
+
+    With `checkpoint` (a path), the whole training state is saved there after every epoch
+    (see save_training_state) and a run that finds a checkpoint of the same `fingerprint`
+    (params, code, data) goes on from its epoch: the epochs already done are not trained
+    again, and the result is the same, to the byte, as a run that was never interrupted.
+    `generators`: the torch.Generators that draw the batches (shuffling, augmentation,
+    DataLoader worker seeds), saved and restored with the global RNGs. `on_epoch(record)` is
+    called for every epoch, also for those restored from the checkpoint, so logs are rebuilt."""
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     history, best_state, best_accuracy = [], None, -1.0
-    for epoch in range(1, epochs + 1):
+    state = load_training_state(checkpoint, fingerprint) if checkpoint else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None:
+            scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"], generators)
+        history, best_state, best_accuracy = state["history"], state["best_state"], \
+            state["best_accuracy"]
+        print(f"resuming after epoch {len(history)} of {epochs} from {checkpoint}", flush=True)
+        for record in history:
+            if on_epoch is not None:
+                on_epoch(record)
+    for epoch in range(len(history) + 1, epochs + 1):
         start = time.perf_counter()
         train_loss, train_accuracy = run_epoch(model, train_batches(epoch), device, amp_dtype,
                                                optimizer, scaler)
@@ -156,6 +180,9 @@ def fit(model, *, train_batches, val_batches, epochs, optimizer, device, amp_dty
             raise StageError(f"training diverged: the loss became {train_loss} in epoch {epoch} "
                              f"(try a lower '{lr_key}')")
         val_loss, val_accuracy = run_epoch(model, val_batches(), device, amp_dtype)
+        if not math.isfinite(val_loss):
+            raise StageError(f"training diverged: the validation loss became {val_loss} in "
+                             f"epoch {epoch} (try a lower '{lr_key}')")
         if scheduler is not None:
             scheduler.step()
         if device.type == "cuda":
@@ -166,9 +193,131 @@ def fit(model, *, train_batches, val_batches, epochs, optimizer, device, amp_dty
         history.append(record)
         if val_accuracy > best_accuracy:
             best_accuracy, best_state = val_accuracy, copy.deepcopy(model.state_dict())
+        if checkpoint:
+            save_training_state(checkpoint, fingerprint, model=model, optimizer=optimizer,
+                                scheduler=scheduler, scaler=scaler, generators=generators,
+                                history=history, best_state=best_state,
+                                best_accuracy=best_accuracy)
         if on_epoch is not None:
             on_epoch(record)
     return history, best_state, copy.deepcopy(model.state_dict())
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def fingerprint_of(*parts):
+    """A short SHA-256 over `parts` (params dicts, file paths whose content counts): what a
+    checkpoint must match to be resumed. A folder counts by its files' names and sizes (an
+    ImageFolder set of thousands of images), a file by its content."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, Path):
+            if part.is_dir():
+                for f in sorted(p for p in part.rglob("*") if p.is_file()):
+                    h.update(f"{f.relative_to(part)}\0{f.stat().st_size}\0".encode())
+            elif part.is_file():
+                with open(part, "rb") as f:
+                    h.update(hashlib.file_digest(f, "sha256").digest())
+            else:
+                h.update(f"missing {part}".encode())
+        else:
+            h.update(json.dumps(part, sort_keys=True, default=str).encode())
+        h.update(b"\1")
+    return h.hexdigest()[:16]
+
+
+def code_files():
+    """The pipeline's own source files: a checkpoint written by other code is not resumed."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    return sorted(root.rglob("*.py"))
+
+
+def save_training_state(path, fingerprint, *, model, optimizer, scheduler, scaler, generators,
+                        history, best_state, best_accuracy):
+    """Everything the next epoch depends on, written atomically (a kill during the save leaves
+    the previous checkpoint as it was). Loadable with weights_only=True: tensors, numbers,
+    strings, lists and dicts only."""
+    from .common import save_torch
+
+    save_torch({"fingerprint": fingerprint, "complete": False, "epoch": len(history),
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "rng": get_rng_state(generators), "history": history,
+                "best_state": best_state, "best_accuracy": best_accuracy}, path)
+
+
+def mark_complete(path, fingerprint, epochs):
+    """Replace the checkpoint by a small record that the training finished: the DVC output
+    stays small, and the next run (after a param change, or `dvc repro -f`) trains anew."""
+    from .common import save_torch
+
+    save_torch({"fingerprint": fingerprint, "complete": True, "epoch": epochs}, path)
+
+
+def load_training_state(path, fingerprint):
+    """The saved state at `path` when it belongs to an unfinished run with the same
+    fingerprint, else None (with one line saying why it is not used)."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:   # torch.load raises many types for a damaged file
+        print(f"checkpoint {path} is unreadable ({str(error).strip().splitlines()[0][:120]}); "
+              "training from the first epoch", flush=True)
+        return None
+    if not isinstance(state, dict) or state.get("complete") is True:
+        return None   # a finished run: nothing to resume
+    if state.get("fingerprint") != fingerprint:
+        print(f"checkpoint {path} is from other params, code or data; discarded, training from "
+              "the first epoch", flush=True)
+        return None
+    return state
+
+
+def get_rng_state(generators=()):
+    """Every random state training draws from: torch's global (CPU and each CUDA device),
+    `generators`, numpy's and Python's, as tensors and plain lists."""
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    python = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "generators": [g.get_state() for g in generators],
+            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached": float(cached)},
+            "python": [python[0], list(python[1]), python[2]]}
+
+
+def set_rng_state(state, generators=()):
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if len(state["generators"]) != len(generators):
+        raise StageError("checkpoint does not match this stage's random generators")
+    for generator, saved in zip(generators, state["generators"]):
+        generator.set_state(saved)
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["cached"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
 
 
 @torch.no_grad()

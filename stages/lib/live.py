@@ -7,7 +7,12 @@ from . import engine
 def fit(live_dir, **fit_args):
     """Run engine.fit(**fit_args), logging train/val loss and accuracy per epoch with dvclive
     in `live_dir` (its plots/metrics/{train,val}/{loss,accuracy}.tsv feed `dvc plots`).
-    Returns (history, best_state, last_state, seconds)."""
+    Returns (history, best_state, last_state, seconds).
+
+    The logs are written afresh each run (dvclive clears `live_dir`): a run resumed from a
+    checkpoint replays the saved epochs into them first. That is dvclive's `resume=True` made
+    exact: appending to the old logs would repeat a step when the kill fell between an epoch's
+    log line and its checkpoint."""
     from dvclive import Live
 
     epochs = fit_args["epochs"]
