@@ -40,7 +40,7 @@ def main(argv):
     seed_everything(shared["seed"])
     root = transfer.dataset_root(data_cfg)
 
-    frozen = torch.load("data/features/val.pt", weights_only=True)
+    frozen = data.load_features("val")
     classes = frozen["classes"]
     features = {"svm": frozen["features"].numpy()}
     labels = frozen["labels"].numpy()

@@ -41,10 +41,11 @@ def main(argv):
         raise StageError("usage: python -m stages.datasets")
     params = load_yaml("params.yaml")
     transfer = param(params, "transfer.dataset", str)
-    image_size = param(params, "transfer.image_size", int, minimum=16)
+    image_size = param(params, "transfer.image_size", int, minimum=data.MIN_IMAGE_SIZE)
+    transfer_root = data.raw_folder(transfer)
     table = {"mnist": tensor_table(Path("data/raw/mnist")),
              "cifar10": tensor_table(Path("data/raw/cifar10")),
-             transfer: image_folder_table(Path("data/raw") / transfer, image_size)}
+             transfer: image_folder_table(transfer_root, image_size)}
     write_json(OUT, table)
     for name, splits in table.items():
         print(name, {split: row["samples"] for split, row in splits.items()})

@@ -8,29 +8,30 @@ search on train only) and scores it on val. Writes metrics/transfer/svm.json (ac
 train accuracy, the settings used, per-class accuracy, top confusions) and
 plots/transfer/svm/confusion.{csv,png}.
 """
+import math
 from pathlib import Path
 
 import torch
 
-from stages.lib import plots
+from stages.lib import data, plots
 from stages.lib.common import StageError, load_yaml, param, run, write_json
 
-FEATURES = Path("data/features")
 OUT = Path("plots/transfer/svm")
 GRID_KEYS = {"C", "kernel", "gamma", "degree"}
+KERNELS = ("linear", "rbf", "poly", "sigmoid")
+GRID_VALUES = {"C": "numbers > 0", "kernel": f"one of {', '.join(KERNELS)}",
+               "gamma": "scale, auto or numbers > 0", "degree": "integers >= 1"}
 
 
 def svm_params(params):
-    cfg = {"kernel": param(params, "transfer.svm.kernel", str,
-                           choices=("linear", "rbf", "poly", "sigmoid")),
+    cfg = {"kernel": param(params, "transfer.svm.kernel", str, choices=KERNELS),
            "C": param(params, "transfer.svm.C", float, above=0),
            "gamma": param(params, "transfer.svm.gamma", object),
            "grid": param(params, "transfer.svm.grid", dict, optional=True),
            "cv": param(params, "transfer.svm.cv", int, minimum=2),
            "seed": param(params, "seed", int, minimum=0)}
     gamma = cfg["gamma"]
-    if not (gamma in ("scale", "auto") or (isinstance(gamma, (int, float))
-                                           and not isinstance(gamma, bool) and gamma > 0)):
+    if not grid_value_ok("gamma", gamma):
         raise StageError(f"params.yaml: 'transfer.svm.gamma' must be scale, auto or a number "
                          f"> 0, got {gamma!r}")
     for key, values in (cfg["grid"] or {}).items():
@@ -38,14 +39,23 @@ def svm_params(params):
             raise StageError(f"params.yaml: 'transfer.svm.grid' maps SVC settings "
                              f"({', '.join(sorted(GRID_KEYS))}) to non-empty lists; got "
                              f"{key}: {values!r}")
+        for value in values:
+            if not grid_value_ok(key, value):
+                raise StageError(f"params.yaml: 'transfer.svm.grid.{key}' values must be "
+                                 f"{GRID_VALUES[key]}; got {value!r}")
     return cfg
 
 
-def load_features(split):
-    path = FEATURES / f"{split}.pt"
-    if not path.is_file():
-        raise StageError(f"{path} not found: run `dvc repro features` first")
-    return torch.load(path, weights_only=True)
+def grid_value_ok(key, value):
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value)
+    if key == "C":
+        return number and value > 0
+    if key == "kernel":
+        return value in KERNELS
+    if key == "gamma":
+        return value in ("scale", "auto") or (number and value > 0)
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def main(argv):
@@ -57,7 +67,7 @@ def main(argv):
     from sklearn.svm import SVC
 
     cfg = svm_params(load_yaml("params.yaml"))
-    train, val = load_features("train"), load_features("val")
+    train, val = data.load_features("train"), data.load_features("val")
     classes = train["classes"]
     x_train, y_train = train["features"].numpy(), train["labels"].numpy()
     x_val, y_val = val["features"].numpy(), val["labels"].numpy()

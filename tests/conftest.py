@@ -13,7 +13,7 @@ import tiny_mirror  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MIRROR_UNVERIFIED = "mnist,cifar10,resnet50"
 PROJECT_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config",
-                 ".dvc/.gitignore"]
+                 ".dvc/.gitignore", ".dvc/plots/offline.html", ".dvc/plots/confusion_counts.json"]
 
 
 def stage_env(mirror=None, **extra):

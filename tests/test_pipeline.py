@@ -2,6 +2,7 @@
 with tiny params. One run serves all the tests of this module: first with a mirror that lacks
 the ImageNet weights (`--keep-going` runs all the rest), then with the weights added."""
 import json
+import os
 import shutil
 import sys
 
@@ -270,3 +271,43 @@ def test_names_from_data_are_text_in_the_report(pipeline, tmp_path):
     assert "<img src=x" not in html and "<script>" not in html
     assert 'href="javascript' not in html
     assert "&#60;img src=x onerror=alert(1)&#62;" in html   # shown as written
+
+
+def test_dvc_killed_mid_training_resumes_on_the_next_repro(pipeline, tmp_path):
+    """SIGKILL to `dvc repro` in epoch 2: the stage dies with it (no orphan training beside the
+    next run), the checkpoint survives as a persist output, and the next `dvc repro` resumes
+    and ends with the bytes of the uninterrupted run."""
+    import signal
+    import subprocess
+    import time
+
+    project, env, _ = pipeline
+    copy = shutil.copytree(project, tmp_path / "copy")
+    outputs = ["metrics/alexnet.json", "models/alexnet.pt", "plots/alexnet/confusion.csv",
+               "plots/alexnet/live/plots/metrics/val/loss.tsv"]
+    expected = {name: (project / name).read_bytes() for name in outputs}
+    process = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "-f", "train@alexnet"],
+                               cwd=copy, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("epoch   1/3"):
+            process.send_signal(signal.SIGKILL)
+            break
+    process.wait(timeout=60)
+    assert any(line.startswith("epoch   1/3") for line in lines), "".join(lines)
+    lock = copy / ".dvc/tmp/stage-locks/train@alexnet.lock"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:   # the stage unwinds once its parents are gone
+        try:
+            os.kill(int(lock.read_text()), 0)
+            time.sleep(0.2)
+        except (ProcessLookupError, ValueError):
+            break
+    else:
+        raise AssertionError("the training stage outlived the killed dvc")
+    result = dvc(copy, "repro", "train@alexnet", env=env)
+    assert "resuming after epoch 1 of 3" in result.stdout, result.stdout
+    assert {name: (copy / name).read_bytes() for name in outputs} == expected
+    assert "train@alexnet" not in dvc(copy, "status", env=env).stdout

@@ -1,4 +1,5 @@
 """What every stage shares: one-line errors, parameter checks, device, precision and seeding."""
+import errno
 import hashlib
 import json
 import math
@@ -297,12 +298,16 @@ def _umask():
 
 def check_writable(*folders):
     """Stop before any work when an output folder cannot be created or written (rather than
-    after hours of training, at the first save)."""
-    for folder in folders:
-        folder = Path(folder)
+    after hours of training, at the first save). Creates nothing: a folder that does not exist
+    yet is checked through the nearest one above it that does."""
+    for folder in map(Path, folders):
+        probe_in = folder
+        while not probe_in.exists() and probe_in != probe_in.parent:
+            probe_in = probe_in.parent
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            fd, probe = tempfile.mkstemp(prefix=".writable.", dir=folder)
+            if not probe_in.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, f"{probe_in} is not a folder")
+            fd, probe = tempfile.mkstemp(prefix=".writable.", dir=probe_in)
             os.close(fd)
             os.unlink(probe)
         except OSError as error:

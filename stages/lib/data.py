@@ -2,12 +2,13 @@
 batches of resident tensors, and ImageFolder datasets. Knows nothing of training."""
 import math
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .common import StageError
+from .common import StageError, one_line
 
 MNIST_CLASSES = [str(d) for d in range(10)]
 # Per-channel mean and std of the training images, in [0, 1] units.
@@ -17,6 +18,19 @@ NORMALIZATION = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 SPLITS = ("train", "val")
+RAW = Path("data/raw")
+FEATURES = Path("data/features")
+MIN_IMAGE_SIZE = 32   # ResNet-50 halves the side five times: 32 px leaves a 1x1 map
+_DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def raw_folder(name, key="transfer.dataset"):
+    """data/raw/<name> for a dataset name from params.yaml (`key`): a plain folder name, never
+    a path that could lead outside the project (absolute, `..`, separators)."""
+    if not isinstance(name, str) or not _DATASET_NAME.fullmatch(name) or name in (".", ".."):
+        raise StageError(f"params.yaml: '{key}' must be the name of a download@<name> dataset "
+                         f"(letters, digits, '_', '-', '.'), got {name!r}")
+    return RAW / name
 
 
 # ---------------------------------------------------------------- upstream formats
@@ -139,6 +153,25 @@ def load_tensors(folder, split, mmap=False):
         raise StageError(f"{path} is not a prepared tensor file: {error}") from None
     if not isinstance(record, dict) or {"images", "labels", "classes"} - set(record):
         raise StageError(f"{path} is not a prepared tensor file (needs images, labels, classes)")
+    return record
+
+
+def load_features(split):
+    """data/features/<split>.pt as the features stage wrote it, checked."""
+    path = FEATURES / f"{split}.pt"
+    if not path.is_file():
+        raise StageError(f"{path} not found: run `dvc repro features` first")
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:   # torch.load raises many types for a damaged file
+        raise StageError(f"{path} is not a features file ({one_line(error)[:200]}): run "
+                         "`dvc repro -f features`") from None
+    if not (isinstance(record, dict) and isinstance(record.get("features"), torch.Tensor)
+            and isinstance(record.get("labels"), torch.Tensor) and record["features"].ndim == 2
+            and len(record["features"]) == len(record["labels"])
+            and isinstance(record.get("classes"), list)):
+        raise StageError(f"{path} is not a features file (needs features (N, D), labels (N,), "
+                         "classes): run `dvc repro -f features`")
     return record
 
 

@@ -26,9 +26,16 @@ def load_checkpoint(path, device):
 
     if not Path(path).is_file():
         raise StageError(f"{path} not found: run the stage that trains it first (dvc repro)")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    model = models.build(checkpoint["arch"], len(checkpoint["classes"]))
-    model.load_state_dict(checkpoint["state_dict"])
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        model = models.build(checkpoint["arch"], len(checkpoint["classes"]))
+        model.load_state_dict(checkpoint["state_dict"])
+    except StageError:
+        raise
+    except Exception as error:   # a damaged file: torch.load and load_state_dict raise many types
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise StageError(f"{path} is not a model file of this pipeline ({first}): rerun the "
+                         "stage that trains it (dvc repro -f)") from None
     return prepare(model, device).eval(), checkpoint
 
 

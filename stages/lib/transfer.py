@@ -13,14 +13,15 @@ STRATEGIES = ("scratch", "finetune", "finetune_aug")
 
 def dataset_params(params):
     return {"dataset": param(params, "transfer.dataset", str),
-            "image_size": param(params, "transfer.image_size", int, minimum=32),
+            "image_size": param(params, "transfer.image_size", int,
+                                minimum=data.MIN_IMAGE_SIZE),
             "batch_size": param(params, "transfer.batch_size", int, minimum=1),
             "eval_batch_size": param(params, "transfer.eval_batch_size", int, minimum=1),
             "num_workers": param(params, "transfer.num_workers", int, minimum=0)}
 
 
 def dataset_root(cfg):
-    root = Path("data/raw") / cfg["dataset"]
+    root = data.raw_folder(cfg["dataset"])
     if not root.is_dir():
         raise StageError(f"{root} not found: set transfer.dataset to a downloaded ImageFolder "
                          f"dataset and run `dvc repro download@{cfg['dataset']}`")
@@ -63,3 +64,4 @@ def eval_loader(root, split, cfg, seed, device):
     dataset = data.image_folder(root, split, data.image_transforms(cfg["image_size"]))
     return data.image_loader(dataset, cfg["eval_batch_size"], shuffle=False,
                              num_workers=cfg["num_workers"], seed=seed, device=device)
+
