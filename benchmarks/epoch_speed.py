@@ -1,9 +1,10 @@
 """One epoch (training pass + validation pass) of the engine against a reference loop in the
 style of the practical's notebooks, in one process, one run; prints times and ratios.
 
-Reference: torchvision's MNIST / CIFAR10 dataset with per-sample ToTensor + Normalize, a
-DataLoader (default settings), the same model (stages.lib.models), batch size and optimizer
-(torch.optim.Adam with its default implementation), fp32, on the CPU.
+Reference: the notebooks' per-sample PIL image -> ToTensor -> Normalize (what torchvision's
+           MNIST / CIFAR10 classes do per sample), a DataLoader (default settings), the same
+           model (stages.lib.models), batch size and optimizer (torch.optim.Adam with its
+           default implementation), fp32, on the CPU.
 Engine:    the pipeline's code: uint8 tensors resident on the device, batched by indexing and
            normalized per batch (stages.lib.data.batches), Adam from engine.make_optimizer
            (torch's fused kernel), stages.lib.engine.run_epoch with channels_last, once in fp32
@@ -12,17 +13,15 @@ Both run under the same process-wide settings (threads, the malloc tuning every 
 The three training passes run interleaved, 20 batches each in turn (--chunk), so that the slow
 spells of a shared machine fall on all of them alike; each time is the sum of its own chunks.
 
-    DATASETS_MIRROR=$(realpath ../shared/datasets) python benchmarks/epoch_speed.py
+    python benchmarks/epoch_speed.py
     python benchmarks/epoch_speed.py --models simple_cnn --max-batches 200   # quicker
     python benchmarks/epoch_speed.py --repeat 3      # median ratio of three rounds
     python benchmarks/epoch_speed.py --chunk 0       # whole epochs, one after the other
 
-Needs data/raw/{mnist,cifar10} (dvc repro download@mnist download@cifar10) and the upstream
-files, taken from DATASETS_MIRROR (verified) or downloaded by torchvision.
+Needs data/raw/{mnist,cifar10} (dvc repro download@mnist download@cifar10); both sides read
+them (the reference through PIL images, as torchvision's dataset classes do).
 """
 import argparse
-import gzip
-import hashlib
 import itertools
 import math
 import statistics
@@ -36,61 +35,41 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stages.lib import data, engine, fetch, models  # noqa: E402
+from stages.lib import data, engine, models  # noqa: E402
 from stages.lib.common import autocast_dtype, keep_freed_memory  # noqa: E402
 
 DATASETS = {"simple_cnn": "mnist", "alexnet": "cifar10"}
-CACHE = ROOT / "benchmarks" / ".cache"
 
 
-def torchvision_dataset(name, train, transform):
-    """torchvision's own dataset class over the upstream files (from the mirror if set)."""
-    from torchvision.datasets import CIFAR10, MNIST
+class ReferenceDataset(torch.utils.data.Dataset):
+    """What torchvision's MNIST / CIFAR10 classes do per sample (uint8 array -> PIL image ->
+    transform), over the pipeline's prepared tensors (data/raw/<dataset>/<split>.pt, loaded
+    with weights_only=True). torchvision's CIFAR10 would unpickle the upstream batches with
+    plain pickle, which runs whatever code a crafted file holds."""
 
-    mirror = fetch.mirror_dir()
-    if mirror is None:
-        cls = MNIST if name == "mnist" else CIFAR10
-        return cls(CACHE, train=train, transform=transform, download=True)
-    sums = fetch.read_sha256sums(mirror)
-    if name == "mnist":
-        raw = CACHE / "MNIST" / "raw"
-        raw.mkdir(parents=True, exist_ok=True)
-        for filename, _ in MNIST.resources:
-            target = raw / filename.removesuffix(".gz")
-            if not target.exists():
-                fetch.verify(mirror / "mnist" / filename, sums[f"mnist/{filename}"])
-                target.write_bytes(gzip.decompress((mirror / "mnist" / filename).read_bytes()))
-        return MNIST(CACHE, train=train, transform=transform)
-    folder = CACHE / CIFAR10.base_folder
-    if not folder.exists():
-        archive = mirror / "cifar10" / CIFAR10.filename
-        fetch.verify(archive, sums[f"cifar10/{CIFAR10.filename}"])
-        CACHE.mkdir(parents=True, exist_ok=True)
-        fetch.extract(archive, CACHE)
+    def __init__(self, record, transform):
+        self.images, self.labels, self.transform = record["images"], record["labels"], transform
 
-    def md5(n):
-        return hashlib.md5((folder / n).read_bytes()).hexdigest()
+    def __len__(self):
+        return len(self.labels)
 
-    class MirrorCIFAR10(CIFAR10):
-        # the mirror's batches are a rebuild: their MD5s differ from upstream's (README of the
-        # mirror); the archive was verified against SHA256SUMS above
-        train_list = [[n, md5(n)] for n, _ in CIFAR10.train_list]
-        test_list = [[n, md5(n)] for n, _ in CIFAR10.test_list]
-        meta = {**CIFAR10.meta, "md5": md5(CIFAR10.meta["filename"])}
+    def __getitem__(self, index):
+        from PIL import Image
 
-    return MirrorCIFAR10(CACHE, train=train, transform=transform)
+        image = self.images[index]
+        image = Image.fromarray(image[0].numpy(), mode="L") if image.shape[0] == 1 \
+            else Image.fromarray(image.permute(1, 2, 0).numpy())
+        return self.transform(image), int(self.labels[index])
 
 
-def reference_datasets(name):
-    """torchvision's (train, val) datasets of `name`'s data with the notebooks' per-sample
+def reference_datasets(name, train_data, val_data):
+    """(train, val) datasets of `name`'s data with the notebooks' per-sample
     ToTensor + Normalize."""
     from torchvision import transforms
 
-    dataset = DATASETS[name]
-    mean, std = data.NORMALIZATION[dataset]
+    mean, std = data.NORMALIZATION[DATASETS[name]]
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
-    return (torchvision_dataset(dataset, True, transform),
-            torchvision_dataset(dataset, False, transform))
+    return ReferenceDataset(train_data, transform), ReferenceDataset(val_data, transform)
 
 
 def reference_run(name, cfg, train_set, val_set):
@@ -191,7 +170,7 @@ def main():
         print(f"\n{name} (batch {cfg['batch_size']}, adam lr {cfg['lr']}):", flush=True)
         folder = ROOT / "data" / "raw" / DATASETS[name]
         train_data, val_data = data.load_tensors(folder, "train"), data.load_tensors(folder, "val")
-        reference_sets = reference_datasets(name)
+        reference_sets = reference_datasets(name, train_data, val_data)
         train_batches = math.ceil(len(train_data["labels"]) / cfg["batch_size"])
         if args.max_batches:
             train_batches = min(train_batches, args.max_batches)

@@ -296,7 +296,8 @@ def table(header, rows):
 
 
 def confusion_sentence(t, n, top):
-    pairs = [t["pair"].format(true=text(c["true"]), predicted=text(c["predicted"]), count=n.int(c["count"]))
+    pairs = [t["pair"].format(true=text(c["true"]), predicted=text(c["predicted"]),
+                              count=n.int(c["count"]))
              for c in top.values()]
     if not pairs:
         return t["no_confusions"]

@@ -88,3 +88,25 @@ def test_conv_benchmark_rejects_sizes_below_one(monkeypatch, capsys):
         conv_weight_grad.main()
     assert exit_.value.code == 2
     assert "--rounds must be at least 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_reference_samples_match_the_engine_batches(channels):
+    """The reference reads the prepared tensors through PIL as torchvision's dataset classes do
+    (no unpickling of upstream files) and must see the same normalized images as the engine."""
+    import torch
+
+    from stages.lib import data
+
+    name = "simple_cnn" if channels == 1 else "alexnet"
+    generator = torch.Generator().manual_seed(0)
+    record = {"images": torch.randint(0, 256, (4, channels, 8, 8), dtype=torch.uint8,
+                                      generator=generator),
+              "labels": torch.tensor([3, 1, 0, 2])}
+    train, _ = epoch_speed.reference_datasets(name, record, record)
+    mean, std = data.NORMALIZATION[epoch_speed.DATASETS[name]]
+    (expected, labels), = data.batches(record["images"], record["labels"], 4, mean=mean, std=std)
+    for i in range(4):
+        image, label = train[i]
+        assert label == labels[i]
+        torch.testing.assert_close(image, expected[i])

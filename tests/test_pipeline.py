@@ -263,8 +263,9 @@ def test_names_from_data_are_text_in_the_report(pipeline, tmp_path):
         split["class_names"] = hostile
     (copy / "metrics/datasets.json").write_text(json.dumps(table))
     alexnet = read(copy, "metrics/alexnet.json")
-    alexnet["top_confusions"] = [{"true": hostile[0], "predicted": "<script>alert(2)</script>",
-                                  "count": 3}, {"true": "a", "predicted": hostile[1], "count": 1}]
+    alexnet["top_confusions"] = {
+        "1": {"true": hostile[0], "predicted": "<script>alert(2)</script>", "count": 3},
+        "2": {"true": "a", "predicted": hostile[1], "count": 1}}
     (copy / "metrics/alexnet.json").write_text(json.dumps(alexnet))
     run([sys.executable, "-m", "stages.report"], copy, env)
     html = (copy / "reports/report.html").read_text()

@@ -1,0 +1,207 @@
+"""Many experiments at once: `dvc exp run --queue` a two-point sweep of `simple_cnn.lr`, run it
+with `OMP_NUM_THREADS=1 dvc queue start -j 2` (2 jobs sharing 2 cores), compare with
+`dvc exp show`, keep the best with `dvc exp apply` and `dvc exp branch` (as in the README).
+
+The queued experiments run in temporary copies of the repo (.dvc/tmp/exps/), which hold only
+what git and DVC track: the data comes from the DVC cache (download@mnist ran and was committed
+first) and DATASETS_MIRROR is absolute. Only train@simple_cnn is queued, with 1 epoch on the
+tiny mirror, so that each experiment takes seconds. Every process the queue starts carries a
+tag in its environment; whatever the test's outcome, the workers are stopped through DVC and
+any tagged process left is ended by its pid."""
+import csv
+import io
+import json
+import os
+import signal
+import sys
+import time
+import uuid
+
+import psutil
+import pytest
+
+from conftest import copy_project, edit_params, run, stage_env
+
+pytestmark = pytest.mark.e2e
+
+TINY = {"download.retries": 1, "simple_cnn.epochs": 1, "simple_cnn.batch_size": 32,
+        "simple_cnn.eval_batch_size": 64}
+SWEEP = (0.003, 0.0003)  # simple_cnn.lr of the two queued experiments (the baseline: 0.001)
+JOBS = 2
+TAG = "QUEUE_TEST_TAG"
+# what the README shows: the columns that matter, readable at 200 columns
+SHOW = ["exp", "show", "--no-pager", "--drop", ".*", "--keep",
+        r"Experiment|simple_cnn\.lr|metrics/simple_cnn.json:(best_val_accuracy|best_epoch)"]
+
+
+def dvc(project, *args, env, check=True, timeout=600):
+    return run([sys.executable, "-m", "dvc", *args], project, env, check=check, timeout=timeout)
+
+
+def tagged(tag):
+    """The processes (workers, executors, stages) whose environment carries this run's tag."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid != os.getpid() and proc.environ().get(TAG) == tag:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            pass
+    return found
+
+
+def end_tagged(tag, grace=20.0):
+    """Wait up to `grace` s for the tagged processes to exit, then end them by pid."""
+    deadline = time.monotonic() + grace
+    while (left := tagged(tag)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for proc in left:
+            try:
+                proc.send_signal(sig)
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(left, timeout=5)
+        left = tagged(tag)
+    return left
+
+
+def queue_tasks(project, env):
+    """{task name: status} from `dvc queue status`."""
+    out = dvc(project, "queue", "status", env=env).stdout
+    tasks = {}
+    for line in out.splitlines()[1:]:
+        if not line.strip() or line.startswith("Worker status"):
+            break
+        fields = line.split()
+        tasks[fields[1]] = fields[-1]
+    return tasks
+
+
+def wait_for_queue(project, env, timeout=300):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tasks = queue_tasks(project, env)
+        if tasks and all(s in ("Success", "Failed") for s in tasks.values()):
+            return tasks
+        time.sleep(2)
+    raise AssertionError(f"queue not done after {timeout} s: {queue_tasks(project, env)}")
+
+
+def experiments(project, env):
+    """[(name, rev, params, metrics)] of the experiments of HEAD, from `dvc exp show --json`."""
+    shown = json.loads(dvc(project, "exp", "show", "--json", env=env).stdout)
+    found = []
+    for baseline in shown:
+        for exp in baseline.get("experiments") or ():
+            rev = exp["revs"][0]
+            data = rev["data"]
+            found.append((rev["name"], rev["rev"],
+                          data["params"]["params.yaml"]["data"]["simple_cnn"],
+                          data["metrics"]["metrics/simple_cnn.json"]["data"]))
+    return found
+
+
+def git_json(project, env, rev, path):
+    return json.loads(run(["git", "show", f"{rev}:{path}"], project, env).stdout)
+
+
+@pytest.fixture(scope="module")
+def queued(tmp_path_factory, mirror):
+    project = copy_project(tmp_path_factory.mktemp("queue") / "project")
+    edit_params(project, TINY)
+    tag = uuid.uuid4().hex
+    env = stage_env(mirror.resolve(), **{TAG: tag})
+    run(["git", "init", "-q", "-b", "main"], project, env)
+    run(["git", "add", "-A"], project, env)
+    run(["git", "commit", "-q", "-m", "pipeline"], project, env)
+    dvc(project, "repro", "train@simple_cnn", env=env)  # the data the experiments start from
+    run(["git", "add", "-A"], project, env)
+    run(["git", "commit", "-q", "-m", "baseline"], project, env)
+    lrs = ",".join(str(lr) for lr in SWEEP)
+    dvc(project, "exp", "run", "--queue", "-S", f"simple_cnn.lr={lrs}", "train@simple_cnn",
+        env=env)
+    try:
+        queued = queue_tasks(project, env)
+        start = time.monotonic()
+        started = dvc(project, "queue", "start", "-j", str(JOBS), env=dict(
+            env, OMP_NUM_THREADS=str(max(1, os.cpu_count() // JOBS))))
+        tasks = wait_for_queue(project, env)
+        seconds = time.monotonic() - start
+        logs = {name: dvc(project, "queue", "logs", name, env=env, check=False).stdout
+                for name, status in tasks.items() if status != "Success"}
+        dvc(project, "queue", "stop", env=env, check=False)  # idle workers exit now
+        yield project, env, queued, started, tasks, logs, seconds
+    finally:
+        dvc(project, "queue", "stop", "--kill", env=env, check=False)
+        left = end_tagged(tag)
+        assert not left, f"processes left behind: {left}"
+
+
+def test_both_experiments_succeed_in_parallel_jobs(queued):
+    project, env, before, started, tasks, logs, seconds = queued
+    assert len(before) == 2 and set(before.values()) == {"Queued"}
+    assert f"Started '{JOBS}' new experiments task queue workers" in started.stdout
+    assert set(tasks) == set(before)
+    assert set(tasks.values()) == {"Success"}, logs
+    print(f"\nqueue -j {JOBS}: two experiments in {seconds:.1f} s")
+
+
+def test_each_job_ran_with_its_share_of_the_cores(queued):
+    project, env, *_ = queued
+    threads = max(1, os.cpu_count() // JOBS)
+    for name, rev, params, _ in experiments(project, env):
+        record = git_json(project, env, rev, "models/simple_cnn.run.json")
+        assert record["cpu_threads"] == threads, (name, record["cpu_threads"])
+        assert record["params"]["lr"] == params["lr"]
+
+
+def test_results_are_separate(queued):
+    project, env, *_ = queued
+    found = experiments(project, env)
+    assert sorted(params["lr"] for _, _, params, _ in found) == sorted(SWEEP)
+    for name, rev, params, metrics in found:
+        # each experiment's commit holds its own params, metrics and curves
+        assert git_json(project, env, rev, "metrics/simple_cnn.json") == metrics
+        val = run(["git", "show", f"{rev}:plots/simple_cnn/live/plots/metrics/val/accuracy.tsv"],
+                  project, env).stdout.splitlines()
+        assert float(val[-1].split("\t")[1]) == metrics["final_val_accuracy"]
+    (_, _, _, first), (_, _, _, second) = found
+    assert first["final_train_loss"] != second["final_train_loss"]
+    # the workspace is untouched: the baseline's lr and metrics
+    assert "lr: 0.001" in (project / "params.yaml").read_text()
+    assert run(["git", "status", "--porcelain"], project, env).stdout == ""
+
+
+def test_exp_show_fits_in_200_columns(queued):
+    project, env, *_ = queued
+    table = dvc(project, *SHOW, env=dict(env, COLUMNS="200")).stdout
+    lines = table.splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= 200
+    header = next(line for line in lines if "Experiment" in line)
+    assert "best_val_accuracy" in header and "simple_cnn.lr" in header
+    assert "…" not in table  # nothing cut
+    for name, _, params, metrics in experiments(project, env):
+        row = next(line for line in lines if f"[{name}]" in line)
+        assert str(params["lr"]) in row and str(metrics["best_val_accuracy"]) in row
+    rows = list(csv.DictReader(io.StringIO(dvc(project, "exp", "show", "--csv", env=env).stdout)))
+    assert {row["Experiment"] for row in rows} >= {name for name, *_ in experiments(project, env)}
+
+
+def test_apply_and_branch_the_best_then_reproduce_it(queued):
+    project, env, *_ = queued
+    found = experiments(project, env)
+    name, rev, params, metrics = max(found, key=lambda e: (e[3]["best_val_accuracy"], e[0]))
+    dvc(project, "exp", "branch", name, "best-lr", env=env)
+    assert f"lr: {params['lr']}" in run(["git", "show", "best-lr:params.yaml"], project,
+                                        env).stdout
+    dvc(project, "exp", "apply", name, env=env)
+    assert f"lr: {params['lr']}" in (project / "params.yaml").read_text()
+    applied = json.loads((project / "metrics/simple_cnn.json").read_text())
+    assert applied == metrics
+    assert (project / "models/simple_cnn.pt").exists()  # checked out from the shared cache
+    # the queued result is the one a plain run with the same params and threads gives
+    threads = str(max(1, os.cpu_count() // JOBS))
+    dvc(project, "repro", "--force", "--single-item", "train@simple_cnn",
+        env=dict(env, OMP_NUM_THREADS=threads))
+    assert json.loads((project / "metrics/simple_cnn.json").read_text()) == metrics
