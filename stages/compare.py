@@ -16,9 +16,8 @@ representation) and metrics/transfer/*.json. Writes:
 import csv
 from pathlib import Path
 
-import torch
 
-from stages.lib import analysis, engine, plots, transfer
+from stages.lib import analysis, data, engine, plots, transfer
 from stages.lib.common import (StageError, autocast_dtype, engine_params, load_yaml, pick_device,
                                read_json, run, seed_everything, write_json)
 from stages.lib.analysis import fmt, judge, tsne_params
