@@ -16,13 +16,12 @@ representation) and metrics/transfer/*.json. Writes:
 import csv
 from pathlib import Path
 
-
 from stages.lib import analysis, data, engine, plots, transfer
 from stages.lib.common import (StageError, autocast_dtype, engine_params, load_yaml, pick_device,
                                read_json, run, seed_everything, write_json)
 from stages.lib.analysis import fmt, judge, tsne_params
+from stages.lib.names import STRATEGIES, TRAINED_STRATEGIES
 
-ORDER = ("scratch", "svm", "finetune", "finetune_aug")
 TITLES = {"scratch": "trained from scratch", "svm": "ImageNet features (+ SVM)",
           "finetune": "fine-tuned", "finetune_aug": "fine-tuned with augmentation"}
 OUT = Path("plots/transfer")
@@ -44,7 +43,7 @@ def main(argv):
     features = {"svm": frozen["features"].numpy()}
     labels = frozen["labels"].numpy()
     loader = transfer.eval_loader(root, "val", data_cfg, shared["seed"], device)
-    for strategy in transfer.STRATEGIES:
+    for strategy in TRAINED_STRATEGIES:
         model, _ = engine.load_checkpoint(f"models/transfer/{strategy}.pt", device)
         _, y, h, _ = engine.predict(model, loader, device, amp_dtype, embed=True)
         if not (y.numpy() == labels).all():
@@ -53,7 +52,7 @@ def main(argv):
         features[strategy] = h.numpy()
 
     metrics, panels, rows = {}, [], []
-    for strategy in ORDER:
+    for strategy in STRATEGIES:
         m = metrics[strategy] = judge(features[strategy], labels, cfg, shared["seed"])
         coords = analysis.tsne_2d(features[strategy], perplexity=cfg["perplexity"],
                                   pca_dims=cfg["pca_dims"], seed=shared["seed"])
@@ -71,7 +70,7 @@ def main(argv):
         writer = csv.writer(f)
         writer.writerow(["strategy", "index", "x", "y", "label", "class"])
         writer.writerows(rows)
-    accuracy = {s: read_json(f"metrics/transfer/{s}.json") for s in ORDER}
+    accuracy = {s: read_json(f"metrics/transfer/{s}.json") for s in STRATEGIES}
     with open(OUT / "accuracy.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["strategy", "accuracy", "best_accuracy"])

@@ -19,16 +19,14 @@ from pathlib import Path
 import torch
 
 from stages.lib import data, engine, live, models, plots
+from stages.lib.names import MODEL_DATASETS
 from stages.lib.common import (StageError, autocast_dtype, check_writable, engine_params,
                                load_yaml, param, pick_device, run, save_torch, seed_everything,
                                write_json)
 
-DATASETS = {"simple_cnn": "mnist", "alexnet": "cifar10"}
-
-
 def read_params(params, name):
-    if name not in DATASETS:
-        raise StageError(f"unknown model {name!r}: train@ knows {', '.join(DATASETS)}")
+    if name not in MODEL_DATASETS:
+        raise StageError(f"unknown model {name!r}: train@ knows {', '.join(MODEL_DATASETS)}")
     key = lambda k: f"{name}.{k}"  # noqa: E731
     return {**engine_params(params),
             "epochs": param(params, key("epochs"), int, minimum=1),
@@ -47,8 +45,8 @@ def main(argv):
     name, dataset = argv
     params = load_yaml("params.yaml")
     cfg = read_params(params, name)
-    if DATASETS[name] != dataset:
-        raise StageError(f"{name} trains on {DATASETS[name]}, not {dataset}")
+    if MODEL_DATASETS[name] != dataset:
+        raise StageError(f"{name} trains on {MODEL_DATASETS[name]}, not {dataset}")
     device = pick_device(cfg["device"])
     amp_dtype = autocast_dtype(device, cfg["precision"])
     seed_everything(cfg["seed"])

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from stages.lib import data, engine, live, models, plots, transfer
+from stages.lib.names import TRAINED_STRATEGIES
 from stages.lib.common import (StageError, autocast_dtype, check_writable, engine_params,
                                load_yaml, param, pick_device, run, save_torch, seed_everything,
                                write_json)
@@ -47,8 +48,8 @@ def strategy_params(params, strategy):
 
 
 def main(argv):
-    if len(argv) != 1 or argv[0] not in transfer.STRATEGIES:
-        raise StageError(f"usage: python -m stages.transfer <{'|'.join(transfer.STRATEGIES)}>")
+    if len(argv) != 1 or argv[0] not in TRAINED_STRATEGIES:
+        raise StageError(f"usage: python -m stages.transfer <{'|'.join(TRAINED_STRATEGIES)}>")
     strategy = argv[0]
     params = load_yaml("params.yaml")
     shared, data_cfg = engine_params(params), transfer.dataset_params(params)

@@ -18,6 +18,7 @@ import torch
 
 from stages.lib import analysis, data, engine, plots
 from stages.lib.analysis import fmt, judge, tsne_params
+from stages.lib.names import MODEL_DATASETS
 from stages.lib.common import (StageError, autocast_dtype, engine_params, load_yaml, pick_device,
                                run, seed_everything, write_json)
 
@@ -25,8 +26,9 @@ LAYERS = {"simple_cnn": "128-d dense layer", "alexnet": "2048-d penultimate dens
 
 
 def main(argv):
-    if len(argv) != 2 or argv[0] not in LAYERS:
-        raise StageError(f"usage: python -m stages.tsne <{'|'.join(LAYERS)}> <dataset>")
+    if len(argv) != 2 or MODEL_DATASETS.get(argv[0]) != argv[1]:
+        raise StageError("usage: python -m stages.tsne <model> <dataset> ("
+                         + " | ".join(f"{m} {d}" for m, d in MODEL_DATASETS.items()) + ")")
     name, dataset = argv
     params = load_yaml("params.yaml")
     shared, cfg = engine_params(params), tsne_params(params)

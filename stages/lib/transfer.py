@@ -8,7 +8,6 @@ from . import data, models
 from .common import StageError, param
 
 WEIGHTS = Path("data/weights/resnet50.pth")
-STRATEGIES = ("scratch", "finetune", "finetune_aug")
 
 
 def dataset_params(params):
