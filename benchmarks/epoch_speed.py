@@ -37,7 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 from stages.lib import data, engine, models  # noqa: E402
 from stages.lib.names import MODEL_DATASETS as DATASETS  # noqa: E402
-from stages.lib.common import autocast_dtype, keep_freed_memory  # noqa: E402
+from stages.lib.common import keep_freed_memory  # noqa: E402
+from stages.lib.runtime import autocast_dtype  # noqa: E402
 
 
 

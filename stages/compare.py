@@ -16,10 +16,10 @@ representation) and metrics/transfer/*.json. Writes:
 import csv
 from pathlib import Path
 
-from stages.lib import analysis, data, engine, plots, transfer
-from stages.lib.common import (StageError, autocast_dtype, engine_params, load_yaml, pick_device,
-                               read_json, run, seed_everything, write_json)
-from stages.lib.analysis import fmt, judge, tsne_params
+from stages.lib import analysis, data, engine, params, plots, runtime, transfer
+from stages.lib.analysis import fmt, judge
+from stages.lib.common import StageError, run
+from stages.lib.files import read_json, write_json
 from stages.lib.names import STRATEGIES, TRAINED_STRATEGIES
 
 TITLES = {"scratch": "trained from scratch", "svm": "ImageNet features (+ SVM)",
@@ -30,19 +30,17 @@ OUT = Path("plots/transfer")
 def main(argv):
     if argv:
         raise StageError("usage: python -m stages.compare")
-    params = load_yaml("params.yaml")
-    shared, data_cfg, cfg = (engine_params(params), transfer.dataset_params(params),
-                             tsne_params(params))
-    device = pick_device(shared["device"])
-    amp_dtype = autocast_dtype(device, shared["precision"])
-    seed_everything(shared["seed"])
+    settings = params.load()
+    shared, data_cfg = params.shared(settings), params.transfer_data(settings, training=False)
+    cfg = params.tsne(settings)
+    device, amp_dtype = runtime.setup(shared)
     root = transfer.dataset_root(data_cfg)
 
     frozen = data.load_features("val")
     classes = frozen["classes"]
     features = {"svm": frozen["features"].numpy()}
     labels = frozen["labels"].numpy()
-    loader = transfer.eval_loader(root, "val", data_cfg, shared["seed"], device)
+    loader = transfer.eval_loader(root, "val", data_cfg, shared.seed, device)
     for strategy in TRAINED_STRATEGIES:
         model, _ = engine.load_checkpoint(f"models/transfer/{strategy}.pt", device)
         _, y, h, _ = engine.predict(model, loader, device, amp_dtype, embed=True)
@@ -53,9 +51,9 @@ def main(argv):
 
     metrics, panels, rows = {}, [], []
     for strategy in STRATEGIES:
-        m = metrics[strategy] = judge(features[strategy], labels, cfg, shared["seed"])
-        coords = analysis.tsne_2d(features[strategy], perplexity=cfg["perplexity"],
-                                  pca_dims=cfg["pca_dims"], seed=shared["seed"])
+        m = metrics[strategy] = judge(features[strategy], labels, cfg, shared.seed)
+        coords = analysis.tsne_2d(features[strategy], perplexity=cfg.perplexity,
+                                  pca_dims=cfg.pca_dims, seed=shared.seed)
         panels.append((coords, labels, f"{TITLES[strategy]}\nsilhouette {fmt(m['silhouette'])}, "
                                        f"linear {fmt(m['linear_probe_accuracy'])}"))
         rows += [(strategy, i, f"{x:.4f}", f"{y:.4f}", int(c), classes[c])
@@ -79,7 +77,7 @@ def main(argv):
     plots.save(plots.bar_figure({s: a["accuracy"] for s, a in accuracy.items()},
                                 "ResNet-50 transfer strategies", "validation accuracy"),
                OUT / "accuracy.png")
-    write_json("metrics/tsne/transfer.json", {**metrics, "settings": cfg})
+    write_json("metrics/tsne/transfer.json", {**metrics, "settings": params.record(cfg)})
 
 
 if __name__ == "__main__":

@@ -10,8 +10,10 @@ transfer.image_size).
 """
 from pathlib import Path
 
-from stages.lib import data
-from stages.lib.common import StageError, load_yaml, param, run, write_json
+from stages.lib import data, params
+from stages.lib.common import StageError, run
+from stages.lib.files import write_json
+from stages.lib.params import MIN_IMAGE_SIZE, param
 
 OUT = Path("metrics/datasets.json")
 
@@ -39,9 +41,9 @@ def image_folder_table(root, image_size):
 def main(argv):
     if argv:
         raise StageError("usage: python -m stages.datasets")
-    params = load_yaml("params.yaml")
-    transfer = param(params, "transfer.dataset", str)
-    image_size = param(params, "transfer.image_size", int, minimum=data.MIN_IMAGE_SIZE)
+    settings = params.load()
+    transfer = param(settings, "transfer.dataset", str)
+    image_size = param(settings, "transfer.image_size", int, minimum=MIN_IMAGE_SIZE)
     transfer_root = data.raw_folder(transfer)
     table = {"mnist": tensor_table(Path("data/raw/mnist")),
              "cifar10": tensor_table(Path("data/raw/cifar10")),

@@ -16,10 +16,11 @@ import re
 import shutil
 from pathlib import Path
 
-import torch
 
-from stages.lib import data, fetch
-from stages.lib.common import StageError, load_yaml, param, run
+from stages.lib import data, fetch, params
+from stages.lib.common import StageError, run
+from stages.lib.files import save_torch
+from stages.lib.params import param
 
 FORMATS = ("mnist", "cifar10", "imagefolder", "weights")
 # MD5s of the uncompressed IDX files of the original MNIST release, as published beside it
@@ -164,12 +165,11 @@ def main(argv):
     if len(argv) != 2:
         raise StageError("usage: python -m stages.download <name> <out>")
     name, out = argv[0], Path(argv[1])
-    params = load_yaml("params.yaml")
-    settings = {"retries": param(params, "download.retries", int, minimum=1),
-                "timeout": param(params, "download.timeout", float, above=0)}
-    limit = param(params, "download.max_unpacked_mb", int, minimum=1) * 2**20
-    kind = param(params, f"download.{name}.format", str, choices=FORMATS)
-    source = source_params(params, name, kind)
+    values = params.load()
+    cfg = params.download(values)
+    settings, limit = {"retries": cfg.retries, "timeout": cfg.timeout}, cfg.max_unpacked_bytes
+    kind = param(values, f"download.{name}.format", str, choices=FORMATS)
+    source = source_params(values, name, kind)
     fetch.mirror_dir()  # a DATASETS_MIRROR that is not a folder stops here
     for stale in fetch.remove_stale_parts(out):
         print(f"{name}: removed {stale}, left over by a run that was killed", flush=True)
@@ -185,7 +185,7 @@ def main(argv):
             result = work / "prepared"
             result.mkdir()
             for split, record in prepare(name, source, work, settings, limit).items():
-                torch.save(record, result / f"{split}.pt")
+                save_torch(record, result / f"{split}.pt")
                 print(f"{name}/{split}: {tuple(record['images'].shape)} images, "
                       f"{len(record['classes'])} classes")
         if out.is_dir() and not out.is_symlink():

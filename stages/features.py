@@ -10,11 +10,9 @@ last residual block, evaluation transform), labels, classes, files.
 import time
 from pathlib import Path
 
-import torch
-
-from stages.lib import data, engine, transfer
-from stages.lib.common import (StageError, autocast_dtype, engine_params, load_yaml, pick_device,
-                               run, seed_everything)
+from stages.lib import data, engine, params, runtime, transfer
+from stages.lib.common import StageError, run
+from stages.lib.files import save_torch
 
 OUT = Path("data/features")
 
@@ -22,11 +20,9 @@ OUT = Path("data/features")
 def main(argv):
     if argv:
         raise StageError("usage: python -m stages.features")
-    params = load_yaml("params.yaml")
-    shared, cfg = engine_params(params), transfer.dataset_params(params)
-    device = pick_device(shared["device"])
-    amp_dtype = autocast_dtype(device, shared["precision"])
-    seed_everything(shared["seed"])
+    settings = params.load()
+    shared, cfg = params.shared(settings), params.transfer_data(settings, training=False)
+    device, amp_dtype = runtime.setup(shared)
     root = transfer.dataset_root(cfg)
     classes = transfer.classes_of(root)
     model = engine.prepare(transfer.pretrained_resnet50(len(classes)), device).eval()
@@ -34,10 +30,10 @@ def main(argv):
     OUT.mkdir(parents=True, exist_ok=True)
     for split in data.SPLITS:
         start = time.perf_counter()
-        loader = transfer.eval_loader(root, split, cfg, shared["seed"], device)
+        loader = transfer.eval_loader(root, split, cfg, shared.seed, device)
         _, labels, features, _ = engine.predict(model, loader, device, amp_dtype, embed=True)
         files = [str(Path(p).relative_to(root)) for p, _ in loader.dataset.samples]
-        torch.save({"features": features, "labels": labels, "classes": classes, "files": files},
+        save_torch({"features": features, "labels": labels, "classes": classes, "files": files},
                    OUT / f"{split}.pt")
         print(f"features/{split}: {tuple(features.shape)} in {time.perf_counter() - start:.1f} s")
 

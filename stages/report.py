@@ -20,8 +20,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from stages.lib import models, plots
-from stages.lib.common import StageError, load_yaml, param, read_json, run
+from stages.lib import models, params, plots
+from stages.lib.common import StageError, run
+from stages.lib.files import read_json
 
 OUT = Path("reports")
 FIGURES = OUT / "figures"
@@ -489,7 +490,7 @@ def header_section(t, n, runs, recorded):
 def main(argv):
     if argv:
         raise StageError("usage: python -m stages.report")
-    language = param(load_yaml("params.yaml"), "report.language", str, choices=tuple(TEXT))
+    language = params.report_language(params.load())
     t, n = TEXT[language], Numbers(language)
     runs = {k: read_json(v) for k, v in RUNS.items()}
     datasets = read_json("metrics/datasets.json")

@@ -18,98 +18,81 @@ from pathlib import Path
 
 import torch
 
-from stages.lib import data, engine, live, models, plots
+from stages.lib import data, engine, live, models, params, plots, runtime
+from stages.lib.common import StageError, run
+from stages.lib.files import check_writable, save_torch, write_json
 from stages.lib.names import MODEL_DATASETS
-from stages.lib.common import (StageError, autocast_dtype, check_writable, engine_params,
-                               load_yaml, param, pick_device, run, save_torch, seed_everything,
-                               write_json)
-
-def read_params(params, name):
-    if name not in MODEL_DATASETS:
-        raise StageError(f"unknown model {name!r}: train@ knows {', '.join(MODEL_DATASETS)}")
-    key = lambda k: f"{name}.{k}"  # noqa: E731
-    return {**engine_params(params),
-            "epochs": param(params, key("epochs"), int, minimum=1),
-            "batch_size": param(params, key("batch_size"), int, minimum=1),
-            "eval_batch_size": param(params, key("eval_batch_size"), int, minimum=1),
-            "lr": param(params, key("lr"), float, above=0),
-            "optimizer": param(params, key("optimizer"), str, choices=engine.OPTIMIZERS),
-            "momentum": param(params, key("momentum"), float, minimum=0),
-            "weight_decay": param(params, key("weight_decay"), float, minimum=0),
-            "augment": param(params, key("augment"), bool) if name == "alexnet" else False}
 
 
 def main(argv):
-    if len(argv) != 2:
-        raise StageError("usage: python -m stages.train <model> <dataset>")
+    if len(argv) != 2 or MODEL_DATASETS.get(argv[0]) not in (argv[1], None):
+        raise StageError("usage: python -m stages.train <model> <dataset> ("
+                         + " | ".join(f"{m} {d}" for m, d in MODEL_DATASETS.items()) + ")")
     name, dataset = argv
-    params = load_yaml("params.yaml")
-    cfg = read_params(params, name)
-    if MODEL_DATASETS[name] != dataset:
-        raise StageError(f"{name} trains on {MODEL_DATASETS[name]}, not {dataset}")
-    device = pick_device(cfg["device"])
-    amp_dtype = autocast_dtype(device, cfg["precision"])
-    seed_everything(cfg["seed"])
+    if name not in MODEL_DATASETS:
+        raise StageError(f"unknown model {name!r}: train@ knows {', '.join(MODEL_DATASETS)}")
+    settings = params.load()
+    shared, cfg = params.shared(settings), params.training(settings, name)
+    device, amp_dtype = runtime.setup(shared)
     out = Path("plots") / name
     check_writable("models", "metrics", out)
 
-    folder = Path("data/raw") / dataset
+    folder = data.RAW / dataset
     train, val = data.load_tensors(folder, "train"), data.load_tensors(folder, "val")
     classes = train["classes"]
     mean, std = data.NORMALIZATION[dataset]
     # Resident data: uint8 tensors on the device, batched by indexing.
     x_train, y_train = train["images"].to(device), train["labels"].to(device)
     x_val, y_val = val["images"].to(device), val["labels"].to(device)
-    generator = torch.Generator().manual_seed(cfg["seed"])
+    generator = torch.Generator().manual_seed(shared.seed)
 
     def train_batches(epoch):
-        return data.batches(x_train, y_train, cfg["batch_size"], generator=generator,
-                            mean=mean, std=std, augment=cfg["augment"])
+        return data.batches(x_train, y_train, cfg.batch_size, generator=generator,
+                            mean=mean, std=std, augment=cfg.augment)
 
     def val_batches():
-        return data.batches(x_val, y_val, cfg["eval_batch_size"], mean=mean, std=std)
+        return data.batches(x_val, y_val, cfg.eval_batch_size, mean=mean, std=std)
 
     model = engine.prepare(models.build(name, len(classes)), device)
     n_params, n_weights = models.count_parameters(model)
     largest, largest_params = models.largest_layer(model)
-    optimizer = engine.make_optimizer(cfg["optimizer"], model.parameters(), cfg["lr"],
-                                      cfg["momentum"], cfg["weight_decay"])
+    optimizer = engine.make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum,
+                                      cfg.weight_decay)
     env = engine.run_info(device, amp_dtype)
     print(f"{name}: {n_params:,} parameters ({n_weights:,} without biases) on {dataset} "
           f"({len(y_train)} train / {len(y_val)} val), {env['device']}, {env['precision']}")
 
+    record = params.record(shared, cfg)
     checkpoint = Path(f"models/{name}.ckpt.pt")
-    fingerprint = engine.fingerprint_of(name, cfg, str(device), str(amp_dtype), torch.__version__,
-                                        folder / "train.pt", folder / "val.pt",
+    fingerprint = engine.fingerprint_of(name, record, str(device), str(amp_dtype),
+                                        torch.__version__, folder / "train.pt", folder / "val.pt",
                                         *engine.code_files())
     history, best_state, last_state, seconds = live.fit(
         out / "live", model=model, train_batches=train_batches, val_batches=val_batches,
-        epochs=cfg["epochs"], optimizer=optimizer, device=device, amp_dtype=amp_dtype,
+        epochs=cfg.epochs, optimizer=optimizer, device=device, amp_dtype=amp_dtype,
         lr_key=f"{name}.lr", checkpoint=checkpoint, fingerprint=fingerprint,
         generators=[generator])
 
     summary = engine.summarize(history)
     model.load_state_dict(best_state)
     preds, labels = engine.predict(model, val_batches(), device, amp_dtype)
-    evaluation = plots.write_confusion(out, labels.numpy(), preds.numpy(), classes,
-                                       f"{name}, best epoch {summary['best_epoch']}")
     plots.save(plots.curves_figure(history, name), out / "curves.png")
 
     about = {"arch": name, "classes": classes, "normalization": [list(mean), list(std)]}
     save_torch({**about, "epoch": summary["best_epoch"], "state_dict": best_state},
                f"models/{name}.pt")
-    save_torch({**about, "epoch": cfg["epochs"], "state_dict": last_state},
+    save_torch({**about, "epoch": cfg.epochs, "state_dict": last_state},
                f"models/{name}.last.pt")
     write_json(f"models/{name}.run.json",
-               {**env, "params": cfg, "seconds": round(seconds, 1),
+               {**env, "params": record, "seconds": round(seconds, 1),
                 "epoch_seconds": [round(r["seconds"], 1) for r in history]})
-    write_json(f"metrics/{name}.json",
-               {**summary, "params": n_params, "params_no_bias": n_weights,
-                "largest_layer": largest, "largest_layer_params": largest_params,
-                "epochs": cfg["epochs"], "train_samples": len(y_train),
-                "val_samples": len(y_val), "per_class_accuracy": evaluation["per_class_accuracy"],
-                "top_confusions": evaluation["top_confusions"]})
-    engine.mark_complete(checkpoint, fingerprint, cfg["epochs"])
+    plots.write_evaluation(out, f"metrics/{name}.json", labels.numpy(), preds.numpy(), classes,
+                           f"{name}, best epoch {summary['best_epoch']}",
+                           {**summary, "params": n_params, "params_no_bias": n_weights,
+                            "largest_layer": largest, "largest_layer_params": largest_params,
+                            "epochs": cfg.epochs, "train_samples": len(y_train),
+                            "val_samples": len(y_val)})
+    engine.mark_complete(checkpoint, fingerprint, cfg.epochs)
     print(f"{name}: best val accuracy {summary['best_val_accuracy']:.4f} at epoch "
           f"{summary['best_epoch']}, final {summary['final_val_accuracy']:.4f}, {seconds:.0f} s")
 

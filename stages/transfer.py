@@ -19,44 +19,20 @@ from pathlib import Path
 
 import torch
 
-from stages.lib import data, engine, live, models, plots, transfer
+from stages.lib import data, engine, live, models, params, plots, runtime, transfer
+from stages.lib.common import StageError, run
+from stages.lib.files import check_writable, save_torch, write_json
 from stages.lib.names import TRAINED_STRATEGIES
-from stages.lib.common import (StageError, autocast_dtype, check_writable, engine_params,
-                               load_yaml, param, pick_device, run, save_torch, seed_everything,
-                               write_json)
-
-
-def strategy_params(params, strategy):
-    key = lambda k: f"transfer.{strategy}.{k}"  # noqa: E731
-    cfg = {"epochs": param(params, key("epochs"), int, minimum=1),
-           "lr": param(params, key("lr"), float, above=0),
-           "backbone_lr": param(params, key("backbone_lr"), float, above=0, optional=True),
-           "optimizer": param(params, key("optimizer"), str, choices=engine.OPTIMIZERS),
-           "momentum": param(params, key("momentum"), float, minimum=0),
-           "weight_decay": param(params, key("weight_decay"), float, minimum=0),
-           "scheduler": param(params, key("scheduler"), str, choices=engine.SCHEDULERS),
-           "step_size": param(params, key("step_size"), int, minimum=1),
-           "gamma": param(params, key("gamma"), float, above=0),
-           "augment": {"random_crop": param(params, key("augment.random_crop"), bool),
-                       "crop_scale_min": param(params, key("augment.crop_scale_min"), float,
-                                               above=0, maximum=1),
-                       "hflip": param(params, key("augment.hflip"), bool),
-                       "color_jitter": param(params, key("augment.color_jitter"), float,
-                                             minimum=0),
-                       "rotation": param(params, key("augment.rotation"), float, minimum=0)}}
-    return cfg
 
 
 def main(argv):
     if len(argv) != 1 or argv[0] not in TRAINED_STRATEGIES:
         raise StageError(f"usage: python -m stages.transfer <{'|'.join(TRAINED_STRATEGIES)}>")
     strategy = argv[0]
-    params = load_yaml("params.yaml")
-    shared, data_cfg = engine_params(params), transfer.dataset_params(params)
-    cfg = strategy_params(params, strategy)
-    device = pick_device(shared["device"])
-    amp_dtype = autocast_dtype(device, shared["precision"])
-    seed_everything(shared["seed"])
+    settings = params.load()
+    shared, data_cfg = params.shared(settings), params.transfer_data(settings)
+    cfg = params.strategy(settings, strategy)
+    device, amp_dtype = runtime.setup(shared)
     out = Path("plots/transfer") / strategy
     check_writable("models/transfer", "metrics/transfer", out)
     root = transfer.dataset_root(data_cfg)
@@ -68,33 +44,34 @@ def main(argv):
     else:
         model = transfer.pretrained_resnet50(len(classes))
         groups = [{"params": model.backbone.parameters(),
-                   "lr": cfg["backbone_lr"] if cfg["backbone_lr"] is not None else cfg["lr"]},
-                  {"params": model.head.parameters(), "lr": cfg["lr"]}]
+                   "lr": cfg.backbone_lr if cfg.backbone_lr is not None else cfg.lr},
+                  {"params": model.head.parameters(), "lr": cfg.lr}]
     model = engine.prepare(model, device)
-    optimizer = engine.make_optimizer(cfg["optimizer"], groups, cfg["lr"], cfg["momentum"],
-                                      cfg["weight_decay"])
-    scheduler = engine.make_scheduler(cfg["scheduler"], optimizer, cfg["epochs"],
-                                      cfg["step_size"], cfg["gamma"])
-    train_set = data.image_folder(root, "train", data.image_transforms(data_cfg["image_size"],
-                                                                       cfg["augment"]))
-    train_loader = data.image_loader(train_set, data_cfg["batch_size"], shuffle=True,
-                                     num_workers=data_cfg["num_workers"], seed=shared["seed"],
+    optimizer = engine.make_optimizer(cfg.optimizer, groups, cfg.lr, cfg.momentum,
+                                      cfg.weight_decay)
+    scheduler = engine.make_scheduler(cfg.scheduler, optimizer, cfg.epochs, cfg.step_size,
+                                      cfg.gamma)
+    train_set = data.image_folder(root, "train",
+                                  data.image_transforms(data_cfg.image_size, cfg.augment))
+    train_loader = data.image_loader(train_set, data_cfg.batch_size, shuffle=True,
+                                     num_workers=data_cfg.num_workers, seed=shared.seed,
                                      device=device)
-    val_loader = transfer.eval_loader(root, "val", data_cfg, shared["seed"], device)
+    val_loader = transfer.eval_loader(root, "val", data_cfg, shared.seed, device)
     n_params, _ = models.count_parameters(model)
     env = engine.run_info(device, amp_dtype)
-    print(f"transfer@{strategy}: ResNet-50 ({n_params:,} parameters), {data_cfg['dataset']} "
+    print(f"transfer@{strategy}: ResNet-50 ({n_params:,} parameters), {data_cfg.dataset} "
           f"{len(train_set)} train / {len(val_loader.dataset)} val, classes {', '.join(classes)}, "
-          f"{data_cfg['image_size']} px, {env['device']}, {env['precision']}")
+          f"{data_cfg.image_size} px, {env['device']}, {env['precision']}")
 
+    record = params.record(shared, data_cfg, cfg)
     checkpoint = Path(f"models/transfer/{strategy}.ckpt.pt")
-    fingerprint = engine.fingerprint_of(strategy, shared, data_cfg, cfg, str(device),
-                                        str(amp_dtype), torch.__version__, root,
+    fingerprint = engine.fingerprint_of(strategy, record, str(device), str(amp_dtype),
+                                        torch.__version__, root,
                                         *([transfer.WEIGHTS] if strategy != "scratch" else []),
                                         *engine.code_files())
     history, best_state, _, seconds = live.fit(
         out / "live", model=model, train_batches=lambda epoch: train_loader,
-        val_batches=lambda: val_loader, epochs=cfg["epochs"], optimizer=optimizer,
+        val_batches=lambda: val_loader, epochs=cfg.epochs, optimizer=optimizer,
         scheduler=scheduler, device=device, amp_dtype=amp_dtype,
         lr_key=f"transfer.{strategy}.lr", checkpoint=checkpoint, fingerprint=fingerprint,
         generators=[train_loader.generator, val_loader.generator])
@@ -102,26 +79,24 @@ def main(argv):
     summary = engine.summarize(history)
     model.load_state_dict(best_state)
     preds, labels = engine.predict(model, val_loader, device, amp_dtype)
-    evaluation = plots.write_confusion(out, labels.numpy(), preds.numpy(), classes,
-                                       f"ResNet-50 {strategy}, best epoch {summary['best_epoch']}")
     plots.save(plots.curves_figure(history, f"ResNet-50 {strategy}"), out / "curves.png")
 
     mean, std = data.NORMALIZATION["imagenet"]
     save_torch({"arch": "resnet50", "classes": classes, "normalization": [list(mean), list(std)],
-                "image_size": data_cfg["image_size"], "epoch": summary["best_epoch"],
+                "image_size": data_cfg.image_size, "epoch": summary["best_epoch"],
                 "state_dict": best_state}, f"models/transfer/{strategy}.pt")
     write_json(f"models/transfer/{strategy}.run.json",
-               {**env, "params": {**shared, **data_cfg, **cfg}, "seconds": round(seconds, 1),
+               {**env, "params": record, "seconds": round(seconds, 1),
                 "epoch_seconds": [round(r["seconds"], 1) for r in history]})
-    write_json(f"metrics/transfer/{strategy}.json",
-               {"accuracy": summary["final_val_accuracy"],
-                "best_accuracy": summary["best_val_accuracy"], "best_epoch": summary["best_epoch"],
-                "epochs": cfg["epochs"], "final_val_loss": summary["final_val_loss"],
-                "final_train_accuracy": summary["final_train_accuracy"],
-                "image_size": data_cfg["image_size"],
-                "per_class_accuracy": evaluation["per_class_accuracy"],
-                "top_confusions": evaluation["top_confusions"]})
-    engine.mark_complete(checkpoint, fingerprint, cfg["epochs"])
+    plots.write_evaluation(
+        out, f"metrics/transfer/{strategy}.json", labels.numpy(), preds.numpy(), classes,
+        f"ResNet-50 {strategy}, best epoch {summary['best_epoch']}",
+        {"accuracy": summary["final_val_accuracy"], "best_accuracy": summary["best_val_accuracy"],
+         "best_epoch": summary["best_epoch"], "epochs": cfg.epochs,
+         "final_val_loss": summary["final_val_loss"],
+         "final_train_accuracy": summary["final_train_accuracy"],
+         "image_size": data_cfg.image_size})
+    engine.mark_complete(checkpoint, fingerprint, cfg.epochs)
     print(f"transfer@{strategy}: final val accuracy {summary['final_val_accuracy']:.4f}, best "
           f"{summary['best_val_accuracy']:.4f} at epoch {summary['best_epoch']}, {seconds:.0f} s")
 

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from stages.lib import analysis, data, engine, plots
-from stages.lib.analysis import fmt, judge, tsne_params
+from stages.lib import analysis, data, engine, params, plots, runtime
+from stages.lib.analysis import fmt, judge
+from stages.lib.common import StageError, run
+from stages.lib.files import write_json
 from stages.lib.names import MODEL_DATASETS
-from stages.lib.common import (StageError, autocast_dtype, engine_params, load_yaml, pick_device,
-                               run, seed_everything, write_json)
 
 LAYERS = {"simple_cnn": "128-d dense layer", "alexnet": "2048-d penultimate dense layer"}
 
@@ -30,16 +30,14 @@ def main(argv):
         raise StageError("usage: python -m stages.tsne <model> <dataset> ("
                          + " | ".join(f"{m} {d}" for m, d in MODEL_DATASETS.items()) + ")")
     name, dataset = argv
-    params = load_yaml("params.yaml")
-    shared, cfg = engine_params(params), tsne_params(params)
-    device = pick_device(shared["device"])
-    amp_dtype = autocast_dtype(device, shared["precision"])
-    seed_everything(shared["seed"])
+    settings = params.load()
+    shared, cfg = params.shared(settings), params.tsne(settings)
+    device, amp_dtype = runtime.setup(shared)
 
     model, checkpoint = engine.load_checkpoint(f"models/{name}.pt", device)
     classes = checkpoint["classes"]
-    val = data.load_tensors(Path("data/raw") / dataset, "val")
-    keep = torch.from_numpy(analysis.subsample(len(val["labels"]), cfg["points"], shared["seed"]))
+    val = data.load_tensors(data.RAW / dataset, "val")
+    keep = torch.from_numpy(analysis.subsample(len(val["labels"]), cfg.points, shared.seed))
     mean, std = checkpoint["normalization"]
     _, labels, features, logits = engine.predict(
         model, data.batches(val["images"][keep], val["labels"][keep], 1000, mean=mean, std=std),
@@ -52,9 +50,9 @@ def main(argv):
     for layer, values, what in (("intermediate", features, LAYERS[name]),
                                 ("final", logits, f"{len(classes)}-d output layer, logits")):
         values = values.numpy()
-        metrics[layer] = {"layer": what, **judge(values, labels, cfg, shared["seed"])}
-        coords = analysis.tsne_2d(values, perplexity=cfg["perplexity"], pca_dims=cfg["pca_dims"],
-                                  seed=shared["seed"])
+        metrics[layer] = {"layer": what, **judge(values, labels, cfg, shared.seed)}
+        coords = analysis.tsne_2d(values, perplexity=cfg.perplexity, pca_dims=cfg.pca_dims,
+                                  seed=shared.seed)
         m = metrics[layer]
         title = (f"{name}: t-SNE of the {what}\n{len(labels)} validation images; silhouette "
                  f"{fmt(m['silhouette'])}, linear probe {fmt(m['linear_probe_accuracy'])}")
@@ -67,7 +65,7 @@ def main(argv):
         writer = csv.writer(f)
         writer.writerow(["layer", "index", "x", "y", "label", "class"])
         writer.writerows(rows)
-    write_json(f"metrics/tsne/{name}.json", {**metrics, "settings": cfg})
+    write_json(f"metrics/tsne/{name}.json", {**metrics, "settings": params.record(cfg)})
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import edit_params, run_stage, stage_error
-from stages.lib import common, engine
+from stages.lib import engine, files
 from stages.lib.common import StageError
 from test_download_stage import OUTS, assert_one_line_error
 from tiny_mirror import write_sha256sums
@@ -125,15 +125,15 @@ def test_mnist_without_images_or_of_the_wrong_size(project, mirror, tmp_path, sh
 # ---------------------------------------------------------------- outputs
 
 def test_metrics_are_readable_by_everyone(tmp_path):
-    common.write_json(tmp_path / "m.json", {"a": 1})
+    files.write_json(tmp_path / "m.json", {"a": 1})
     mode = stat.S_IMODE((tmp_path / "m.json").stat().st_mode)
-    assert mode == 0o666 & ~common._umask() and mode & 0o044 == 0o044
+    assert mode == 0o666 & ~files._umask() and mode & 0o044 == 0o044
 
 
 def test_nan_never_reaches_a_metrics_file(tmp_path):
     with pytest.raises(StageError, match=r"m\.json: a value is not a finite number \(NaN or "
                                          r"infinity\).*try a lower learning rate"):
-        common.write_json(tmp_path / "m.json", {"loss": float("nan")})
+        files.write_json(tmp_path / "m.json", {"loss": float("nan")})
     assert list(tmp_path.iterdir()) == []
 
 

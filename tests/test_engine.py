@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from stages.lib import data, engine
-from stages.lib.common import StageError, seed_everything
+from stages.lib.common import StageError
+from stages.lib.runtime import seed_everything
 
 CPU = torch.device("cpu")
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import copy_project, edit_params, run_stage, stage_env
-from stages.lib import common, engine
+from stages.lib import engine, files
 from stages.lib.common import StageError
 
 SMALL = {"alexnet.epochs": 3, "alexnet.batch_size": 32, "alexnet.eval_batch_size": 64}
@@ -123,7 +123,7 @@ def test_a_finished_run_trains_anew(reference, tmp_path):
 
 def test_a_failed_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "x.ckpt.pt"
-    common.save_torch({"epoch": 1}, path)
+    files.save_torch({"epoch": 1}, path)
     before = path.read_bytes()
 
     def full_disk(fd):
@@ -131,7 +131,7 @@ def test_a_failed_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "fsync", full_disk)
     with pytest.raises(StageError, match=rf"^no space left on device while writing {path}$"):
-        common.save_torch({"epoch": 2}, path)
+        files.save_torch({"epoch": 2}, path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.ckpt.pt"]
 
@@ -142,7 +142,7 @@ def test_rng_state_round_trips_through_a_weights_only_file(tmp_path):
     import numpy as np
 
     generator = torch.Generator().manual_seed(3)
-    common.save_torch(engine.get_rng_state([generator]), tmp_path / "rng.pt")
+    files.save_torch(engine.get_rng_state([generator]), tmp_path / "rng.pt")
     expected = (torch.rand(3), torch.rand(2, generator=generator), np.random.rand(2),
                 random.random())
     engine.set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True), [generator])

@@ -2,8 +2,6 @@
 per-class accuracy, t-SNE, silhouette and linear-probe figures (scikit-learn does the work)."""
 import numpy as np
 
-from .common import param
-
 
 def confusion(labels, preds, num_classes):
     from sklearn.metrics import confusion_matrix
@@ -93,19 +91,11 @@ def linear_probe(features, labels, *, folds, seed):
                                  cv=cv).mean())
 
 
-def tsne_params(params):
-    return {"points": param(params, "tsne.points", int, minimum=10),
-            "perplexity": param(params, "tsne.perplexity", float, above=1),
-            "pca_dims": param(params, "tsne.pca_dims", int, minimum=2),
-            "silhouette_points": param(params, "tsne.silhouette_points", int, minimum=10),
-            "probe_folds": param(params, "tsne.probe_folds", int, minimum=2)}
-
-
 def judge(features, labels, cfg, seed):
-    """Silhouette and linear-probe accuracy of one representation (cfg: tsne_params)."""
+    """Silhouette and linear-probe accuracy of one representation (cfg: a params.Tsne)."""
     return {"dimensions": int(features.shape[1]), "points": int(len(labels)),
-            "silhouette": silhouette(features, labels, points=cfg["silhouette_points"], seed=seed),
-            "linear_probe_accuracy": linear_probe(features, labels, folds=cfg["probe_folds"],
+            "silhouette": silhouette(features, labels, points=cfg.silhouette_points, seed=seed),
+            "linear_probe_accuracy": linear_probe(features, labels, folds=cfg.probe_folds,
                                                   seed=seed)}
 
 

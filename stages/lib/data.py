@@ -20,7 +20,6 @@ NORMALIZATION = {
 SPLITS = ("train", "val")
 RAW = Path("data/raw")
 FEATURES = Path("data/features")
-MIN_IMAGE_SIZE = 32   # ResNet-50 halves the side five times: 32 px leaves a 1x1 map
 _DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
@@ -259,27 +258,26 @@ def image_transforms(image_size, augment=None):
     """torchvision transforms for ImageFolder images, ImageNet normalization.
     Evaluation (and training without augmentation): resize the short side to 8/7 of
     `image_size` (256 for 224, as torchvision's ImageNet evaluation), centre crop.
-    `augment` (a dict, training only): random_crop (RandomResizedCrop with scale
+    `augment` (a params.Augment, training only): random_crop (RandomResizedCrop with scale
     (crop_scale_min, 1)), hflip, color_jitter (brightness/contrast/saturation strength),
     rotation (degrees)."""
     from torchvision import transforms as T
 
     mean, std = NORMALIZATION["imagenet"]
     tail = [T.ToTensor(), T.Normalize(mean, std)]
-    if not augment or not any(augment.get(k) for k in ("random_crop", "hflip", "color_jitter",
-                                                       "rotation")):
+    if augment is None or not augment.any():
         return T.Compose([T.Resize(round(image_size * 8 / 7)), T.CenterCrop(image_size), *tail])
     steps = []
-    if augment.get("rotation"):
-        steps.append(T.RandomRotation(augment["rotation"]))
-    if augment.get("random_crop"):
-        steps.append(T.RandomResizedCrop(image_size, scale=(augment["crop_scale_min"], 1.0)))
+    if augment.rotation:
+        steps.append(T.RandomRotation(augment.rotation))
+    if augment.random_crop:
+        steps.append(T.RandomResizedCrop(image_size, scale=(augment.crop_scale_min, 1.0)))
     else:
         steps += [T.Resize(round(image_size * 8 / 7)), T.CenterCrop(image_size)]
-    if augment.get("hflip"):
+    if augment.hflip:
         steps.append(T.RandomHorizontalFlip())
-    if augment.get("color_jitter"):
-        s = augment["color_jitter"]
+    if augment.color_jitter:
+        s = augment.color_jitter
         steps.append(T.ColorJitter(brightness=s, contrast=s, saturation=s))
     return T.Compose([*steps, *tail])
 

@@ -12,11 +12,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from . import models
+from . import cpu_layers, models
 from .common import StageError
-
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULERS = ("none", "step", "cosine")
+from .params import OPTIMIZERS
 
 
 def load_checkpoint(path, device):
@@ -67,9 +65,9 @@ def run_info(device, amp_dtype):
 def make_optimizer(name, groups, lr, momentum=0.9, weight_decay=0.0):
     """`groups`: parameters, or a list of {"params": ..., "lr": ...} (per-group learning rates).
 
-    Uses torch's fused kernel (one pass over every tensor per step) when all parameters are
-    floating-point tensors on a CPU or CUDA device: on a 2-core AMD EPYC it cut AlexNet's Adam
-    step from 9.6 to 4.0 ms. Elsewhere (MPS, XLA, ...) torch's default implementation."""
+    Uses torch's fused kernel (one pass over every tensor per step, instead of several small
+    kernels per tensor) when all parameters are floating-point tensors on a CPU or CUDA device;
+    elsewhere (MPS, XLA, ...) torch's default implementation."""
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}")
     groups = list(groups)
@@ -100,10 +98,21 @@ def make_scheduler(name, optimizer, epochs, step_size=7, gamma=0.1):
 
 
 def prepare(model, device):
-    """Move the model to `device` in the memory layout the engine uses there."""
+    """Move the model to `device` in the memory layout the engine uses there, and on a CPU swap
+    in the CPU-fast layers (cpu_layers.convert_for_cpu: a cheaper dropout mask, and a weight
+    gradient by forward convolution for AlexNet's small-map convolutions under bf16).
+
+    models.py keeps the plain nn layers the practical describes; device-specific versions are
+    swapped in here, at set-up, as torchvision's reference training scripts do with
+    SyncBatchNorm.convert_sync_batchnorm(model). The swap keeps every Parameter (state_dict and
+    optimizers unchanged). It is done for every CPU model, fp32 included: the cheaper dropout
+    mask helps in every precision, and SmallMapConv2d is nn.Conv2d by itself wherever its trick
+    does not apply (fp32, no_grad, frozen weights)."""
     model = model.to(device)
     if device.type in ("cuda", "cpu"):
         model = model.to(memory_format=torch.channels_last)
+    if device.type == "cpu":
+        model = cpu_layers.convert_for_cpu(model)
     return model
 
 
@@ -250,7 +259,7 @@ def save_training_state(path, fingerprint, *, model, optimizer, scheduler, scale
     """Everything the next epoch depends on, written atomically (a kill during the save leaves
     the previous checkpoint as it was). Loadable with weights_only=True: tensors, numbers,
     strings, lists and dicts only."""
-    from .common import save_torch
+    from .files import save_torch
 
     save_torch({"fingerprint": fingerprint, "complete": False, "epoch": len(history),
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -263,7 +272,7 @@ def save_training_state(path, fingerprint, *, model, optimizer, scheduler, scale
 def mark_complete(path, fingerprint, epochs):
     """Replace the checkpoint by a small record that the training finished: the DVC output
     stays small, and the next run (after a param change, or `dvc repro -f`) trains anew."""
-    from .common import save_torch
+    from .files import save_torch
 
     save_torch({"fingerprint": fingerprint, "complete": True, "epoch": epochs}, path)
 

@@ -27,19 +27,34 @@ def confusion_figure(matrix, classes, title):
 
 
 def write_confusion(out_dir, labels, preds, classes, title):
-    """Evaluate predictions and write out_dir/confusion.csv (DVC `confusion` template data, one
-    row per image, class names) and out_dir/confusion.png (counts). Returns the metrics of
-    analysis.evaluation_metrics: accuracy, per-class accuracy, top confusions."""
+    """Evaluate predictions and write out_dir/confusion.csv (actual, predicted, count: every
+    cell of the matrix, zeros included, for the project's `confusion_counts` DVC template) and
+    out_dir/confusion.png (counts). Returns the metrics of analysis.evaluation_metrics:
+    accuracy, per-class accuracy, top confusions."""
     from . import analysis
 
     matrix, metrics = analysis.evaluation_metrics(labels, preds, classes)
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "confusion.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["actual", "predicted"])
-        writer.writerows((classes[t], classes[p]) for t, p in zip(labels, preds))
+        writer.writerow(["actual", "predicted", "count"])
+        writer.writerows((actual, predicted, int(matrix[i, j]))
+                         for i, actual in enumerate(classes)
+                         for j, predicted in enumerate(classes))
     save(confusion_figure(matrix, classes, title), out_dir / "confusion.png")
     return metrics
+
+
+def write_evaluation(out_dir, metrics_path, labels, preds, classes, title, headline):
+    """write_confusion, then the metrics file: the `headline` numbers first, then per-class
+    accuracy and the most frequent confusions. Returns the evaluation."""
+    from .files import write_json
+
+    evaluation = write_confusion(out_dir, labels, preds, classes, title)
+    write_json(metrics_path, {**headline,
+                              "per_class_accuracy": evaluation["per_class_accuracy"],
+                              "top_confusions": evaluation["top_confusions"]})
+    return evaluation
 
 
 def curves_figure(history, title):

@@ -1,29 +1,21 @@
 """What the transfer-learning stages share: the ImageNet weights, the ImageFolder dataset and
-its loaders, and the `transfer.*` params they all read."""
+its loaders."""
 from pathlib import Path
 
 import torch
 
 from . import data, models
-from .common import StageError, param
+from .common import StageError
 
 WEIGHTS = Path("data/weights/resnet50.pth")
 
 
-def dataset_params(params):
-    return {"dataset": param(params, "transfer.dataset", str),
-            "image_size": param(params, "transfer.image_size", int,
-                                minimum=data.MIN_IMAGE_SIZE),
-            "batch_size": param(params, "transfer.batch_size", int, minimum=1),
-            "eval_batch_size": param(params, "transfer.eval_batch_size", int, minimum=1),
-            "num_workers": param(params, "transfer.num_workers", int, minimum=0)}
-
-
 def dataset_root(cfg):
-    root = data.raw_folder(cfg["dataset"])
+    """data/raw/<transfer.dataset> (cfg: a params.TransferData), which must exist."""
+    root = data.raw_folder(cfg.dataset)
     if not root.is_dir():
         raise StageError(f"{root} not found: set transfer.dataset to a downloaded ImageFolder "
-                         f"dataset and run `dvc repro download@{cfg['dataset']}`")
+                         f"dataset and run `dvc repro download@{cfg.dataset}`")
     return root
 
 
@@ -60,7 +52,7 @@ def classes_of(root):
 
 
 def eval_loader(root, split, cfg, seed, device):
-    dataset = data.image_folder(root, split, data.image_transforms(cfg["image_size"]))
-    return data.image_loader(dataset, cfg["eval_batch_size"], shuffle=False,
-                             num_workers=cfg["num_workers"], seed=seed, device=device)
+    dataset = data.image_folder(root, split, data.image_transforms(cfg.image_size))
+    return data.image_loader(dataset, cfg.eval_batch_size, shuffle=False,
+                             num_workers=cfg.num_workers, seed=seed, device=device)
 

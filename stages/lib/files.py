@@ -1,0 +1,87 @@
+"""Writing outputs: atomically (a kill or a full disk never leaves half a file), readable by
+all, with one line when the disk is full; and reading JSON inputs with one line when they are
+missing or broken."""
+import errno
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from .common import StageError
+
+
+def write_json(path, data):
+    """Write JSON atomically (temporary file in the same folder, then rename), readable by all
+    (0644 less the umask, like any file the user writes). NaN and infinity are refused: they
+    are not JSON, and a metric that is not finite is an error to report, not a value."""
+    path = Path(path)
+    try:
+        text = json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n"
+    except ValueError:
+        raise StageError(f"{path}: a value is not a finite number (NaN or infinity): the "
+                         "training probably diverged; try a lower learning rate") from None
+    write_atomic(path, text.encode())
+
+
+def write_atomic(path, payload):
+    """Write bytes `payload` to `path` through a temporary file beside it and a rename, so a
+    crash or a full disk never leaves a partial file; mode 0644 less the umask."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as error:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StageError(f"no space left on device while writing {path}") from None
+        raise
+
+
+def save_torch(obj, path):
+    """torch.save `obj` to `path` atomically (a kill or a full disk leaves the previous file, or
+    none), with one line when the disk is full."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_atomic(path, buffer.getbuffer())
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def check_writable(*folders):
+    """Stop before any work when an output folder cannot be created or written (rather than
+    after hours of training, at the first save). Creates nothing: a folder that does not exist
+    yet is checked through the nearest one above it that does."""
+    for folder in map(Path, folders):
+        probe_in = folder
+        while not probe_in.exists() and probe_in != probe_in.parent:
+            probe_in = probe_in.parent
+        try:
+            if not probe_in.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, f"{probe_in} is not a folder")
+            fd, probe = tempfile.mkstemp(prefix=".writable.", dir=probe_in)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as error:
+            raise StageError(f"cannot write to {folder}/: {error.strerror}") from None
+
+
+def read_json(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise StageError(f"{path} not found: run the stage that writes it first (dvc repro)") from None
+    except json.JSONDecodeError as error:
+        raise StageError(f"{path} is not valid JSON: {error}") from None

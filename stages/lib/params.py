@@ -1,0 +1,301 @@
+"""params.yaml, read into one frozen dataclass per section. Each reader checks its keys and
+stops with one line naming the key and what it allows; the stages see typed attributes.
+
+A stage reads only the sections it declares in dvc.yaml, so `dvc exp run -S key=value` reruns
+exactly the stages that a change affects."""
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from .common import StageError, one_line
+
+DEVICES = ("auto", "cuda", "mps", "cpu")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULERS = ("none", "step", "cosine")
+KERNELS = ("linear", "rbf", "poly", "sigmoid")
+SVM_GRID = {"C": "numbers > 0", "kernel": f"one of {', '.join(KERNELS)}",
+            "gamma": "scale, auto or numbers > 0", "degree": "integers >= 1"}
+LANGUAGES = ("en", "es")
+MIN_IMAGE_SIZE = 32   # ResNet-50 halves the side five times: 32 px leaves a 1x1 map
+
+
+# ---------------------------------------------------------------- reading and checking
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one
+    silently; DVC refuses the file, so the stages must not read it differently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                mark = key_node.start_mark
+                raise StageError(f"{Path(mark.name).name or 'params.yaml'}:{mark.line + 1}:"
+                                 f"{mark.column + 1}: duplicate key {key!r}")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load(path="params.yaml"):
+    """The YAML mapping at `path`; a syntax error names its line and column."""
+    try:
+        with open(path) as f:
+            data = yaml.load(f, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except FileNotFoundError:
+        raise StageError(f"{path} not found (run from the project root)") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(error, "problem", None) or one_line(error)
+        raise StageError(f"{where}: not valid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise StageError(f"{path} must be a mapping of keys to values")
+    return data
+
+
+_KIND_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+               list: "a list", dict: "a mapping", object: "a value"}
+
+
+def param(params, key, kind, *, choices=None, minimum=None, above=None, maximum=None,
+          optional=False):
+    """The value at dotted `key` in `params`, checked; a StageError names the key and what is
+    allowed. `optional` lets the value be null (None) but the key must still be present."""
+    node = params
+    for i, part in enumerate(key.split(".")):
+        if not isinstance(node, dict) or part not in node:
+            raise StageError(f"params.yaml: missing key '{key}'"
+                             + (f" (no '{part}' under '{'.'.join(key.split('.')[:i])}')"
+                                if i else ""))
+        node = node[part]
+    value = shown = node
+    if value is None and optional:
+        return None
+    ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise StageError(f"params.yaml: '{key}' must be {_KIND_NAMES[kind]}"
+                         f"{' or null' if optional else ''}, got {value!r}")
+    if kind is float and not math.isfinite(value):
+        raise StageError(f"params.yaml: '{key}' must be a finite number, got {shown!r}")
+    if choices is not None and value not in choices:
+        raise StageError(f"params.yaml: '{key}' must be one of {', '.join(map(str, choices))}; "
+                         f"got {shown!r}")
+    if minimum is not None and value < minimum:
+        raise StageError(f"params.yaml: '{key}' must be >= {minimum}, got {shown!r}")
+    if above is not None and value <= above:
+        raise StageError(f"params.yaml: '{key}' must be > {above}, got {shown!r}")
+    if maximum is not None and value > maximum:
+        raise StageError(f"params.yaml: '{key}' must be <= {maximum}, got {shown!r}")
+    return value
+
+
+def record(*sections):
+    """The sections as one flat dict, as the run records (models/*.run.json) keep them."""
+    out = {}
+    for section in sections:
+        out.update(asdict(section))
+    return out
+
+
+# ---------------------------------------------------------------- the sections
+
+@dataclass(frozen=True)
+class Shared:
+    """seed, device, precision: what every stage that runs a network reads."""
+    seed: int
+    device: str
+    precision: str
+
+
+def shared(params):
+    return Shared(seed=param(params, "seed", int, minimum=0),
+                  device=param(params, "device", str, choices=DEVICES),
+                  precision=param(params, "precision", str, choices=PRECISIONS))
+
+
+def seed(params):
+    return param(params, "seed", int, minimum=0)
+
+
+@dataclass(frozen=True)
+class Training:
+    """<model>.*: a CNN trained from scratch on resident tensors (simple_cnn, alexnet)."""
+    epochs: int
+    batch_size: int
+    eval_batch_size: int
+    lr: float
+    optimizer: str
+    momentum: float
+    weight_decay: float
+    augment: bool
+
+
+def training(params, model):
+    def key(k):
+        return f"{model}.{k}"
+    return Training(epochs=param(params, key("epochs"), int, minimum=1),
+                    batch_size=param(params, key("batch_size"), int, minimum=1),
+                    eval_batch_size=param(params, key("eval_batch_size"), int, minimum=1),
+                    lr=param(params, key("lr"), float, above=0),
+                    optimizer=param(params, key("optimizer"), str, choices=OPTIMIZERS),
+                    momentum=param(params, key("momentum"), float, minimum=0),
+                    weight_decay=param(params, key("weight_decay"), float, minimum=0),
+                    augment=param(params, key("augment"), bool) if model == "alexnet"
+                    else False)
+
+
+@dataclass(frozen=True)
+class Augment:
+    """transfer.<strategy>.augment: torchvision augmentation of ImageFolder training images."""
+    random_crop: bool       # RandomResizedCrop instead of resize + centre crop
+    crop_scale_min: float   # its smallest crop area, as a fraction of the image
+    hflip: bool
+    color_jitter: float     # brightness/contrast/saturation strength
+    rotation: float         # degrees
+
+    def any(self):
+        return bool(self.random_crop or self.hflip or self.color_jitter or self.rotation)
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """transfer.<strategy>.*: how ResNet-50 is trained for one strategy."""
+    epochs: int
+    lr: float
+    backbone_lr: float | None   # None: the same as lr
+    optimizer: str
+    momentum: float
+    weight_decay: float
+    scheduler: str
+    step_size: int
+    gamma: float
+    augment: Augment
+
+
+def strategy(params, name):
+    def key(k):
+        return f"transfer.{name}.{k}"
+    return Strategy(
+        epochs=param(params, key("epochs"), int, minimum=1),
+        lr=param(params, key("lr"), float, above=0),
+        backbone_lr=param(params, key("backbone_lr"), float, above=0, optional=True),
+        optimizer=param(params, key("optimizer"), str, choices=OPTIMIZERS),
+        momentum=param(params, key("momentum"), float, minimum=0),
+        weight_decay=param(params, key("weight_decay"), float, minimum=0),
+        scheduler=param(params, key("scheduler"), str, choices=SCHEDULERS),
+        step_size=param(params, key("step_size"), int, minimum=1),
+        gamma=param(params, key("gamma"), float, above=0),
+        augment=Augment(
+            random_crop=param(params, key("augment.random_crop"), bool),
+            crop_scale_min=param(params, key("augment.crop_scale_min"), float, above=0,
+                                 maximum=1),
+            hflip=param(params, key("augment.hflip"), bool),
+            color_jitter=param(params, key("augment.color_jitter"), float, minimum=0),
+            rotation=param(params, key("augment.rotation"), float, minimum=0)))
+
+
+@dataclass(frozen=True)
+class TransferData:
+    """transfer.{dataset,image_size,batch_size,eval_batch_size,num_workers}."""
+    dataset: str
+    image_size: int
+    batch_size: int | None   # None for the stages that only evaluate (they do not declare it)
+    eval_batch_size: int
+    num_workers: int
+
+
+def transfer_data(params, training=True):
+    return TransferData(
+        dataset=param(params, "transfer.dataset", str),
+        image_size=param(params, "transfer.image_size", int, minimum=MIN_IMAGE_SIZE),
+        batch_size=param(params, "transfer.batch_size", int, minimum=1) if training else None,
+        eval_batch_size=param(params, "transfer.eval_batch_size", int, minimum=1),
+        num_workers=param(params, "transfer.num_workers", int, minimum=0))
+
+
+@dataclass(frozen=True)
+class Svm:
+    """transfer.svm.*: the SVM on frozen ImageNet features."""
+    kernel: str
+    C: float
+    gamma: str | float
+    grid: dict | None   # {setting: [values]} searched by cross-validation on train
+    cv: int
+
+
+def _svm_value_ok(key, value):
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value)
+    if key == "C":
+        return number and value > 0
+    if key == "kernel":
+        return value in KERNELS
+    if key == "gamma":
+        return value in ("scale", "auto") or (number and value > 0)
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def svm(params):
+    gamma = param(params, "transfer.svm.gamma", object)
+    if not _svm_value_ok("gamma", gamma):
+        raise StageError(f"params.yaml: 'transfer.svm.gamma' must be scale, auto or a number "
+                         f"> 0, got {gamma!r}")
+    grid = param(params, "transfer.svm.grid", dict, optional=True)
+    for key, values in (grid or {}).items():
+        if key not in SVM_GRID or not isinstance(values, list) or not values:
+            raise StageError(f"params.yaml: 'transfer.svm.grid' maps SVC settings "
+                             f"({', '.join(sorted(SVM_GRID))}) to non-empty lists; got "
+                             f"{key}: {values!r}")
+        for value in values:
+            if not _svm_value_ok(key, value):
+                raise StageError(f"params.yaml: 'transfer.svm.grid.{key}' values must be "
+                                 f"{SVM_GRID[key]}; got {value!r}")
+    return Svm(kernel=param(params, "transfer.svm.kernel", str, choices=KERNELS),
+               C=param(params, "transfer.svm.C", float, above=0), gamma=gamma, grid=grid,
+               cv=param(params, "transfer.svm.cv", int, minimum=2))
+
+
+@dataclass(frozen=True)
+class Tsne:
+    """tsne.*: the t-SNE pictures and the numbers beside them."""
+    points: int
+    perplexity: float
+    pca_dims: int
+    silhouette_points: int
+    probe_folds: int
+
+
+def tsne(params):
+    return Tsne(points=param(params, "tsne.points", int, minimum=10),
+                perplexity=param(params, "tsne.perplexity", float, above=1),
+                pca_dims=param(params, "tsne.pca_dims", int, minimum=2),
+                silhouette_points=param(params, "tsne.silhouette_points", int, minimum=10),
+                probe_folds=param(params, "tsne.probe_folds", int, minimum=2))
+
+
+@dataclass(frozen=True)
+class Download:
+    """download.{retries,timeout,max_unpacked_mb}: how every source is fetched."""
+    retries: int
+    timeout: float
+    max_unpacked_mb: int
+
+    @property
+    def max_unpacked_bytes(self):
+        return self.max_unpacked_mb * 2**20
+
+
+def download(params):
+    return Download(retries=param(params, "download.retries", int, minimum=1),
+                    timeout=param(params, "download.timeout", float, above=0),
+                    max_unpacked_mb=param(params, "download.max_unpacked_mb", int, minimum=1))
+
+
+def report_language(params):
+    return param(params, "report.language", str, choices=LANGUAGES)
