@@ -36,10 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from stages.lib import data, engine, models  # noqa: E402
-from stages.lib.names import MODEL_DATASETS as DATASETS  # noqa: E402
 from stages.lib.common import keep_freed_memory  # noqa: E402
+from stages.lib.names import MODEL_DATASETS as DATASETS  # noqa: E402
 from stages.lib.runtime import autocast_dtype  # noqa: E402
-
 
 
 class ReferenceDataset(torch.utils.data.Dataset):
@@ -95,7 +94,7 @@ def reference_run(name, cfg, train_set, val_set):
     def validate(max_batches):
         model.eval()
         with torch.no_grad():
-            for x, y in itertools.islice(val_loader, max_batches):
+            for x, _ in itertools.islice(val_loader, max_batches):
                 model(x)
 
     return train, validate

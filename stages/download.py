@@ -16,7 +16,6 @@ import re
 import shutil
 from pathlib import Path
 
-
 from stages.lib import data, fetch, params
 from stages.lib.common import StageError, run
 from stages.lib.files import save_torch

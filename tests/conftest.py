@@ -1,95 +1,11 @@
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
+"""Fixtures: the tiny offline mirror (built once per session) and a fresh copy of the project.
+The functions the tests share are in helpers.py."""
 import pytest
-import yaml
 
-sys.path.insert(0, str(Path(__file__).parent))
-import tiny_mirror  # noqa: E402
+import tiny_mirror
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY_MIRROR_UNVERIFIED = "mnist,cifar10,resnet50"
-PROJECT_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config",
-                 ".dvc/.gitignore", ".dvc/plots/offline.html", ".dvc/plots/confusion_counts.json"]
-
-
-def stage_env(mirror=None, **extra):
-    """The environment a stage or DVC runs in: this interpreter's bin/ first on PATH (so the
-    `python` in dvc.yaml commands is the project's), no analytics, no Studio, no network use."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update(DVC_NO_ANALYTICS="1", DVC_STUDIO_OFFLINE="true", PYTHONUNBUFFERED="1",
-               GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.com",
-               GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.com")
-    env.pop("DATASETS_MIRROR", None)
-    env.pop("DATASETS_ACCEPT_UNVERIFIED", None)
-    if mirror is not None:
-        env["DATASETS_MIRROR"] = str(mirror)
-        # the tiny mirror's files are made up, not upstream's: accept them, loudly
-        env["DATASETS_ACCEPT_UNVERIFIED"] = TINY_MIRROR_UNVERIFIED
-    env.update(extra)
-    return env
-
-
-def copy_project(dest):
-    """The project's pipeline files (no data, no outputs) in `dest`."""
-    dest = Path(dest)
-    for name in PROJECT_FILES:
-        (dest / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, dest / name)
-    shutil.copytree(ROOT / "stages", dest / "stages",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    return dest
-
-
-DELETE = object()
-
-
-def edit_params(project, changes):
-    """Set dotted keys in project/params.yaml (a value of DELETE removes the key)."""
-    path = Path(project) / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    for key, value in changes.items():
-        node = params
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node[part]
-        if value is DELETE:
-            del node[last]
-        else:
-            node[last] = value
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def run(cmd, cwd, env, check=True, timeout=1800):
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{cmd} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-def run_stage(project, *args, mirror=None, **env):
-    """`python -m stages.<args>` in `project`, as DVC would run it."""
-    return run([sys.executable, "-m", *args], project, stage_env(mirror, **env), check=False)
-
-
-def stage_error(project, module, *args, monkeypatch):
-    """Run stages.<module>.main(args) in this process, in `project`, and return the one-line
-    message of the StageError it stops with (faster than a subprocess for checking messages;
-    the subprocess tests check the one-line, exit-status-1 form)."""
-    import importlib
-
-    from stages.lib.common import StageError, one_line
-
-    monkeypatch.chdir(project)
-    try:
-        importlib.import_module(f"stages.{module}").main(list(args))
-    except StageError as error:
-        return one_line(error)
-    raise AssertionError(f"stages.{module} {' '.join(args)} did not fail")
+# the names below are imported by test modules that predate helpers.py
+from helpers import ROOT, copy_project, edit_params, run, stage_env  # noqa: F401
 
 
 @pytest.fixture(scope="session")

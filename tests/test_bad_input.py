@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import edit_params, run_stage, stage_error
+from helpers import OUTS, assert_one_line_error, edit_params, run_stage, stage_error
 from stages.lib import engine, files
 from stages.lib.common import StageError
-from test_download_stage import OUTS, assert_one_line_error
 from tiny_mirror import write_sha256sums
 
 

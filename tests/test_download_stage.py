@@ -8,28 +8,15 @@ import zipfile
 import pytest
 import torch
 
-from conftest import edit_params, run_stage, stage_error
+from helpers import OUTS, assert_one_line_error, closed_port, edit_params, run_stage, stage_error
 from tiny_mirror import write_sha256sums
-from test_fetch import closed_port
-
-OUTS = {"mnist": "data/raw/mnist", "cifar10": "data/raw/cifar10",
-        "hymenoptera": "data/raw/hymenoptera", "resnet50": "data/weights/resnet50.pth"}
-
-
-def assert_one_line_error(result, pattern):
-    assert result.returncode == 1, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr, result.stderr
-    # the tiny mirror is accepted as unverified data, with a warning line per file
-    lines = [line for line in result.stderr.strip().splitlines()
-             if not line.startswith("WARNING: UNVERIFIED DATA: ")]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert re.search(pattern, lines[0]), lines[0]
 
 
 def assert_no_output(project, name):
+    """No output and nothing beside it (no temporary file or folder left)."""
     out = project / OUTS[name]
     assert not out.exists()
-    assert [p.name for p in out.parent.iterdir()] == [] if out.parent.exists() else True
+    assert (list(out.parent.iterdir()) if out.parent.exists() else []) == []
 
 
 def copy_mirror(mirror, dest):

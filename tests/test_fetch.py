@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import closed_port
 from stages.lib import fetch
 from stages.lib.common import StageError
 
@@ -46,12 +47,6 @@ def server():
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
-
-
-def closed_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # nobody listens once the socket is closed
 
 
 def leftovers(folder):
@@ -294,7 +289,8 @@ def test_truncated_archive_is_a_clear_error(tmp_path, name):
     archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
     dest = tmp_path / "dest"
     dest.mkdir()
-    with pytest.raises(StageError, match=f"(corrupt|truncated).*{name}|{name}.*(corrupt|truncated)"):
+    with pytest.raises(StageError,
+                       match=f"(corrupt|truncated).*{name}|{name}.*(corrupt|truncated)"):
         fetch.extract(archive, dest, max_bytes=LIMIT)
 
 

@@ -19,11 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_stage, stage_env, stage_error
+from helpers import OUTS, assert_one_line_error, run_stage, stage_env, stage_error
 from stages import download
 from stages.lib import data, fetch
 from stages.lib.common import StageError
-from test_download_stage import OUTS, assert_one_line_error
 from tiny_mirror import write_sha256sums
 
 

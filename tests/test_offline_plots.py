@@ -21,7 +21,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, run, stage_env
+from helpers import ROOT, run, stage_env
 
 pytestmark = pytest.mark.e2e
 

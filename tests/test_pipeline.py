@@ -9,7 +9,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import copy_project, edit_params, run, stage_env
+from helpers import copy_project, edit_params, run, stage_env
 
 TINY = {
     "download.retries": 1,
@@ -189,7 +189,8 @@ def pct(x):
 def test_report_numbers_come_from_the_metrics(pipeline):
     project, _, _ = pipeline
     report = (project / "reports/report.md").read_text()
-    simple, alexnet = read(project, "metrics/simple_cnn.json"), read(project, "metrics/alexnet.json")
+    simple = read(project, "metrics/simple_cnn.json")
+    alexnet = read(project, "metrics/alexnet.json")
     datasets = read(project, "metrics/datasets.json")
     assert "| train | 28 | 28 | 1 | 200 | 10 |" in report
     assert "| val | 32 | 32 | 3 | 100 | 10 |" in report

@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from conftest import copy_project, edit_params, run_stage, stage_env
+from helpers import copy_project, edit_params, run_stage, stage_env
 from stages.lib import engine, files
 from stages.lib.common import StageError
 

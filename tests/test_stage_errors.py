@@ -6,8 +6,7 @@ import pytest
 import torch
 import torchvision
 
-from conftest import DELETE, copy_project, edit_params, run_stage, stage_error
-from test_download_stage import assert_one_line_error
+from helpers import DELETE, assert_one_line_error, copy_project, edit_params, run_stage, stage_error
 
 
 def fails(project, monkeypatch, pattern, module, *args):

@@ -1,18 +1,14 @@
 """Transfer-learning pieces beyond the end-to-end run: the SVM on given features, a custom
 N-class ImageFolder dataset, the pretrained loading path, the image transforms."""
 import json
-import sys
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from conftest import edit_params, run_stage
+import tiny_mirror
+from helpers import edit_params, run_stage
 from stages.lib import data, transfer
-
-sys.path.insert(0, str(Path(__file__).parent))
-import tiny_mirror  # noqa: E402
 
 
 def write_features(project, train, val, classes):

@@ -139,7 +139,8 @@ def tensor_record(images, labels, classes):
         raise StageError(f"{len(images)} images but {len(labels)} labels")
     if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
         raise StageError(f"labels outside 0..{len(classes) - 1}")
-    return {"images": images.contiguous(), "labels": labels.to(torch.int64), "classes": list(classes)}
+    return {"images": images.contiguous(), "labels": labels.to(torch.int64),
+            "classes": list(classes)}
 
 
 def load_tensors(folder, split, mmap=False):

@@ -129,7 +129,9 @@ def copy_from_mirror(mirror, relpath, dest, upstream=None):
         try:
             shutil.copyfile(source, tmp)
         except OSError as error:
-            raise no_space(error, f"{relpath} to {tmp.parent}") or error
+            if full := no_space(error, f"{relpath} to {tmp.parent}"):
+                raise full from None
+            raise
         verify(tmp, sums[relpath], "sha256", name=f"{relpath} (mirror {mirror})")
         os.replace(tmp, dest)
 
@@ -159,7 +161,8 @@ def download(urls, dest, *, checksum, algorithm, retries, timeout, backoff=1.0):
                 errors.append(f"{url}: {reason}")
                 if attempt < retries:
                     wait = backoff * 2 ** (attempt - 1)
-                    print(f"download failed ({reason}); retry {attempt}/{retries - 1} in {wait:g} s")
+                    print(f"download failed ({reason}); retry {attempt}/{retries - 1} in "
+                          f"{wait:g} s", flush=True)
                     time.sleep(wait)
     raise StageError(f"could not download {Path(dest).name} ({errors[-1]}, {len(errors)} tries); "
                      f"no network? set {MIRROR_ENV}=DIR to use an offline mirror (see README)")

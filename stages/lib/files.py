@@ -82,6 +82,7 @@ def read_json(path):
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise StageError(f"{path} not found: run the stage that writes it first (dvc repro)") from None
+        raise StageError(f"{path} not found: run the stage that writes it first "
+                         "(dvc repro)") from None
     except json.JSONDecodeError as error:
         raise StageError(f"{path} is not valid JSON: {error}") from None

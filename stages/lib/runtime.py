@@ -33,7 +33,7 @@ def pick_device(name):
 def autocast_dtype(device, precision):
     """The autocast dtype for `precision` (auto|fp32|bf16|fp16) on `device`, None for fp32.
     auto: bf16 on CUDA cards that support it, else fp16; bf16 on CPUs with native bf16
-    instructions (AVX512-BF16/AMX), where it was measured faster at the same accuracy;
+    instructions (AVX512-BF16/AMX), where it is faster at the same accuracy (see benchmarks/);
     fp32 elsewhere (MPS, older CPUs)."""
     import torch
 
