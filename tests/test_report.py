@@ -1,0 +1,271 @@
+"""The report stage on a small, made-up set of the files it reads (no DVC, no training): its
+wording files agree across languages, its sentences come out filled in, plural-aware and in the
+language's number format, and names from data stay text."""
+import json
+import re
+import string
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stages.lib.names import STRATEGIES, TRAINED_STRATEGIES
+
+ROOT = Path(__file__).resolve().parents[1]
+WORDING = ROOT / "stages" / "templates" / "wording"
+PNG = b"\x89PNG\r\n\x1a\n"  # the report copies figures, it does not read them
+
+
+def write(path, content):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content if isinstance(content, str) else json.dumps(content))
+
+
+def split(height, width, channels, samples, names):
+    return {"height": height, "width": width, "channels": channels, "samples": samples,
+            "classes": len(names), "class_names": names}
+
+
+def run_record(params, seconds, threads=2):
+    return {"device": "cpu", "precision": "bfloat16", "cpu": "Test CPU", "cpu_threads": threads,
+            "gpu": None, "params": params, "seconds": seconds}
+
+
+def model_metrics(epochs, best_epoch, confusions, overfitting_from=None):
+    return {"best_val_accuracy": 0.875, "best_epoch": best_epoch, "final_val_accuracy": 0.75,
+            "min_val_loss": 0.5, "min_val_loss_epoch": best_epoch,
+            "overfitting_from_epoch": overfitting_from, "params": 1234567,
+            "params_no_bias": 1234000, "largest_layer": "features.6: Linear(8, 4)",
+            "largest_layer_params": 1000000, "epochs": epochs,
+            "top_confusions": {str(i + 1): {"true": t, "predicted": p, "count": c}
+                               for i, (t, p, c) in enumerate(confusions)}}
+
+
+def tsne_metrics(intermediate, final, folds=2):
+    return {"intermediate": {"dimensions": 128, "silhouette": intermediate[0],
+                             "linear_probe_accuracy": intermediate[1]},
+            "final": {"dimensions": 10, "silhouette": final[0],
+                      "linear_probe_accuracy": final[1]},
+            "settings": {"points": 60, "perplexity": 5.0, "probe_folds": folds}}
+
+
+def curves(live, rows):
+    """dvclive's TSV files: rows of (train_loss, train_accuracy, val_loss, val_accuracy)."""
+    for column, (part, what) in enumerate((("train", "loss"), ("train", "accuracy"),
+                                           ("val", "loss"), ("val", "accuracy"))):
+        write(live / "plots" / "metrics" / part / f"{what}.tsv",
+              f"step\t{what}\n" + "".join(f"{i}\t{r[column]}\n" for i, r in enumerate(rows)))
+
+
+def write_inputs(root, language="en", classes=("ants", "bees")):
+    """Every file stages.report reads, in `root`: Simple CNN trained 1 epoch, AlexNet 2."""
+    write(root / "params.yaml", yaml.safe_dump({"report": {"language": language}}))
+    classes = list(classes)
+    write(root / "metrics/datasets.json", {
+        "mnist": {"train": split(28, 28, 1, 200, list("0123456789")),
+                  "val": split(28, 28, 1, 100, list("0123456789"))},
+        "cifar10": {"train": split(32, 32, 3, 1500, ["cat", "dog"]),
+                    "val": split(32, 32, 3, 100, ["cat", "dog"])},
+        "hymenoptera": {"train": split(32, 32, 3, 12, classes),
+                        "val": split(32, 32, 3, 8, classes)}})
+    train = {"epochs": 1, "batch_size": 32, "lr": 0.0005, "optimizer": "adam", "augment": False}
+    write(root / "models/simple_cnn.run.json", run_record(train, 12.5, threads=1))
+    write(root / "models/alexnet.run.json",
+          run_record({**train, "epochs": 2, "optimizer": "sgd", "augment": True}, 3000.0))
+    for strategy in TRAINED_STRATEGIES:
+        write(root / f"models/transfer/{strategy}.run.json",
+              run_record({"dataset": "hymenoptera", "image_size": 32, "epochs": 2}, 60.0))
+    write(root / "metrics/simple_cnn.json", model_metrics(1, 1, [("7", "2", 2), ("1", "2", 1)]))
+    write(root / "metrics/alexnet.json",
+          model_metrics(2, 1, [("cat", "dog", 1)], overfitting_from=1))
+    write(root / "metrics/tsne/simple_cnn.json", tsne_metrics((0.25, 0.8), (0.5, 0.9)))
+    write(root / "metrics/tsne/alexnet.json", tsne_metrics((0.25, 0.9), (0.5, 0.8)))
+    write(root / "metrics/tsne/transfer.json",
+          {**{s: {"silhouette": 0.1 * (i + 1), "linear_probe_accuracy": 0.6 + 0.1 * i}
+              for i, s in enumerate(STRATEGIES)}, "settings": {"probe_folds": 2}})
+    for i, strategy in enumerate(STRATEGIES):
+        result = {"accuracy": 0.5 + 0.125 * i}
+        if strategy in TRAINED_STRATEGIES:
+            result.update(best_accuracy=0.625 + 0.125 * i, best_epoch=1)
+        else:
+            result.update(kernel="rbf", C=1.0, gamma="scale")
+        write(root / f"metrics/transfer/{strategy}.json", result)
+    curves(root / "plots/alexnet/live", [(1.0, 0.5, 0.5, 0.75), (0.25, 0.75, 0.625, 0.7)])
+    for strategy in TRAINED_STRATEGIES:
+        curves(root / f"plots/transfer/{strategy}/live",
+               [(1.0, 0.5, 0.75, 0.5), (0.5, 0.75, 0.5, 0.75)])
+    for name in ("simple_cnn", "alexnet"):
+        for figure in ("curves", "confusion", "tsne_intermediate", "tsne_final"):
+            write(root / f"plots/{name}/{figure}.png", PNG)
+    for figure in ["accuracy", "tsne"] + [f"{s}/confusion" for s in STRATEGIES]:
+        write(root / f"plots/transfer/{figure}.png", PNG)
+
+
+def render(root, monkeypatch):
+    """Run the report stage in `root`; return (report.md, report.html)."""
+    from stages import report
+
+    monkeypatch.chdir(root)
+    report.main([])
+    return (root / "reports/report.md").read_text(), (root / "reports/report.html").read_text()
+
+
+def fields(sentence):
+    return {name for _, name, _, _ in string.Formatter().parse(sentence) if name is not None}
+
+
+def leaves(words, prefix=""):
+    """{dotted key: sentence} of a wording file, plural forms included (`times.one`)."""
+    found = {}
+    for key, value in words.items():
+        if isinstance(value, dict):
+            found.update(leaves(value, f"{prefix}{key}."))
+        else:
+            found[f"{prefix}{key}"] = value
+    return found
+
+
+def wording(language):
+    return yaml.safe_load((WORDING / f"{language}.yaml").read_text())
+
+
+def test_every_language_has_the_same_sentences_with_the_same_fields():
+    from stages import report
+    from stages.lib import params
+
+    languages = sorted(p.stem for p in WORDING.glob("*.yaml"))
+    assert languages == sorted(params.LANGUAGES) == sorted(report.SEPARATORS)
+    english = leaves(wording("en"))
+    for language in languages:
+        sentences = leaves(wording(language))
+        assert sentences.keys() == english.keys(), language
+        for key, sentence in sentences.items():
+            assert isinstance(sentence, str) and sentence, f"{language}: {key}"
+            assert fields(sentence) == fields(english[key]), f"{language}: {key}"
+            assert "{{" not in sentence and "{%" not in sentence, f"{language}: {key}"
+
+
+def test_plurals_and_strategy_names_have_their_forms():
+    words = wording("en")
+    for key, value in words.items():
+        if isinstance(value, dict) and {"one", "other"} & value.keys():
+            assert value.keys() == {"one", "other"}, key
+            assert all("n" in fields(form) for form in value.values()), key
+    assert tuple(words["strategies"]) == STRATEGIES
+
+
+def edit(root, path, change):
+    data = json.loads((root / path).read_text())
+    change(data)
+    (root / path).write_text(json.dumps(data))
+
+
+def other_branches(root):
+    """write_inputs' run, with the report's other branches: the intermediate layer separates
+    better, the probe beats the network, no overfitting, no confusions, no CPU recorded."""
+    edit(root, "metrics/tsne/simple_cnn.json",
+         lambda d: d.update(intermediate={"dimensions": 128, "silhouette": 0.75,
+                                          "linear_probe_accuracy": 0.95},
+                            settings={"probe_folds": 1}))
+    edit(root, "metrics/alexnet.json",
+         lambda d: d.update(overfitting_from_epoch=None, min_val_loss_epoch=2, top_confusions={}))
+    edit(root, "models/simple_cnn.run.json", lambda d: (d.pop("cpu"), d.update(cpu_threads=2)))
+
+
+def close_probe_and_missing_scores(root):
+    edit(root, "metrics/tsne/simple_cnn.json",
+         lambda d: d["intermediate"].update(linear_probe_accuracy=0.87))
+    edit(root, "metrics/tsne/transfer.json", lambda d: d["svm"].update(silhouette=None))
+
+
+def test_every_sentence_is_used(tmp_path, monkeypatch):
+    """No dead wording: over three runs that take every branch, each sentence of en.yaml is
+    said, both forms of each plural included."""
+    from stages import report
+
+    said, say = set(), report.Language.say
+
+    def recording(self, key, **fields):
+        said.add(key if "n" not in fields else f"{key}.{'one' if fields['n'] == 1 else 'other'}")
+        return say(self, key, **fields)
+
+    monkeypatch.setattr(report.Language, "say", recording)
+    for variant in (None, other_branches, close_probe_and_missing_scores):
+        root = tmp_path / (variant.__name__ if variant else "first")
+        write_inputs(root)
+        if variant:
+            variant(root)
+        render(root, monkeypatch)
+    assert said == set(leaves(wording("en")))
+
+
+@pytest.mark.parametrize("language, expected", [
+    ("en", ["Training: 1 epoch, batch size 32, adam with learning rate 0.0005.",
+            "Training: 2 epochs, batch size 32, sgd with learning rate 0.0005, with random "
+            "shifts and flips.",
+            "7 taken for 2 (2 times) and 1 taken for 2 (1 time).",
+            "The only confusion is cat taken for dog (1 time).",
+            "device: cpu (1 thread of Test CPU); precision: bfloat16",
+            "Trainable parameters: **1,234,567** (1,234,000 without biases).",
+            "| train | 32 | 32 | 3 | 1,500 | 2 |",
+            "Best validation accuracy: **87.50 %** at epoch 1 of 2 (final epoch: 75.00 %).",
+            "logistic regression on those features (2 folds).",
+            "overfitting starts after epoch 1.",
+            "12 training and 8 validation images, classes ants, bees, seen at 32×32 pixels.",
+            "| fine-tuning + augmentation | 87.50 % | 100.00 % | 1 | 0.400 | 90.00 % |",
+            "| ImageNet features + SVM | 62.50 % | 62.50 % | — | 0.200 | 70.00 % |",
+            "total 53.2 min"]),
+    ("es", ["Entrenamiento: 1 época, tamaño de lote 32, adam con tasa de aprendizaje 0,0005.",
+            "Entrenamiento: 2 épocas, tamaño de lote 32, sgd con tasa de aprendizaje 0,0005, "
+            "con desplazamientos y volteos aleatorios.",
+            "7 tomado por 2 (2 veces) y 1 tomado por 2 (1 vez).",
+            "dispositivo: cpu (1 hilo de Test CPU); precisión: bfloat16",
+            "Parámetros entrenables: **1.234.567** (1.234.000 sin sesgos).",
+            "| train | 32 | 32 | 3 | 1.500 | 2 |",
+            "Mejor exactitud de validación: **87,50 %** en la época 1 de 2 (última época: "
+            "75,00 %).",
+            "(2 particiones)",
+            "| ajuste fino + aumento | 87,50 % | 100,00 % | 1 | 0,400 | 90,00 % |",
+            "total 53,2 min"]),
+])
+def test_report_sentences(tmp_path, monkeypatch, language, expected):
+    write_inputs(tmp_path, language)
+    markdown, html = render(tmp_path, monkeypatch)
+    for sentence in expected:
+        assert sentence in markdown
+    assert not re.search(r"\{\{|\}\}|\{%|%\}|\{#|#\}|\{\w+\}", markdown)   # all filled in
+    assert "commit" not in markdown.lower()
+    if language == "es":
+        assert not re.search(r"\d\.\d\d %", markdown) and "1,234" not in markdown
+    for link in re.findall(r"!\[\]\(([^)]+)\)", markdown):
+        assert (tmp_path / "reports" / link).is_file(), link
+    assert html.startswith(f'<!DOCTYPE html>\n<html lang="{language}">')
+    assert "<table>" in html and "figures/transfer_tsne.png" in html
+
+
+def test_names_from_data_are_text_in_the_html(tmp_path, monkeypatch):
+    """A class named like an HTML tag or a Markdown link is shown as written, never markup."""
+    hostile = ["<img src=x onerror=alert(1)>", "[x](javascript:alert(1))"]
+    write_inputs(tmp_path, classes=hostile)
+    alexnet = json.loads((tmp_path / "metrics/alexnet.json").read_text())
+    alexnet["top_confusions"] = {
+        "1": {"true": hostile[0], "predicted": "<script>alert(2)</script>", "count": 3},
+        "2": {"true": "a", "predicted": hostile[1], "count": 1}}
+    (tmp_path / "metrics/alexnet.json").write_text(json.dumps(alexnet))
+    markdown, html = render(tmp_path, monkeypatch)
+    assert "<img src=x" not in html and "<script>" not in html
+    assert 'href="javascript' not in html and "<a " not in html
+    assert "&#60;img src=x onerror=alert(1)&#62;" in html   # shown as written
+    assert "<img" not in markdown and "](javascript" not in markdown
+
+
+def test_a_missing_figure_stops_the_stage(tmp_path, monkeypatch):
+    from stages.lib.common import StageError
+
+    write_inputs(tmp_path)
+    (tmp_path / "plots/transfer/tsne.png").unlink()
+    with pytest.raises(StageError, match=r"plots/transfer/tsne\.png not found"):
+        render(tmp_path, monkeypatch)
