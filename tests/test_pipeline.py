@@ -101,7 +101,8 @@ def test_training_metrics_and_plots(pipeline):
     assert alexnet["params"] == 6_199_498 and alexnet["epochs"] == 3
     for model in ("simple_cnn", "alexnet"):
         rows = (project / f"plots/{model}/confusion.csv").read_text().splitlines()
-        assert rows[0] == "actual,predicted" and len(rows) == 1 + 100
+        assert rows[0] == "actual,predicted,count" and len(rows) == 1 + 10 * 10
+        assert sum(int(row.rsplit(",", 1)[1]) for row in rows[1:]) == 100   # the val images
         loss = (project / f"plots/{model}/live/plots/metrics/val/loss.tsv").read_text()
         assert loss.splitlines()[0].split("\t") == ["step", "loss"]
         for png in ("curves", "confusion", "tsne_intermediate", "tsne_final"):

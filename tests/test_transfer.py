@@ -9,6 +9,7 @@ import torch
 import tiny_mirror
 from helpers import edit_params, run_stage
 from stages.lib import data, transfer
+from stages.lib.params import Augment
 
 
 def write_features(project, train, val, classes):
@@ -35,7 +36,9 @@ def test_svm_scores_separable_features(project):
     assert metrics["accuracy"] == 1.0 and metrics["train_accuracy"] == 1.0
     assert metrics["C"] == 1.0 and metrics["kernel"] == "rbf"
     rows = (project / "plots/transfer/svm/confusion.csv").read_text().splitlines()
-    assert rows[0] == "actual,predicted" and len(rows) == 31
+    # every cell of the 3x3 matrix, counted: the 30 validation images on the diagonal
+    assert rows[0] == "actual,predicted,count" and len(rows) == 1 + 3 * 3
+    assert sorted(rows[1:])[:3] == ["a,a,10", "a,b,0", "a,c,0"]
 
 
 def test_svm_grid_search_picks_settings_on_train(project):
@@ -73,13 +76,17 @@ def test_custom_three_class_dataset_from_mirror(project, mirror, tmp_path):
     assert checkpoint["state_dict"]["head.weight"].shape == (3, 2048)
 
 
-def test_mirror_verifies_by_its_own_sha256sums(project, mirror):
-    """With a mirror, files are verified against the mirror's SHA256SUMS, not the upstream pin
-    in params (a mirror may re-pack archives, as ../shared/datasets does)."""
+def test_a_repacked_mirror_archive_is_accepted_only_when_said(project, mirror):
+    """A mirror may re-pack an archive (../shared/datasets does): against a pinned upstream
+    checksum it is then refused, unless DATASETS_ACCEPT_UNVERIFIED names the dataset."""
     edit_params(project, {"download.hymenoptera.sha256": "0" * 64, "download.retries": 1})
+    refused = run_stage(project, "stages.download", "hymenoptera", "data/raw/hymenoptera",
+                        mirror=mirror)
+    assert refused.returncode == 1 and "DATASETS_ACCEPT_UNVERIFIED=hymenoptera" in refused.stderr
     result = run_stage(project, "stages.download", "hymenoptera", "data/raw/hymenoptera",
-                       mirror=mirror)
-    assert result.returncode == 0, result.stderr  # the mirror verifies by its SHA256SUMS
+                       mirror=mirror, DATASETS_ACCEPT_UNVERIFIED="hymenoptera")
+    assert result.returncode == 0, result.stderr
+    assert "WARNING: UNVERIFIED DATA: hymenoptera_data.zip" in result.stderr
 
 
 def test_pretrained_path_loads_the_saved_file(tmp_path):
@@ -102,14 +109,14 @@ def test_image_transforms(tmp_path):
     plain = data.image_transforms(40)
     assert plain(image).shape == (3, 40, 40)
     assert torch.equal(plain(image), plain(image))  # evaluation transform is deterministic
-    augment = {"random_crop": True, "crop_scale_min": 0.5, "hflip": True, "color_jitter": 0.3,
-               "rotation": 10.0}
+    augment = Augment(random_crop=True, crop_scale_min=0.5, hflip=True, color_jitter=0.3,
+                      rotation=10.0)
     torch.manual_seed(0)
     a = data.image_transforms(40, augment)(image)
     b = data.image_transforms(40, augment)(image)
     assert a.shape == (3, 40, 40) and not torch.equal(a, b)
-    off = {"random_crop": False, "crop_scale_min": 0.08, "hflip": False, "color_jitter": 0.0,
-           "rotation": 0.0}
+    off = Augment(random_crop=False, crop_scale_min=0.08, hflip=False, color_jitter=0.0,
+                  rotation=0.0)
     assert torch.equal(data.image_transforms(40, off)(image), plain(image))
 
 
