@@ -1,6 +1,6 @@
 """dvc.yaml declares every source file a stage runs: the stage module and everything it imports
-from stages.lib, directly or through another library module (DESIGN.md: nothing a stage reads is
-left undeclared, so editing a library module reruns exactly the stages that use it)."""
+from stages.lib, directly or through another library module (docs/design.md: nothing a stage
+reads is left undeclared, so editing a library module reruns exactly the stages that use it)."""
 import ast
 import re
 from pathlib import Path
