@@ -58,7 +58,7 @@ def source_params(params, name, kind):
             raise StageError(f"params.yaml: 'download.{name}.url' must end in a file name, "
                              f"got {url!r}")
         return {"url": url, "sha256": param(params, f"download.{name}.sha256", str,
-                                            optional=True)}
+                                            unset="none")}
     if kind == "weights":
         from torchvision.models import ResNet50_Weights
 

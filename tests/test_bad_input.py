@@ -170,3 +170,31 @@ def test_the_datasets_table_is_plain_json(project, monkeypatch, mirror):
     __import__("stages.datasets").datasets.main([])
     assert json.loads((project / "metrics/datasets.json").read_text())["mnist"]["val"]["samples"] \
         == 100
+
+
+def test_params_yaml_has_no_bare_nulls():
+    """`dvc exp run -S` rewrites every null in params.yaml as an empty value, which makes noise
+    in every experiment's diff: params.yaml spells "no value" as a word (same, none)."""
+    import yaml
+
+    from helpers import ROOT
+
+    def nulls(node, path=""):
+        if isinstance(node, dict):
+            return [n for k, v in node.items() for n in nulls(v, f"{path}{k}.")]
+        return [path.rstrip(".")] if node is None else []
+
+    assert nulls(yaml.safe_load((ROOT / "params.yaml").read_text())) == []
+
+
+@pytest.mark.parametrize("value, expected", [("same", None), (None, None), (0.01, 0.01)])
+def test_a_word_stands_for_no_value(value, expected):
+    from stages.lib.params import param
+
+    assert param({"a": {"lr": value}}, "a.lr", float, above=0, unset="same") == expected
+
+
+def test_the_word_is_named_in_the_error(project, monkeypatch):
+    edit_params(project, {"transfer.finetune.backbone_lr": "lower"})
+    fails(project, monkeypatch, r"'transfer\.finetune\.backbone_lr' must be a number or same, "
+                                r"got 'lower'", "transfer", "finetune")

@@ -62,9 +62,11 @@ _KIND_NAMES = {int: "an integer", float: "a number", bool: "true or false", str:
 
 
 def param(params, key, kind, *, choices=None, minimum=None, above=None, maximum=None,
-          optional=False):
+          unset=None):
     """The value at dotted `key` in `params`, checked; a StageError names the key and what is
-    allowed. `optional` lets the value be null (None) but the key must still be present."""
+    allowed. `unset` is the word (e.g. "same", "none") that params.yaml writes for "no value":
+    it, or a null, gives None. params.yaml avoids bare nulls because `dvc exp run -S` rewrites
+    every null in the file as an empty value."""
     node = params
     for i, part in enumerate(key.split(".")):
         if not isinstance(node, dict) or part not in node:
@@ -73,14 +75,14 @@ def param(params, key, kind, *, choices=None, minimum=None, above=None, maximum=
                                 if i else ""))
         node = node[part]
     value = shown = node
-    if value is None and optional:
+    if unset is not None and (value is None or value == unset):
         return None
     ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value, ok = float(value), True
     if not ok:
         raise StageError(f"params.yaml: '{key}' must be {_KIND_NAMES[kind]}"
-                         f"{' or null' if optional else ''}, got {value!r}")
+                         f"{f' or {unset}' if unset else ''}, got {value!r}")
     if kind is float and not math.isfinite(value):
         raise StageError(f"params.yaml: '{key}' must be a finite number, got {shown!r}")
     if choices is not None and value not in choices:
@@ -168,7 +170,7 @@ class Strategy:
     """transfer.<strategy>.*: how ResNet-50 is trained for one strategy."""
     epochs: int
     lr: float
-    backbone_lr: float | None   # None: the same as lr
+    backbone_lr: float | None   # None ("same" in params.yaml): the same as lr
     optimizer: str
     momentum: float
     weight_decay: float
@@ -184,7 +186,7 @@ def strategy(params, name):
     return Strategy(
         epochs=param(params, key("epochs"), int, minimum=1),
         lr=param(params, key("lr"), float, above=0),
-        backbone_lr=param(params, key("backbone_lr"), float, above=0, optional=True),
+        backbone_lr=param(params, key("backbone_lr"), float, above=0, unset="same"),
         optimizer=param(params, key("optimizer"), str, choices=OPTIMIZERS),
         momentum=param(params, key("momentum"), float, minimum=0),
         weight_decay=param(params, key("weight_decay"), float, minimum=0),
@@ -225,7 +227,7 @@ class Svm:
     kernel: str
     C: float
     gamma: str | float
-    grid: dict | None   # {setting: [values]} searched by cross-validation on train
+    grid: dict | None   # {setting: [values]} searched by cross-validation on train; None: no search
     cv: int
 
 
@@ -246,7 +248,7 @@ def svm(params):
     if not _svm_value_ok("gamma", gamma):
         raise StageError(f"params.yaml: 'transfer.svm.gamma' must be scale, auto or a number "
                          f"> 0, got {gamma!r}")
-    grid = param(params, "transfer.svm.grid", dict, optional=True)
+    grid = param(params, "transfer.svm.grid", dict, unset="none")
     for key, values in (grid or {}).items():
         if key not in SVM_GRID or not isinstance(values, list) or not values:
             raise StageError(f"params.yaml: 'transfer.svm.grid' maps SVC settings "
