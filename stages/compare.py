@@ -4,14 +4,15 @@
 
 Reads params `seed`, `device`, `precision`, `tsne.{perplexity,pca_dims,silhouette_points,
 probe_folds}`, `transfer.{dataset,image_size,eval_batch_size,num_workers}`, the three trained
-models (models/transfer/*.pt), the frozen ImageNet features (data/features/val.pt, the SVM's
-representation) and metrics/transfer/*.json. Writes:
+models (models/transfer/*.pt) and the frozen ImageNet features (data/features/val.pt, the
+SVM's representation). Writes:
   plots/transfer/tsne.png         t-SNE grid of each strategy's 2048-d validation features
   plots/transfer/tsne.csv         the coordinates: strategy, index, x, y, label, class
-  plots/transfer/accuracy.csv     strategy, accuracy, best_accuracy (DVC bar chart)
-  plots/transfer/accuracy.png
   metrics/tsne/transfer.json      per strategy: silhouette and linear separability (cross-
                                   validated logistic-regression accuracy) of those features
+  plots/transfer/tsne.json        per strategy: dimensions and points; the settings
+The accuracy of the strategies is not read here: the report draws it, so that a change to
+`transfer.svm.*` reruns `svm` and the report, not these inferences and t-SNEs.
 """
 import csv
 from pathlib import Path
@@ -19,7 +20,6 @@ from pathlib import Path
 from stages.lib import analysis, data, engine, params, plots, runtime, transfer
 from stages.lib.analysis import fmt, judge
 from stages.lib.common import StageError, run
-from stages.lib.files import read_json, write_json
 from stages.lib.names import STRATEGIES, TRAINED_STRATEGIES
 
 TITLES = {"scratch": "trained from scratch", "svm": "ImageNet features (+ SVM)",
@@ -68,16 +68,8 @@ def main(argv):
         writer = csv.writer(f)
         writer.writerow(["strategy", "index", "x", "y", "label", "class"])
         writer.writerows(rows)
-    accuracy = {s: read_json(f"metrics/transfer/{s}.json") for s in STRATEGIES}
-    with open(OUT / "accuracy.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["strategy", "accuracy", "best_accuracy"])
-        writer.writerows((s, a["accuracy"], a.get("best_accuracy", a["accuracy"]))
-                         for s, a in accuracy.items())
-    plots.save(plots.bar_figure({s: a["accuracy"] for s, a in accuracy.items()},
-                                "ResNet-50 transfer strategies", "validation accuracy"),
-               OUT / "accuracy.png")
-    write_json("metrics/tsne/transfer.json", {**metrics, "settings": params.record(cfg)})
+    plots.write_scores("metrics/tsne/transfer.json", OUT / "tsne.json", metrics,
+                       params.record(cfg))
 
 
 if __name__ == "__main__":

@@ -123,6 +123,30 @@ def figure(source):
     return target.relative_to(OUT).as_posix()
 
 
+def merged(metrics_path, details_path):
+    """A metrics file (headline numbers) with its details file (what `dvc metrics show` does not
+    need to show) merged in, one level deep: the whole record a stage wrote."""
+    whole = read_json(metrics_path)
+    for key, value in read_json(details_path).items():
+        whole[key] = {**whole[key], **value} if isinstance(value, dict) and \
+            isinstance(whole.get(key), dict) else value
+    return whole
+
+
+def transfer_accuracy(results, say):
+    """The accuracy of the four strategies: reports/transfer_accuracy.csv (DVC's bar chart
+    reads it) and a PNG for the report. Drawn here, not in `compare`, so that a change to
+    `transfer.svm.*` reruns only `svm` and this stage."""
+    with open(OUT / "transfer_accuracy.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["strategy", "accuracy", "best_accuracy"])
+        writer.writerows((s, r["accuracy"], r.get("best_accuracy", r["accuracy"]))
+                         for s, r in results.items())
+    plots.save(plots.bar_figure({s: r["accuracy"] for s, r in results.items()}, "ResNet-50",
+                                say("accuracy")), FIGURES / "transfer_accuracy.png")
+    return "figures/transfer_accuracy.png"
+
+
 def better_layer(tsne):
     """Which layer separates the classes better: "final" or "intermediate" where silhouette
     and linear probe agree, "mixed" where they do not, None where one is missing."""
@@ -210,9 +234,10 @@ def templates(language):
 
 def model(name, datasets, runs):
     """What the report says about a model trained from scratch (parts 1 and 2)."""
-    tsne = read_json(f"metrics/tsne/{name}.json")
+    tsne = merged(f"metrics/tsne/{name}.json", f"plots/{name}/tsne.json")
     return {"name": name, "splits": datasets[MODEL_DATASETS[name]],
-            "metrics": read_json(f"metrics/{name}.json"), "tsne": tsne,
+            "metrics": merged(f"metrics/{name}.json", f"plots/{name}/evaluation.json"),
+            "tsne": tsne,
             "run": runs[name]["params"], "better_layer": better_layer(tsne)}
 
 
@@ -227,8 +252,9 @@ def main(argv):
     simple_cnn.update(smaller=smaller(simple_cnn["metrics"], simple_cnn["tsne"]))
     alexnet.update(curves=read_curves("plots/alexnet/live"),
                    confused_pairs=confused_pairs(alexnet["metrics"]["top_confusions"]))
-    results = {s: read_json(f"metrics/transfer/{s}.json") for s in STRATEGIES}
-    separability = read_json("metrics/tsne/transfer.json")
+    results = {s: merged(f"metrics/transfer/{s}.json", f"plots/transfer/{s}/evaluation.json")
+               for s in STRATEGIES}
+    separability = merged("metrics/tsne/transfer.json", "plots/transfer/tsne.json")
     used = runs[f"transfer@{TRAINED_STRATEGIES[0]}"]["params"]
     # What identifies this run's configuration: the hyperparameters every stage recorded.
     recorded = {**{stage: r["params"] for stage, r in runs.items()},
@@ -250,7 +276,8 @@ def main(argv):
                   "splits": datasets[used["dataset"]], "results": results,
                   "separability": separability, "ranking": ranking(results),
                   "extremes": extremes(separability),
-                  "curves_figure": transfer_curves_figure(words.say)}).strip() + "\n"
+                  "curves_figure": transfer_curves_figure(words.say),
+                  "accuracy_figure": transfer_accuracy(results, words.say)}).strip() + "\n"
     (OUT / "report.md").write_text(markdown_text)
     (OUT / "report.html").write_text(env.get_template("report.html.j2").render(
         language=language, title=words.say("title"), body=to_html(markdown_text)))

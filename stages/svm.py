@@ -4,9 +4,9 @@
 
 Reads params `seed`, `transfer.svm.*` and data/features/{train,val}.pt. Fits
 StandardScaler + SVC on train (optionally choosing SVC settings by cross-validated grid
-search on train only) and scores it on val. Writes metrics/transfer/svm.json (accuracy,
-train accuracy, the settings used, per-class accuracy, top confusions) and
-plots/transfer/svm/confusion.{csv,png}.
+search on train only) and scores it on val. Writes metrics/transfer/svm.json (accuracy) and
+plots/transfer/svm/evaluation.json (train accuracy, the settings used, per-class accuracy, top
+confusions), confusion.{csv,png}.
 """
 from pathlib import Path
 
@@ -53,9 +53,10 @@ def main(argv):
     accuracy = float((preds == y_val).mean())
     plots.write_evaluation(OUT, "metrics/transfer/svm.json", y_val, preds, classes,
                            "ImageNet features + SVM",
-                           {"accuracy": accuracy,
-                            "train_accuracy": float((model.predict(x_train) == y_train).mean()),
-                            **result, **chosen})
+                           headline={"accuracy": accuracy},
+                           details={"train_accuracy":
+                                    float((model.predict(x_train) == y_train).mean()),
+                                    **result, **chosen})
     print(f"svm ({', '.join(f'{k}={v}' for k, v in chosen.items())}): val accuracy "
           f"{accuracy:.4f}")
 

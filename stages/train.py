@@ -9,10 +9,12 @@ Writes:
   models/<model>.run.json    how it ran: device, precision, seconds per epoch, versions
   models/<model>.ckpt.pt     the training state after each epoch (a DVC `persist` output): a
                              killed run goes on from there; once done, a small "complete" mark
-  metrics/<model>.json       best/final accuracy, parameter counts, overfitting epoch,
-                             per-class accuracy, most frequent confusions (best weights)
+  metrics/<model>.json       headline numbers: best/final accuracy, best epoch, overfitting
+                             epoch, parameter counts
+  plots/<model>/evaluation.json  the rest: losses, largest layer, sample counts, per-class
+                             accuracy, most frequent confusions (best weights)
   plots/<model>/live/        per-epoch curves (dvclive)
-  plots/<model>/curves.png, confusion.csv (DVC confusion template), confusion.png
+  plots/<model>/curves.png, confusion.csv (counted cells), confusion.png
 """
 from pathlib import Path
 
@@ -22,6 +24,10 @@ from stages.lib import data, engine, live, models, params, plots, runtime
 from stages.lib.common import StageError, run
 from stages.lib.files import check_writable, save_torch, write_json
 from stages.lib.names import MODEL_DATASETS
+
+# what metrics/<model>.json holds (with the parameter counts); the rest of the summary goes to
+# plots/<model>/evaluation.json, which the report reads
+HEADLINE = ("best_val_accuracy", "best_epoch", "final_val_accuracy", "overfitting_from_epoch")
 
 
 def main(argv):
@@ -88,10 +94,13 @@ def main(argv):
                 "epoch_seconds": [round(r["seconds"], 1) for r in history]})
     plots.write_evaluation(out, f"metrics/{name}.json", labels.numpy(), preds.numpy(), classes,
                            f"{name}, best epoch {summary['best_epoch']}",
-                           {**summary, "params": n_params, "params_no_bias": n_weights,
-                            "largest_layer": largest, "largest_layer_params": largest_params,
-                            "epochs": cfg.epochs, "train_samples": len(y_train),
-                            "val_samples": len(y_val)})
+                           headline={key: summary[key] for key in HEADLINE}
+                           | {"params": n_params, "params_no_bias": n_weights},
+                           details={key: value for key, value in summary.items()
+                                    if key not in HEADLINE}
+                           | {"largest_layer": largest, "largest_layer_params": largest_params,
+                              "epochs": cfg.epochs, "train_samples": len(y_train),
+                              "val_samples": len(y_val)})
     engine.mark_complete(checkpoint, fingerprint, cfg.epochs)
     print(f"{name}: best val accuracy {summary['best_val_accuracy']:.4f} at epoch "
           f"{summary['best_epoch']}, final {summary['final_val_accuracy']:.4f}, {seconds:.0f} s")

@@ -11,8 +11,8 @@ Reads params `seed`, `device`, `precision`, `transfer.{dataset,image_size,batch_
 eval_batch_size,num_workers}`, `transfer.<strategy>.*` and data/raw/<transfer.dataset>/.
 Writes models/transfer/<strategy>.pt (best epoch), .run.json and .ckpt.pt (the training state
 after each epoch, to resume a killed run; a small "complete" mark at the end),
-metrics/transfer/<strategy>.json
-(accuracy = final epoch, best_accuracy, best_epoch, per-class accuracy, top confusions),
+metrics/transfer/<strategy>.json (accuracy = final epoch, best_accuracy, best_epoch),
+plots/transfer/<strategy>/evaluation.json (per-class accuracy, top confusions, losses),
 plots/transfer/<strategy>/live/ (dvclive curves), curves.png, confusion.{csv,png}.
 """
 from pathlib import Path
@@ -91,11 +91,12 @@ def main(argv):
     plots.write_evaluation(
         out, f"metrics/transfer/{strategy}.json", labels.numpy(), preds.numpy(), classes,
         f"ResNet-50 {strategy}, best epoch {summary['best_epoch']}",
-        {"accuracy": summary["final_val_accuracy"], "best_accuracy": summary["best_val_accuracy"],
-         "best_epoch": summary["best_epoch"], "epochs": cfg.epochs,
-         "final_val_loss": summary["final_val_loss"],
-         "final_train_accuracy": summary["final_train_accuracy"],
-         "image_size": data_cfg.image_size})
+        headline={"accuracy": summary["final_val_accuracy"],
+                  "best_accuracy": summary["best_val_accuracy"],
+                  "best_epoch": summary["best_epoch"]},
+        details={"epochs": cfg.epochs, "final_val_loss": summary["final_val_loss"],
+                 "final_train_accuracy": summary["final_train_accuracy"],
+                 "image_size": data_cfg.image_size})
     engine.mark_complete(checkpoint, fingerprint, cfg.epochs)
     print(f"transfer@{strategy}: final val accuracy {summary['final_val_accuracy']:.4f}, best "
           f"{summary['best_val_accuracy']:.4f} at epoch {summary['best_epoch']}, {seconds:.0f} s")

@@ -7,9 +7,10 @@ Reads params `seed`, `device`, `precision`, `tsne.*`, models/<model>.pt and
 data/raw/<dataset>/val.pt. Writes:
   plots/<model>/tsne_intermediate.png, plots/<model>/tsne_final.png   coloured by class
   plots/<model>/tsne.csv          the 2-D coordinates: layer, index, x, y, label, class
-  metrics/tsne/<model>.json       per layer: dimensions, points, silhouette score of the classes
-                                  in the layer's own feature space, linear-probe accuracy
-                                  (cross-validated logistic regression on those features)
+  metrics/tsne/<model>.json       per layer: silhouette score of the classes in the layer's own
+                                  feature space, linear-probe accuracy (cross-validated
+                                  logistic regression on those features)
+  plots/<model>/tsne.json         per layer: its description, dimensions, points; the settings
 """
 import csv
 from pathlib import Path
@@ -19,7 +20,6 @@ import torch
 from stages.lib import analysis, data, engine, params, plots, runtime
 from stages.lib.analysis import fmt, judge
 from stages.lib.common import StageError, run
-from stages.lib.files import write_json
 from stages.lib.names import MODEL_DATASETS
 
 LAYERS = {"simple_cnn": "128-d dense layer", "alexnet": "2048-d penultimate dense layer"}
@@ -65,7 +65,8 @@ def main(argv):
         writer = csv.writer(f)
         writer.writerow(["layer", "index", "x", "y", "label", "class"])
         writer.writerows(rows)
-    write_json(f"metrics/tsne/{name}.json", {**metrics, "settings": params.record(cfg)})
+    plots.write_scores(f"metrics/tsne/{name}.json", out / "tsne.json", metrics,
+                       params.record(cfg))
 
 
 if __name__ == "__main__":

@@ -96,9 +96,13 @@ def test_training_metrics_and_plots(pipeline):
     assert simple["params"] == 813_802 and simple["params_no_bias"] == 813_600
     assert 1 <= simple["best_epoch"] <= 2 and 0 <= simple["best_val_accuracy"] <= 1
     assert simple["best_val_accuracy"] >= simple["final_val_accuracy"]
-    assert len(simple["per_class_accuracy"]) == 10
-    alexnet = read(project, "metrics/alexnet.json")
-    assert alexnet["params"] == 6_199_498 and alexnet["epochs"] == 3
+    # headline numbers only; the details are beside the confusion data
+    assert set(simple) == {"best_val_accuracy", "best_epoch", "final_val_accuracy",
+                           "overfitting_from_epoch", "params", "params_no_bias"}
+    details = read(project, "plots/simple_cnn/evaluation.json")
+    assert len(details["per_class_accuracy"]) == 10 and details["val_samples"] == 100
+    assert read(project, "metrics/alexnet.json")["params"] == 6_199_498
+    assert read(project, "plots/alexnet/evaluation.json")["epochs"] == 3
     for model in ("simple_cnn", "alexnet"):
         rows = (project / f"plots/{model}/confusion.csv").read_text().splitlines()
         assert rows[0] == "actual,predicted,count" and len(rows) == 1 + 10 * 10
@@ -107,7 +111,9 @@ def test_training_metrics_and_plots(pipeline):
         assert loss.splitlines()[0].split("\t") == ["step", "loss"]
         for png in ("curves", "confusion", "tsne_intermediate", "tsne_final"):
             assert (project / f"plots/{model}/{png}.png").stat().st_size > 1000
-        tsne = read(project, f"metrics/tsne/{model}.json")
+        scores = read(project, f"metrics/tsne/{model}.json")
+        assert set(scores["final"]) == {"silhouette", "linear_probe_accuracy"}
+        tsne = read(project, f"plots/{model}/tsne.json")
         assert tsne["intermediate"]["points"] == 60
         assert tsne["intermediate"]["dimensions"] == (128 if model == "simple_cnn" else 2048)
         assert tsne["final"]["dimensions"] == 10
@@ -122,20 +128,22 @@ def test_transfer_metrics_side_by_side(pipeline):
     for strategy in ("scratch", "svm", "finetune", "finetune_aug"):
         metrics = read(project, f"metrics/transfer/{strategy}.json")
         assert 0 <= metrics["accuracy"] <= 1
-        if strategy != "svm":
-            assert {"best_accuracy", "best_epoch"} <= set(metrics)
+        assert set(metrics) == ({"accuracy"} if strategy == "svm" else
+                                {"accuracy", "best_accuracy", "best_epoch"})
+        details = read(project, f"plots/transfer/{strategy}/evaluation.json")
+        assert set(details["per_class_accuracy"]) == {"ants", "bees"}
     shown = json.loads(dvc(project, "metrics", "show", "--json", env=env).stdout)
     files = shown[""]["data"] if "" in shown else next(iter(shown.values()))["data"]
     for strategy in ("scratch", "svm", "finetune", "finetune_aug"):
         assert "accuracy" in files[f"metrics/transfer/{strategy}.json"]["data"]
-    separability = read(project, "metrics/tsne/transfer.json")
+    separability = read(project, "plots/transfer/tsne.json")
     settings = separability.pop("settings")
     assert settings["perplexity"] == 5 and settings["probe_folds"] == 2
     assert set(separability) == {"scratch", "svm", "finetune", "finetune_aug"}
     assert all(v["dimensions"] == 2048 and v["points"] == 10 for v in separability.values())
     features = __import__("torch").load(project / "data/features/train.pt", weights_only=True)
     assert features["features"].shape == (16, 2048) and features["classes"] == ["ants", "bees"]
-    bars = (project / "plots/transfer/accuracy.csv").read_text().splitlines()
+    bars = (project / "reports/transfer_accuracy.csv").read_text().splitlines()
     assert bars[0] == "strategy,accuracy,best_accuracy" and len(bars) == 5
 
 
@@ -190,8 +198,9 @@ def pct(x):
 def test_report_numbers_come_from_the_metrics(pipeline):
     project, _, _ = pipeline
     report = (project / "reports/report.md").read_text()
-    simple = read(project, "metrics/simple_cnn.json")
-    alexnet = read(project, "metrics/alexnet.json")
+    simple, alexnet = ({**read(project, f"metrics/{m}.json"),
+                        **read(project, f"plots/{m}/evaluation.json")}
+                       for m in ("simple_cnn", "alexnet"))
     datasets = read(project, "metrics/datasets.json")
     assert "| train | 28 | 28 | 1 | 200 | 10 |" in report
     assert "| val | 32 | 32 | 3 | 100 | 10 |" in report
@@ -264,11 +273,11 @@ def test_names_from_data_are_text_in_the_report(pipeline, tmp_path):
     for split in table["hymenoptera"].values():
         split["class_names"] = hostile
     (copy / "metrics/datasets.json").write_text(json.dumps(table))
-    alexnet = read(copy, "metrics/alexnet.json")
+    alexnet = read(copy, "plots/alexnet/evaluation.json")
     alexnet["top_confusions"] = {
         "1": {"true": hostile[0], "predicted": "<script>alert(2)</script>", "count": 3},
         "2": {"true": "a", "predicted": hostile[1], "count": 1}}
-    (copy / "metrics/alexnet.json").write_text(json.dumps(alexnet))
+    (copy / "plots/alexnet/evaluation.json").write_text(json.dumps(alexnet))
     run([sys.executable, "-m", "stages.report"], copy, env)
     html = (copy / "reports/report.html").read_text()
     assert "<img src=x" not in html and "<script>" not in html

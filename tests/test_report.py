@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stages import report
 from stages.lib.names import STRATEGIES, TRAINED_STRATEGIES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,8 +101,13 @@ def write_inputs(root, language="en", classes=("ants", "bees")):
     for name in ("simple_cnn", "alexnet"):
         for figure in ("curves", "confusion", "tsne_intermediate", "tsne_final"):
             write(root / f"plots/{name}/{figure}.png", PNG)
-    for figure in ["accuracy", "tsne"] + [f"{s}/confusion" for s in STRATEGIES]:
+    for figure in ["tsne"] + [f"{s}/confusion" for s in STRATEGIES]:
         write(root / f"plots/transfer/{figure}.png", PNG)
+    # the details files beside the metrics: the records above hold everything already
+    for details in ["simple_cnn/evaluation", "simple_cnn/tsne", "alexnet/evaluation",
+                    "alexnet/tsne", "transfer/tsne"] + [f"transfer/{s}/evaluation"
+                                                        for s in STRATEGIES]:
+        write(root / f"plots/{details}.json", {})
 
 
 def render(root, monkeypatch):
@@ -270,3 +276,12 @@ def test_a_missing_figure_stops_the_stage(tmp_path, monkeypatch):
     (tmp_path / "plots/transfer/tsne.png").unlink()
     with pytest.raises(StageError, match=r"plots/transfer/tsne\.png not found"):
         render(tmp_path, monkeypatch)
+
+
+def test_metrics_and_their_details_are_read_as_one_record(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "m.json", {"accuracy": 0.5, "final": {"silhouette": 0.25}})
+    write(tmp_path / "d.json", {"epochs": 3, "final": {"dimensions": 10}, "settings": {"x": 1}})
+    assert report.merged("m.json", "d.json") == {
+        "accuracy": 0.5, "final": {"silhouette": 0.25, "dimensions": 10}, "epochs": 3,
+        "settings": {"x": 1}}

@@ -32,9 +32,10 @@ def test_svm_scores_separable_features(project):
     write_features(project, blobs(60, 1), blobs(30, 2), ["a", "b", "c"])
     result = run_stage(project, "stages.svm")
     assert result.returncode == 0, result.stderr
-    metrics = json.loads((project / "metrics/transfer/svm.json").read_text())
-    assert metrics["accuracy"] == 1.0 and metrics["train_accuracy"] == 1.0
-    assert metrics["C"] == 1.0 and metrics["kernel"] == "rbf"
+    assert json.loads((project / "metrics/transfer/svm.json").read_text()) == {"accuracy": 1.0}
+    details = json.loads((project / "plots/transfer/svm/evaluation.json").read_text())
+    assert details["train_accuracy"] == 1.0
+    assert details["C"] == 1.0 and details["kernel"] == "rbf"
     rows = (project / "plots/transfer/svm/confusion.csv").read_text().splitlines()
     # every cell of the 3x3 matrix, counted: the 30 validation images on the diagonal
     assert rows[0] == "actual,predicted,count" and len(rows) == 1 + 3 * 3
@@ -47,9 +48,9 @@ def test_svm_grid_search_picks_settings_on_train(project):
                           "transfer.svm.cv": 3})
     result = run_stage(project, "stages.svm")
     assert result.returncode == 0, result.stderr
-    metrics = json.loads((project / "metrics/transfer/svm.json").read_text())
-    assert metrics["kernel"] == "linear" and metrics["C"] in (0.01, 10.0)
-    assert 0.9 <= metrics["cv_accuracy"] <= 1.0
+    details = json.loads((project / "plots/transfer/svm/evaluation.json").read_text())
+    assert details["kernel"] == "linear" and details["C"] in (0.01, 10.0)
+    assert 0.9 <= details["cv_accuracy"] <= 1.0
 
 
 def test_custom_three_class_dataset_from_mirror(project, mirror, tmp_path):
@@ -69,8 +70,8 @@ def test_custom_three_class_dataset_from_mirror(project, mirror, tmp_path):
     assert result.returncode == 0, result.stderr
     result = run_stage(project, "stages.transfer", "scratch")
     assert result.returncode == 0, result.stderr
-    metrics = json.loads((project / "metrics/transfer/scratch.json").read_text())
-    assert set(metrics["per_class_accuracy"]) == {"daisy", "rose", "tulip"}
+    details = json.loads((project / "plots/transfer/scratch/evaluation.json").read_text())
+    assert set(details["per_class_accuracy"]) == {"daisy", "rose", "tulip"}
     checkpoint = torch.load(project / "models/transfer/scratch.pt", weights_only=True)
     assert checkpoint["classes"] == ["daisy", "rose", "tulip"]
     assert checkpoint["state_dict"]["head.weight"].shape == (3, 2048)

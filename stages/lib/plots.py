@@ -45,16 +45,31 @@ def write_confusion(out_dir, labels, preds, classes, title):
     return metrics
 
 
-def write_evaluation(out_dir, metrics_path, labels, preds, classes, title, headline):
-    """write_confusion, then the metrics file: the `headline` numbers first, then per-class
-    accuracy and the most frequent confusions. Returns the evaluation."""
+def write_evaluation(out_dir, metrics_path, labels, preds, classes, title, headline, details):
+    """write_confusion, then two files: `metrics_path` with the `headline` numbers only (what
+    `dvc metrics show` and `dvc exp show` put in columns), and out_dir/evaluation.json with the
+    `details`, per-class accuracy and the most frequent confusions (what the report reads).
+    Returns the evaluation."""
     from .files import write_json
 
     evaluation = write_confusion(out_dir, labels, preds, classes, title)
-    write_json(metrics_path, {**headline,
-                              "per_class_accuracy": evaluation["per_class_accuracy"],
-                              "top_confusions": evaluation["top_confusions"]})
+    write_json(metrics_path, headline)
+    write_json(out_dir / "evaluation.json",
+               {**details, "per_class_accuracy": evaluation["per_class_accuracy"],
+                "top_confusions": evaluation["top_confusions"]})
     return evaluation
+
+
+def write_scores(metrics_path, details_path, judged, settings):
+    """The separability of representations (`judged`: {name: analysis.judge(...) + extras}) as
+    two files: `metrics_path` with the silhouette and linear-probe accuracy of each (the
+    headline numbers), `details_path` with everything else of each and the `settings`."""
+    from .files import write_json
+
+    scores = ("silhouette", "linear_probe_accuracy")
+    write_json(metrics_path, {name: {k: v[k] for k in scores} for name, v in judged.items()})
+    write_json(details_path, {**{name: {k: x for k, x in v.items() if k not in scores}
+                                 for name, v in judged.items()}, "settings": settings})
 
 
 def curves_figure(history, title):
