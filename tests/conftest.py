@@ -1,5 +1,9 @@
 """Fixtures: the tiny offline mirror (built once per session) and a fresh copy of the project.
-The functions the tests share are in helpers.py."""
+The functions the tests share are in helpers.py.
+
+Tiers: `pytest -m "not e2e"` (make test-fast) runs the unit tests; `e2e` marks the tests that
+run stages or DVC on data (whole modules mark themselves; in the other modules, every test
+that uses a fixture with data is marked here)."""
 import pytest
 
 import tiny_mirror
@@ -16,3 +20,12 @@ def mirror(tmp_path_factory):
 @pytest.fixture
 def project(tmp_path):
     return copy_project(tmp_path / "project")
+
+
+DATA_FIXTURES = {"mirror", "pipeline", "raw_data", "with_data", "cifar", "reference"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if DATA_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.e2e)

@@ -32,6 +32,7 @@ def test_nan_is_not_a_learning_rate(project, monkeypatch):
           "train", "alexnet", "cifar10")
 
 
+@pytest.mark.e2e  # a stage process
 def test_a_yaml_error_names_line_and_column(project):
     text = (project / "params.yaml").read_text().replace("seed: 42", "seed: [42", 1)
     (project / "params.yaml").write_text(text)
@@ -39,6 +40,7 @@ def test_a_yaml_error_names_line_and_column(project):
     assert_one_line_error(result, r"^error: params\.yaml:\d+:\d+: not valid YAML: ")
 
 
+@pytest.mark.e2e  # a stage process
 def test_a_duplicate_key_is_refused_as_dvc_refuses_it(project):
     text = (project / "params.yaml").read_text()
     text = text.replace("  lr: 0.0005", "  lr: 0.0005\n  lr: 0.1", 1)

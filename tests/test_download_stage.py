@@ -11,6 +11,8 @@ import torch
 from helpers import OUTS, assert_one_line_error, closed_port, edit_params, run_stage, stage_error
 from tiny_mirror import write_sha256sums
 
+pytestmark = pytest.mark.e2e
+
 
 def assert_no_output(project, name):
     """No output and nothing beside it (no temporary file or folder left)."""

@@ -312,6 +312,7 @@ def start_slow_stage(project, *args, parent_sh=False):
     return process
 
 
+@pytest.mark.e2e
 def test_sigterm_removes_the_temporary_folder(project):
     process = start_slow_stage(project, "a")
     process.send_signal(signal.SIGTERM)
@@ -320,6 +321,7 @@ def test_sigterm_removes_the_temporary_folder(project):
     assert list((project / "data/raw").iterdir()) == []
 
 
+@pytest.mark.e2e
 def test_a_second_instance_of_a_stage_is_refused(project):
     first = start_slow_stage(project, "a")
     try:
@@ -336,6 +338,7 @@ def test_a_second_instance_of_a_stage_is_refused(project):
         first.wait(timeout=30)
 
 
+@pytest.mark.e2e
 def test_a_stage_dies_with_the_process_that_runs_it(project):
     """`dvc` killed with SIGKILL: its `sh -c` child lives on; the stage must not."""
     (project / "stages" / "slow.py").write_text(SLOW_STAGE)

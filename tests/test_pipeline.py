@@ -23,6 +23,8 @@ TINY = {
     "transfer.finetune_aug.epochs": 1, "transfer.svm.cv": 2,
 }
 
+pytestmark = pytest.mark.e2e
+
 
 def dvc(project, *args, env, check=True):
     return run([sys.executable, "-m", "dvc", *args], project, env, check=check)

@@ -22,6 +22,8 @@ OUTPUTS = ["metrics/alexnet.json", "models/alexnet.pt", "models/alexnet.last.pt"
            *[f"plots/alexnet/live/plots/metrics/{split}/{name}.tsv"
              for split in ("train", "val") for name in ("loss", "accuracy")]]
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture(scope="module")
 def cifar(tmp_path_factory, mirror):

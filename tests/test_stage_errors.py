@@ -33,6 +33,7 @@ def test_train_params(project, monkeypatch, key, value, pattern):
     assert not (project / "models").exists() and not (project / "plots").exists()
 
 
+@pytest.mark.e2e  # a stage process
 def test_bad_params_as_the_user_sees_them(project):
     edit_params(project, {"alexnet.lr": -1})
     assert_one_line_error(run_stage(project, "stages.train", "alexnet", "cifar10"),

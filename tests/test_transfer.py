@@ -28,6 +28,7 @@ def blobs(n, seed, classes=3, d=32):
     return centers[y] + rng.normal(0, 1, (n, d)), y
 
 
+@pytest.mark.e2e  # a stage process
 def test_svm_scores_separable_features(project):
     write_features(project, blobs(60, 1), blobs(30, 2), ["a", "b", "c"])
     result = run_stage(project, "stages.svm")
@@ -42,6 +43,7 @@ def test_svm_scores_separable_features(project):
     assert sorted(rows[1:])[:3] == ["a,a,10", "a,b,0", "a,c,0"]
 
 
+@pytest.mark.e2e  # a stage process
 def test_svm_grid_search_picks_settings_on_train(project):
     write_features(project, blobs(60, 1), blobs(30, 2), ["a", "b", "c"])
     edit_params(project, {"transfer.svm.grid": {"C": [0.01, 10.0], "kernel": ["linear"]},
