@@ -4,6 +4,7 @@ import json
 import zipfile
 
 import numpy as np
+import pytest
 import torch
 
 import tiny_mirror
