@@ -45,15 +45,23 @@ def subsample(n, points, seed):
 def tsne_2d(features, *, perplexity, pca_dims, seed):
     """2-D t-SNE of `features` (n, d), after PCA to `pca_dims` when d is larger. Perplexity is
     capped below n/3 so that tiny sets still work."""
+    import time
+
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
     x = np.asarray(features, dtype=np.float32)
-    if x.shape[1] > pca_dims and len(x) > pca_dims:
+    start = time.monotonic()
+    pca = x.shape[1] > pca_dims and len(x) > pca_dims
+    first = f" (PCA to {pca_dims} first)" if pca else ""
+    print(f"t-SNE of {len(x)} points, {x.shape[1]}-d{first} ...", flush=True)
+    if pca:
         x = PCA(n_components=pca_dims, random_state=seed).fit_transform(x)
     perplexity = min(perplexity, max(1.0, (len(x) - 1) / 3))
-    return TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto",
-                random_state=seed).fit_transform(x)
+    coords = TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto",
+                  random_state=seed).fit_transform(x)
+    print(f"t-SNE of {len(x)} points done in {time.monotonic() - start:.1f} s", flush=True)
+    return coords
 
 
 def silhouette(features, labels, *, points, seed):

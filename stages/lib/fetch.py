@@ -149,7 +149,8 @@ def download(urls, dest, *, checksum, algorithm, retries, timeout, backoff=1.0):
                     _http_get(url, tmp, timeout)
                     if checksum is None:
                         print(f"warning: {url} has no published checksum; got sha256 "
-                              f"{digest(tmp)} (pin it in params.yaml to verify future downloads)")
+                              f"{digest(tmp)} (pin it in params.yaml to verify future downloads)",
+                              flush=True)
                     else:
                         verify(tmp, checksum, algorithm, name=url)
                     os.replace(tmp, dest)
@@ -172,13 +173,37 @@ def _http_get(url, path, timeout):
     request = urllib.request.Request(url, headers={"User-Agent": "cnn-practical-dvc"})
     with urllib.request.urlopen(request, timeout=timeout) as response, open(path, "wb") as out:
         total = int(response.headers.get("Content-Length") or 0) or None
+        print(f"downloading {url}" + (f" ({human(total)})" if total else ""), flush=True)
+        # a bar on a terminal; in a log a line every PROGRESS_INTERVAL seconds (default 30,
+        # "off": none), as engine.Progress does for training
+        interval = _progress_interval()
+        start = shown = time.monotonic()
         with tqdm(total=total, unit="B", unit_scale=True, desc=Path(url).name,
-                  disable=None) as bar:
+                  disable=None if interval is not None else True) as bar:
             while chunk := response.read(CHUNK):
                 out.write(chunk)
                 bar.update(len(chunk))
+                now = time.monotonic()
+                if bar.disable and interval is not None and now - shown >= interval:
+                    shown = now
+                    done, of = out.tell(), f" of {human(total)}" if total else ""
+                    print(f"  {Path(url).name}: {human(done)}{of}, "
+                          f"{human(done / max(now - start, 1e-9))}/s", flush=True)
         if total is not None and out.tell() != total:
             raise EOFError(f"connection closed after {out.tell()} of {total} bytes")
+
+
+def _progress_interval():
+    """Seconds between progress lines in a log, from PROGRESS_INTERVAL (engine.PROGRESS_ENV:
+    fetch does not import the engine); None for "off", the default 30 for anything unusable."""
+    value = os.environ.get("PROGRESS_INTERVAL", "").strip()
+    if value.lower() == "off":
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return 30.0
+    return seconds if 0 <= seconds < float("inf") else 30.0
 
 
 class _temporary_beside:
@@ -271,6 +296,7 @@ def extract(archive, dest, *, max_bytes):
     member's declared size bounds what is written for it (zipfile stops there), a tar member's
     size is what it holds."""
     archive = Path(archive)
+    start = time.monotonic()
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
@@ -279,12 +305,14 @@ def extract(archive, dest, *, max_bytes):
                     _check_member_name(archive.name, info.filename)
                     if stat.S_ISLNK(info.external_attr >> 16):
                         raise StageError(f"unsafe archive {archive.name}: link {info.filename!r}")
-                _check_unpacked_size(archive.name, dest, sum(i.file_size for i in infos),
-                                     max_bytes)
+                total = sum(i.file_size for i in infos)
+                _check_unpacked_size(archive.name, dest, total, max_bytes)
+                _extracting(archive, dest, len(infos), total)
                 bad = zf.testzip()
                 if bad is not None:
                     raise StageError(f"corrupt archive {archive.name}: bad CRC for {bad}")
                 zf.extractall(dest)
+                _extracted(archive, total, start)
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tf:
                 members, total = [], 0
@@ -300,10 +328,12 @@ def extract(archive, dest, *, max_bytes):
                     if total > max_bytes:
                         _check_unpacked_size(archive.name, dest, total, max_bytes)
                 _check_unpacked_size(archive.name, dest, total, max_bytes)
+                _extracting(archive, dest, len(members), total)
                 if hasattr(tarfile, "data_filter"):   # Python >= 3.11.4 / 3.12 (PEP 706)
                     tf.extractall(dest, members=members, filter="data")
                 else:   # older patch releases (Debian 12's 3.11.2): the checks above suffice
                     tf.extractall(dest, members=members)
+                _extracted(archive, total, start)
         else:
             raise StageError(f"corrupt or unknown archive {archive.name}: neither zip nor tar")
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as error:
@@ -312,6 +342,16 @@ def extract(archive, dest, *, max_bytes):
         if isinstance(error, getattr(tarfile, "FilterError", ())):
             raise StageError(f"unsafe archive {archive.name}: {error}") from None
         raise StageError(f"corrupt or truncated archive {archive.name}: {error}") from None
+
+
+def _extracting(archive, dest, members, total):
+    print(f"extracting {archive.name} ({human(archive.stat().st_size)}): {members} entries, "
+          f"{human(total)} into {dest}", flush=True)
+
+
+def _extracted(archive, total, start):
+    print(f"extracted {archive.name}: {human(total)} in {time.monotonic() - start:.1f} s",
+          flush=True)
 
 
 def gunzip(path, *, max_bytes):
