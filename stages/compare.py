@@ -59,7 +59,7 @@ def main(argv):
         rows += [(strategy, i, f"{x:.4f}", f"{y:.4f}", int(c), classes[c])
                  for i, ((x, y), c) in enumerate(zip(coords, labels))]
         print(f"{strategy}: silhouette {fmt(m['silhouette'])}, linear separability "
-              f"{fmt(m['linear_probe_accuracy'])}")
+              f"{fmt(m['linear_probe_accuracy'])}", flush=True)
 
     OUT.mkdir(parents=True, exist_ok=True)
     plots.save(plots.tsne_grid(panels, classes, f"t-SNE of the 2048-d validation features "

@@ -50,7 +50,7 @@ def main(argv):
              transfer: image_folder_table(transfer_root, image_size)}
     write_json(OUT, table)
     for name, splits in table.items():
-        print(name, {split: row["samples"] for split, row in splits.items()})
+        print(name, {split: row["samples"] for split, row in splits.items()}, flush=True)
 
 
 if __name__ == "__main__":

@@ -186,13 +186,13 @@ def main(argv):
             for split, record in prepare(name, source, work, settings, limit).items():
                 save_torch(record, result / f"{split}.pt")
                 print(f"{name}/{split}: {tuple(record['images'].shape)} images, "
-                      f"{len(record['classes'])} classes")
+                      f"{len(record['classes'])} classes", flush=True)
         if out.is_dir() and not out.is_symlink():
             shutil.rmtree(out)
         elif out.exists() or out.is_symlink():
             out.unlink()
         os.replace(result, out)
-        print(f"{name}: wrote {out}")
+        print(f"{name}: wrote {out}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -35,7 +35,8 @@ def main(argv):
         files = [str(Path(p).relative_to(root)) for p, _ in loader.dataset.samples]
         save_torch({"features": features, "labels": labels, "classes": classes, "files": files},
                    OUT / f"{split}.pt")
-        print(f"features/{split}: {tuple(features.shape)} in {time.perf_counter() - start:.1f} s")
+        print(f"features/{split}: {tuple(features.shape)} in "
+              f"{time.perf_counter() - start:.1f} s", flush=True)
 
 
 if __name__ == "__main__":

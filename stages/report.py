@@ -281,7 +281,7 @@ def main(argv):
     (OUT / "report.md").write_text(markdown_text)
     (OUT / "report.html").write_text(env.get_template("report.html.j2").render(
         language=language, title=words.say("title"), body=to_html(markdown_text)))
-    print(f"report: {OUT / 'report.md'} ({language}), {OUT / 'report.html'}")
+    print(f"report: {OUT / 'report.md'} ({language}), {OUT / 'report.html'}", flush=True)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ def main(argv):
                                     float((model.predict(x_train) == y_train).mean()),
                                     **result, **chosen})
     print(f"svm ({', '.join(f'{k}={v}' for k, v in chosen.items())}): val accuracy "
-          f"{accuracy:.4f}")
+          f"{accuracy:.4f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -66,7 +66,8 @@ def main(argv):
                                       cfg.weight_decay)
     env = engine.run_info(device, amp_dtype)
     print(f"{name}: {n_params:,} parameters ({n_weights:,} without biases) on {dataset} "
-          f"({len(y_train)} train / {len(y_val)} val), {env['device']}, {env['precision']}")
+          f"({len(y_train)} train / {len(y_val)} val), {env['device']}, {env['precision']}",
+          flush=True)
 
     record = params.record(shared, cfg)
     checkpoint = Path(f"models/{name}.ckpt.pt")
@@ -103,7 +104,8 @@ def main(argv):
                               "val_samples": len(y_val)})
     engine.mark_complete(checkpoint, fingerprint, cfg.epochs)
     print(f"{name}: best val accuracy {summary['best_val_accuracy']:.4f} at epoch "
-          f"{summary['best_epoch']}, final {summary['final_val_accuracy']:.4f}, {seconds:.0f} s")
+          f"{summary['best_epoch']}, final {summary['final_val_accuracy']:.4f}, {seconds:.0f} s",
+          flush=True)
 
 
 if __name__ == "__main__":

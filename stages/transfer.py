@@ -61,7 +61,7 @@ def main(argv):
     env = engine.run_info(device, amp_dtype)
     print(f"transfer@{strategy}: ResNet-50 ({n_params:,} parameters), {data_cfg.dataset} "
           f"{len(train_set)} train / {len(val_loader.dataset)} val, classes {', '.join(classes)}, "
-          f"{data_cfg.image_size} px, {env['device']}, {env['precision']}")
+          f"{data_cfg.image_size} px, {env['device']}, {env['precision']}", flush=True)
 
     record = params.record(shared, data_cfg, cfg)
     checkpoint = Path(f"models/transfer/{strategy}.ckpt.pt")
@@ -99,7 +99,8 @@ def main(argv):
                  "image_size": data_cfg.image_size})
     engine.mark_complete(checkpoint, fingerprint, cfg.epochs)
     print(f"transfer@{strategy}: final val accuracy {summary['final_val_accuracy']:.4f}, best "
-          f"{summary['best_val_accuracy']:.4f} at epoch {summary['best_epoch']}, {seconds:.0f} s")
+          f"{summary['best_val_accuracy']:.4f} at epoch {summary['best_epoch']}, {seconds:.0f} s",
+          flush=True)
 
 
 if __name__ == "__main__":
