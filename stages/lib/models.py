@@ -7,16 +7,6 @@ parameters, other kernels."""
 from torch import nn
 
 
-def _embed(net, x):
-    """The representation: the output of `features`."""
-    return net.features(x)
-
-
-def _forward(net, x):
-    """The class scores: `head` on the representation."""
-    return net.head(net.embed(x))
-
-
 class SimpleCNN(nn.Module):
     """Two 3x3 convolutions, a max-pool and two dense layers (MNIST, 28x28x1).
     813,802 parameters, 813,600 of them weights."""
@@ -31,8 +21,11 @@ class SimpleCNN(nn.Module):
         )
         self.head = nn.Linear(128, num_classes)
 
-    embed = _embed        # features(x)
-    forward = _forward    # head(embed(x))
+    def embed(self, x):
+        return self.features(x)
+
+    def forward(self, x):
+        return self.head(self.embed(x))
 
 
 class AlexNet(nn.Module):
@@ -52,8 +45,11 @@ class AlexNet(nn.Module):
         )
         self.head = nn.Linear(2048, num_classes)
 
-    embed = _embed        # features(x)
-    forward = _forward    # head(embed(x))
+    def embed(self, x):
+        return self.features(x)
+
+    def forward(self, x):
+        return self.head(self.embed(x))
 
 
 class ResNet50(nn.Module):
@@ -71,7 +67,8 @@ class ResNet50(nn.Module):
     def embed(self, x):
         return self.backbone(x)
 
-    forward = _forward    # head(embed(x))
+    def forward(self, x):
+        return self.head(self.embed(x))
 
     def load_imagenet(self, state_dict):
         """Load a torchvision ResNet-50 ImageNet state dict into the backbone (its `fc` layer is

@@ -1,0 +1,85 @@
+"""The README's results table, from the committed metrics and run records.
+
+    python tools/results_table.py            # print the table
+    python tools/results_table.py --check    # exit 1 when README.md's table differs
+
+The README holds the output between the markers `<!-- results:start -->` and
+`<!-- results:end -->`; tests/test_results_table.py checks that it is up to date, so the table
+always says what the committed metrics say."""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+# The practical's reference figures (its text), beside this run's
+PRACTICAL = {"simple_cnn": "98.92 %", "alexnet": "70.12 %", "scratch": "0.72",
+             "svm": "0.905", "finetune": "0.91", "finetune_aug": "0.915"}
+TRANSFER = {"scratch": "from scratch", "svm": "ImageNet features + SVM",
+            "finetune": "fine-tuned", "finetune_aug": "fine-tuned + augmentation"}
+
+
+def read(path):
+    path = ROOT / path
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def pct(value):
+    return f"{100 * value:.2f} %"
+
+
+def table():
+    rows = ["| part | model | parameters | best val. accuracy (epoch) | final | practical | "
+            "time |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    machine = None
+    for part, name, label in ((1, "simple_cnn", "Simple CNN, MNIST"),
+                              (2, "alexnet", "AlexNet-style, CIFAR-10")):
+        m, run = read(f"metrics/{name}.json"), read(f"models/{name}.run.json")
+        if m is None or run is None:
+            rows.append(f"| {part} | {label} | | not run | | {PRACTICAL[name]} | |")
+            continue
+        machine = machine or run
+        rows.append(f"| {part} | {label}, {run['params']['epochs']} epochs | {m['params']:,} | "
+                    f"**{pct(m['best_val_accuracy'])}** ({m['best_epoch']}) | "
+                    f"{pct(m['final_val_accuracy'])} | {PRACTICAL[name]} | "
+                    f"{run['seconds'] / 60:.1f} min |")
+    for strategy, label in TRANSFER.items():
+        m = read(f"metrics/transfer/{strategy}.json")
+        run = read(f"models/transfer/{strategy}.run.json")
+        if m is None:
+            rows.append(f"| 3 | ResNet-50 {label} | | not run (needs the ImageNet weights) "
+                        f"| | {PRACTICAL[strategy]} | |")
+            continue
+        best = (f"{m['best_accuracy']:.3f} ({m['best_epoch']})" if "best_accuracy" in m
+                else "")
+        time = f"{run['seconds'] / 60:.1f} min" if run else ""
+        rows.append(f"| 3 | ResNet-50 {label} | | {best} | **{m['accuracy']:.3f}** | "
+                    f"{PRACTICAL[strategy]} | {time} |")
+    where = ("" if machine is None else
+             f"\n\nMeasured by `make repro` on {machine['cpu']} ({machine['cpu_threads']} "
+             f"threads, {machine['device']}, {machine['precision']}), torch {machine['torch']}, "
+             "with the offline mirror and default params; every run's record is in "
+             "`models/**/*.run.json`.")
+    return "\n".join(rows) + where
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args()
+    text = table()
+    if not args.check:
+        print(text)
+        return
+    readme = (ROOT / "README.md").read_text()
+    if START not in readme or END not in readme:
+        sys.exit(f"README.md has no {START} ... {END} section")
+    current = readme.split(START, 1)[1].split(END, 1)[0].strip()
+    if current != text:
+        sys.exit("README.md's results table is out of date: run "
+                 "`python tools/results_table.py` and paste its output between the markers")
+
+
+if __name__ == "__main__":
+    main()
