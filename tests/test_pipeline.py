@@ -220,9 +220,10 @@ def test_report_numbers_come_from_the_metrics(pipeline):
     else:
         assert "no sign of overfitting" in report
     for model in ("simple_cnn", "alexnet"):
-        tsne = read(project, f"metrics/tsne/{model}.json")
+        scores, details = read(project, f"metrics/tsne/{model}.json"), \
+            read(project, f"plots/{model}/tsne.json")
         for layer in ("intermediate", "final"):
-            m = tsne[layer]
+            m = {**scores[layer], **details[layer]}
             assert (f"| {m['dimensions']} | {m['silhouette']:.3f} | "
                     f"{pct(m['linear_probe_accuracy'])} |") in report
     assert "Training: 3 epochs, batch size 32, adam with learning rate 0.0005." in report
