@@ -1,20 +1,33 @@
-# `make repro`: the whole pipeline (REPRO_FLAGS=--keep-going to run all that can run);
-# `make test`: the test suite. Both create .venv and install requirements.txt first when needed;
-# `make test` also installs requirements-test.txt (DVC's S3 remote, a local S3 server).
+# make repro      the whole pipeline (REPRO_FLAGS=--keep-going to run all that can run)
+# make test       every test; make test-fast: the unit tier (pytest -m "not e2e")
+# make lint       ruff, as CI runs it
+# make bench      the speed benchmarks, written to docs/benchmarks.md (BENCH_FLAGS for epoch_speed.py)
+# Each creates .venv first when needed. On Linux x86_64 with Python 3.11 it installs the exact
+# versions of requirements.lock (+ requirements-test.lock for tests and lint); elsewhere the
+# ranges of requirements.txt (+ requirements-test.txt). tools/lock.py rewrites the lock files.
 VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
+PINNED := $(shell python3 -c 'import platform, sys; print(int(platform.system() == "Linux" \
+	and platform.machine() == "x86_64" and sys.version_info[:2] == (3, 11)))')
+ifeq ($(PINNED),1)
+RUNTIME := requirements.lock
+TESTING := requirements-test.lock
+else
+RUNTIME := requirements.txt
+TESTING := requirements-test.txt
+endif
 
-.PHONY: repro test bench
+.PHONY: repro test test-fast lint bench
 
-$(BIN)/.installed: requirements.txt
+$(BIN)/.installed: requirements.txt requirements.lock
 	test -x $(BIN)/python || python3 -m venv $(VENV)
-	$(BIN)/python -m pip install -r requirements.txt
+	$(BIN)/python -m pip install -r $(RUNTIME)
 	touch $@
 
-$(BIN)/.installed-test: $(BIN)/.installed requirements-test.txt
-	$(BIN)/python -m pip install -r requirements-test.txt
+$(BIN)/.installed-test: $(BIN)/.installed requirements-test.txt requirements-test.lock
+	$(BIN)/python -m pip install -r $(TESTING)
 	touch $@
 
 repro: $(BIN)/.installed
@@ -23,6 +36,16 @@ repro: $(BIN)/.installed
 test: $(BIN)/.installed-test
 	python -m pytest
 
+test-fast: $(BIN)/.installed-test
+	python -m pytest -m "not e2e"
+
+lint: $(BIN)/.installed-test
+	ruff check .
+
 bench: $(BIN)/.installed
-	python benchmarks/conv_weight_grad.py
-	python benchmarks/epoch_speed.py
+	{ echo "# Benchmarks"; echo; \
+	  echo "Written by \`make bench\` on $$(date -u +%Y-%m-%d) ($$(python -c 'from stages.lib.engine import cpu_name; print(cpu_name())'), $$(nproc) cores)."; \
+	  echo "Each line is the benchmark's own output; ratios compare against a reference run in"; \
+	  echo "the same process. History: \`git log -p docs/benchmarks.md\`."; echo; echo '```'; \
+	  python benchmarks/conv_weight_grad.py && python benchmarks/epoch_speed.py $(BENCH_FLAGS); \
+	  echo '```'; } > docs/benchmarks.md.part && mv docs/benchmarks.md.part docs/benchmarks.md
