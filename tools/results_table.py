@@ -67,12 +67,13 @@ def table():
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true")
+    parser.add_argument("--readme", default=str(ROOT / "README.md"))
     args = parser.parse_args()
     text = table()
     if not args.check:
         print(text)
         return
-    readme = (ROOT / "README.md").read_text()
+    readme = Path(args.readme).read_text()
     if START not in readme or END not in readme:
         sys.exit(f"README.md has no {START} ... {END} section")
     current = readme.split(START, 1)[1].split(END, 1)[0].strip()
