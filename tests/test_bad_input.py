@@ -1,7 +1,6 @@
 """One clear line and a non-zero exit for each kind of bad input or environment (issue cases:
 divergence, bad params, corrupt files, paths outside the project, unwritable outputs)."""
 import gzip
-import json
 import shutil
 import stat
 
@@ -163,15 +162,6 @@ def test_unwritable_outputs_stop_the_stage_before_training(project, monkeypatch)
           "simple_cnn", "mnist")
     assert not (project / "models").exists()
 
-
-def test_the_datasets_table_is_plain_json(project, monkeypatch, mirror):
-    for name in ("mnist", "cifar10", "hymenoptera"):
-        assert run_stage(project, "stages.download", name, OUTS[name],
-                         mirror=mirror).returncode == 0
-    monkeypatch.chdir(project)
-    __import__("stages.datasets").datasets.main([])
-    assert json.loads((project / "metrics/datasets.json").read_text())["mnist"]["val"]["samples"] \
-        == 100
 
 
 def test_params_yaml_has_no_bare_nulls():
