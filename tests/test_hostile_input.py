@@ -365,3 +365,23 @@ def test_a_stage_dies_with_the_process_that_runs_it(project):
     finally:
         os.killpg(runner.pid, signal.SIGKILL) if runner.poll() is None else None
 
+
+
+@pytest.mark.e2e
+def test_a_stage_outlives_a_grandparent_that_is_not_behind_a_shell(project):
+    """A queue worker may exit while the job it started goes on: only a shell's parent counts."""
+    (project / "stages" / "slow.py").write_text(SLOW_STAGE)
+    runner = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys; subprocess.run(sys.argv[1:])",
+         sys.executable, "-c", "import subprocess, sys; subprocess.run(sys.argv[1:])",
+         sys.executable, "-m", "stages.slow", "a"],
+        cwd=project, env=stage_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    try:
+        assert runner.stdout.readline().strip() == "ready", runner.stderr.read()
+        runner.kill()   # the grandparent goes; the parent (not a shell) stays
+        runner.wait(timeout=10)
+        time.sleep(2)
+        assert list((project / "data/raw").iterdir()), "the stage was ended"
+    finally:
+        os.killpg(runner.pid, signal.SIGKILL)

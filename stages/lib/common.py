@@ -51,12 +51,17 @@ def _terminate(signum, frame):
     raise Terminated()
 
 
-def _watch_parents(depth=2):
-    """End this process (SIGTERM to itself) when one of its nearest `depth` ancestors dies,
-    e.g. `dvc` killed with SIGKILL while its `sh -c` child still waits for us: an orphaned stage
-    would otherwise go on writing outputs beside the next `dvc repro`. The direct parent is
-    also covered by Linux's PR_SET_PDEATHSIG; the watcher thread covers the ones above it
-    and other systems (pidfd where Linux has it, else polling)."""
+SHELLS = {"sh", "dash", "bash", "zsh", "ksh"}
+
+
+def _watch_parents():
+    """End this process (SIGTERM to itself) when the process that runs it dies: its parent, and
+    when that parent is a shell (DVC runs `sh -c <cmd>`), the shell's parent too, e.g. `dvc`
+    killed with SIGKILL while its `sh -c` child still waits for us. An orphaned stage would
+    otherwise go on writing outputs beside the next `dvc repro`. Nothing above that is
+    watched: a queue worker may legitimately exit while the job it started goes on. The
+    parent is also covered by Linux's PR_SET_PDEATHSIG; the watcher thread uses a pidfd where
+    Linux has one, else polling."""
     import threading
 
     try:
@@ -65,16 +70,13 @@ def _watch_parents(depth=2):
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
-    pids, pid = [], os.getppid()
-    for _ in range(depth):
-        if pid <= 1:
-            break
-        pids.append(pid)
-        pid = _parent_of(pid)
-        if pid is None:
-            break
-    if not pids:
+    parent = os.getppid()
+    if parent <= 1:
         return
+    pids = [parent]
+    grandparent = _parent_of(parent)
+    if _command_of(parent) in SHELLS and grandparent is not None and grandparent > 1:
+        pids.append(grandparent)
 
     def watch():
         handles = []
@@ -98,6 +100,13 @@ def _watch_parents(depth=2):
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _command_of(pid):
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None
 
 
 def _parent_of(pid):
