@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch.nn as nn
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,3 +114,20 @@ def closed_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]  # nobody listens once the socket is closed
+
+
+class Tiny(nn.Module):
+    """A small model with the pipeline's embed/head interface, for engine tests on 1x8x8
+    images."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                                      nn.Linear(256, 16), nn.ReLU())
+        self.head = nn.Linear(16, 2)
+
+    def embed(self, x):
+        return self.features(x)
+
+    def forward(self, x):
+        return self.head(self.embed(x))

@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import Tiny
 from stages.lib import data, engine
 from stages.lib.common import StageError
 from stages.lib.runtime import seed_everything
@@ -20,20 +21,6 @@ def tiny_dataset(n=96, seed=0):
     images[labels == 0, :, :4] += 150
     images[labels == 1, :, 4:] += 150
     return images, labels
-
-
-class Tiny(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
-                                      nn.Linear(256, 16), nn.ReLU())
-        self.head = nn.Linear(16, 2)
-
-    def embed(self, x):
-        return self.features(x)
-
-    def forward(self, x):
-        return self.head(self.embed(x))
 
 
 def train_tiny(seed, epochs=3, lr=0.01, amp_dtype=None, images=None):

@@ -11,8 +11,8 @@ import threading
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
+from helpers import Tiny
 from stages.lib import analysis, data, engine, fetch
 from stages.lib.common import StageError
 from stages.lib.runtime import seed_everything
@@ -26,20 +26,6 @@ class Terminal(io.StringIO):
 
     def isatty(self):
         return True
-
-
-class Tiny(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
-                                      nn.Linear(256, 16), nn.ReLU())
-        self.head = nn.Linear(16, 2)
-
-    def embed(self, x):
-        return self.features(x)
-
-    def forward(self, x):
-        return self.head(self.embed(x))
 
 
 def tiny_data(n=64):

@@ -206,7 +206,7 @@ class Progress:
         if self.bar is not None:
             if loss_sum is not None and now - self.shown >= BAR_LOSS_INTERVAL:
                 self.shown = now
-                self.bar.set_postfix_str(f"loss {loss_sum.item() / count:.4f}", refresh=False)
+                self.bar.set_postfix_str(f"loss {loss_sum.item() / count:.4f}")  # redraws now
             self.bar.update()
         elif self.interval is not None and now - self.shown >= self.interval:
             self.shown = now
