@@ -28,9 +28,8 @@ def one_line(error):
 def keep_freed_memory():
     """Ask glibc's malloc to keep freed memory for reuse instead of handing large blocks back to
     the OS after every training step: each step allocates the same large activations again, and
-    fresh pages from the OS cost a page fault each (benchmarks/epoch_speed.py measures the
-    effect). Same as MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_; does nothing where libc is
-    not glibc."""
+    fresh pages from the OS cost a page fault each. Same as MALLOC_MMAP_THRESHOLD_ and
+    MALLOC_TRIM_THRESHOLD_; does nothing where libc is not glibc."""
     import ctypes
     import ctypes.util
 
