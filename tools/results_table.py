@@ -32,14 +32,12 @@ def pct(value):
 def table():
     rows = ["| part | model | parameters | best val. accuracy (epoch) | final | practical | "
             "time |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    machine = None
     for part, name, label in ((1, "simple_cnn", "Simple CNN, MNIST"),
                               (2, "alexnet", "AlexNet-style, CIFAR-10")):
         m, run = read(f"metrics/{name}.json"), read(f"models/{name}.run.json")
         if m is None or run is None:
             rows.append(f"| {part} | {label} | | not run | | {PRACTICAL[name]} | |")
             continue
-        machine = machine or run
         rows.append(f"| {part} | {label}, {run['params']['epochs']} epochs | {m['params']:,} | "
                     f"**{pct(m['best_val_accuracy'])}** ({m['best_epoch']}) | "
                     f"{pct(m['final_val_accuracy'])} | {PRACTICAL[name]} | "
@@ -56,12 +54,18 @@ def table():
         time = f"{run['seconds'] / 60:.1f} min" if run else ""
         rows.append(f"| 3 | ResNet-50 {label} | | {best} | **{m['accuracy']:.3f}** | "
                     f"{PRACTICAL[strategy]} | {time} |")
-    where = ("" if machine is None else
-             f"\n\nMeasured by `make repro` on {machine['cpu']} ({machine['cpu_threads']} "
-             f"threads, {machine['device']}, {machine['precision']}), torch {machine['torch']}, "
-             "with the offline mirror and default params; every run's record is in "
-             "`models/**/*.run.json`.")
-    return "\n".join(rows) + where
+    machines = {}
+    for path in sorted(ROOT.glob("models/**/*.run.json")):
+        run = json.loads(path.read_text())
+        where = (f"{run['cpu']} ({run['cpu_threads']} threads, {run['device']}, "
+                 f"{run['precision']}), torch {run['torch']}")
+        machines.setdefault(where, []).append(path.name.removesuffix(".run.json"))
+    if not machines:
+        return "\n".join(rows)
+    said = "; ".join(f"{', '.join(names)} on {where}" if len(machines) > 1 else where
+                     for where, names in machines.items())
+    return ("\n".join(rows) + f"\n\nMeasured by `dvc repro` with the offline mirror and default "
+            f"params, {said}; every run's record is in `models/**/*.run.json`.")
 
 
 def main():
