@@ -94,7 +94,7 @@ def _watch_parents():
             poller.poll()   # readable once one of them has exited
         else:
             first = os.getppid()
-            while os.getppid() == first and all(_alive(p) for p in pids):
+            while os.getppid() == first and all(alive(p) for p in pids):
                 time.sleep(0.5)
         os.kill(os.getpid(), signal.SIGTERM)
 
@@ -116,12 +116,13 @@ def _parent_of(pid):
         return None
 
 
-def _alive(pid):
+def alive(pid):
+    """True while process `pid` exists (also when it is someone else's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:   # someone else's live process
         return True
     return True
 

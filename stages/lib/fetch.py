@@ -3,7 +3,6 @@
 
 Every function writes only to the path its caller names, and only through a temporary name
 that is renamed into place once the content is verified."""
-import errno
 import gzip
 import hashlib
 import os
@@ -20,7 +19,8 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from .common import StageError
+from .common import StageError, alive
+from .files import no_space
 
 MIRROR_ENV = "DATASETS_MIRROR"
 # Names of download@<name> sources whose files may differ from the checksum their upstream
@@ -44,14 +44,6 @@ def check_free_space(folder, needed, what):
     if needed > free:
         raise StageError(f"no space left on device for {what} (needed {human(needed)}, "
                          f"free {human(free)} in {folder})")
-
-
-def no_space(error, what):
-    """The one-line StageError for an OSError raised while writing `what`, or None when the
-    error is not a full disk (or quota)."""
-    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return StageError(f"no space left on device while writing {what}")
-    return None
 
 
 def accepts_unverified(name):
@@ -239,16 +231,6 @@ def temporary_dir_beside(dest):
     return Path(tempfile.mkdtemp(prefix=_part_prefix(dest), suffix=".part", dir=dest.parent))
 
 
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:   # someone else's live process
-        return True
-    return True
-
-
 def remove_stale_parts(dest):
     """Remove the temporary files and folders that a killed run (SIGKILL, power loss) left
     beside `dest`; those of live processes stay. Returns the names removed."""
@@ -258,7 +240,7 @@ def remove_stale_parts(dest):
     removed = []
     for path in dest.parent.glob(f".{glob_escape(dest.name)}.*.part"):
         pid = path.name[len(dest.name) + 2:].split(".", 1)[0]
-        if pid.isdigit() and (int(pid) == os.getpid() or _alive(int(pid))):
+        if pid.isdigit() and (int(pid) == os.getpid() or alive(int(pid))):
             continue
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)

@@ -39,9 +39,17 @@ def write_atomic(path, payload):
         os.replace(tmp, path)
     except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise StageError(f"no space left on device while writing {path}") from None
+        if full := no_space(error, path):
+            raise full from None
         raise
+
+
+def no_space(error, what):
+    """The one-line StageError for an OSError raised while writing `what`, or None when the
+    error is not a full disk (or quota)."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StageError(f"no space left on device while writing {what}")
+    return None
 
 
 def save_torch(obj, path):
