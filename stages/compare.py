@@ -3,9 +3,9 @@
     python -m stages.compare
 
 Reads params `seed`, `device`, `precision`, `tsne.{perplexity,pca_dims,silhouette_points,
-probe_folds}`, `transfer.{dataset,image_size,eval_batch_size,num_workers}`, the three trained
-models (models/transfer/*.pt) and the frozen ImageNet features (data/features/val.pt, the
-SVM's representation). Writes:
+probe_folds}`, `transfer.{dataset,image_size,eval_batch_size,num_workers,val_samples}`, the
+three trained models (models/transfer/*.pt) and the frozen ImageNet features
+(data/features/val.pt, the SVM's representation). Writes:
   plots/transfer/tsne.png         t-SNE grid of each strategy's 2048-d validation features
   plots/transfer/tsne.csv         the coordinates: strategy, index, x, y, label, class
   metrics/tsne/transfer.json      per strategy: silhouette and linear separability (cross-
@@ -31,7 +31,8 @@ def main(argv):
     if argv:
         raise StageError("usage: python -m stages.compare")
     settings = params.load()
-    shared, data_cfg = params.shared(settings), params.transfer_data(settings, training=False)
+    shared = params.shared(settings)
+    data_cfg = params.transfer_data(settings, training=False, splits=("val",))
     cfg = params.tsne(settings)
     device, amp_dtype = runtime.setup(shared)
     root = transfer.dataset_root(data_cfg)

@@ -3,9 +3,10 @@
     python -m stages.features
 
 Reads params `seed`, `device`, `precision`, `transfer.{dataset,image_size,eval_batch_size,
-num_workers}`, data/raw/<transfer.dataset>/ and data/weights/resnet50.pth. Writes
-data/features/{train,val}.pt: features (N, 2048) float32 (global-average-pooled output of the
-last residual block, evaluation transform), labels, classes, files.
+num_workers,train_samples,val_samples}`, data/raw/<transfer.dataset>/ and
+data/weights/resnet50.pth. Writes data/features/{train,val}.pt: features (N, 2048) float32
+(global-average-pooled output of the last residual block, evaluation transform), labels,
+classes, files.
 """
 import time
 from pathlib import Path

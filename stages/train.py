@@ -44,7 +44,8 @@ def main(argv):
     check_writable("models", "metrics", out)
 
     folder = data.RAW / dataset
-    train, val = data.load_tensors(folder, "train"), data.load_tensors(folder, "val")
+    train = data.take(data.load_tensors(folder, "train"), cfg.train_samples, shared.seed)
+    val = data.take(data.load_tensors(folder, "val"), cfg.val_samples, shared.seed)
     classes = train["classes"]
     mean, std = data.NORMALIZATION[dataset]
     # Resident data: uint8 tensors on the device, batched by indexing.

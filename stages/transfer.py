@@ -8,7 +8,8 @@
   finetune_aug  as finetune, with the data augmentation of transfer.finetune_aug.augment
 
 Reads params `seed`, `device`, `precision`, `transfer.{dataset,image_size,batch_size,
-eval_batch_size,num_workers}`, `transfer.<strategy>.*` and data/raw/<transfer.dataset>/.
+eval_batch_size,num_workers,train_samples,val_samples}`, `transfer.<strategy>.*` and
+data/raw/<transfer.dataset>/.
 Writes models/transfer/<strategy>.pt (best epoch), .run.json and .ckpt.pt (the training state
 after each epoch, to resume a killed run; a small "complete" mark at the end),
 metrics/transfer/<strategy>.json (accuracy = final epoch, best_accuracy, best_epoch),
@@ -52,7 +53,8 @@ def main(argv):
     scheduler = engine.make_scheduler(cfg.scheduler, optimizer, cfg.epochs, cfg.step_size,
                                       cfg.gamma)
     train_set = data.image_folder(root, "train",
-                                  data.image_transforms(data_cfg.image_size, cfg.augment))
+                                  data.image_transforms(data_cfg.image_size, cfg.augment),
+                                  data_cfg.train_samples, shared.seed)
     train_loader = data.image_loader(train_set, data_cfg.batch_size, shuffle=True,
                                      num_workers=data_cfg.num_workers, seed=shared.seed,
                                      device=device)

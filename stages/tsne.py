@@ -37,7 +37,7 @@ def main(argv):
     model, checkpoint = engine.load_checkpoint(f"models/{name}.pt", device)
     classes = checkpoint["classes"]
     val = data.load_tensors(data.RAW / dataset, "val")
-    keep = torch.from_numpy(analysis.subsample(len(val["labels"]), cfg.points, shared.seed))
+    keep = torch.from_numpy(data.subsample(len(val["labels"]), cfg.points, shared.seed))
     mean, std = checkpoint["normalization"]
     _, labels, features, logits = engine.predict(
         model, data.batches(val["images"][keep], val["labels"][keep], 1000, mean=mean, std=std),

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from stages.lib import analysis
+from stages.lib import analysis, data
 
 CLASSES = ["cat", "dog", "bird"]
 
@@ -66,7 +66,7 @@ def test_tsne_shape_determinism_and_small_sets():
 
 
 def test_subsample():
-    assert analysis.subsample(5, 10, 0).tolist() == [0, 1, 2, 3, 4]
-    picked = analysis.subsample(100, 10, 0)
+    assert data.subsample(5, 10, 0).tolist() == [0, 1, 2, 3, 4]
+    picked = data.subsample(100, 10, 0)
     assert len(set(picked.tolist())) == 10 and list(picked) == sorted(picked)
-    assert analysis.subsample(100, 10, 0).tolist() == picked.tolist()
+    assert data.subsample(100, 10, 0).tolist() == picked.tolist()

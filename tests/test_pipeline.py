@@ -172,6 +172,11 @@ def changed_stages(project, env):
     ({"transfer.svm.C": 10.0}, {"svm"}),
     ({"transfer.finetune.lr": 0.01}, {"transfer@finetune"}),
     ({"report.language": "es"}, {"report"}),
+    ({"simple_cnn.train_samples": 100}, {"train@simple_cnn"}),
+    ({"transfer.val_samples": 4}, {"transfer@scratch", "transfer@finetune",
+                                   "transfer@finetune_aug", "features", "compare"}),
+    ({"transfer.train_samples": 4}, {"transfer@scratch", "transfer@finetune",
+                                     "transfer@finetune_aug", "features"}),
 ])
 def test_a_change_touches_exactly_its_stages(pipeline, change, expected):
     project, env, _ = pipeline

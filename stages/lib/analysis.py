@@ -35,13 +35,6 @@ def evaluation_metrics(labels, preds, classes, k=5):
     }
 
 
-def subsample(n, points, seed):
-    """Indices of `points` of n items (all of them, in order, when points >= n)."""
-    if points >= n:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size=points, replace=False))
-
-
 def tsne_2d(features, *, perplexity, pca_dims, seed):
     """2-D t-SNE of `features` (n, d), after PCA to `pca_dims` when d is larger. Perplexity is
     capped below n/3 so that tiny sets still work."""

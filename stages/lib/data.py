@@ -175,6 +175,24 @@ def load_features(split):
     return record
 
 
+def subsample(n, points, seed):
+    """Indices of `points` of n items (all of them, in order, when points is None or >= n):
+    a seeded random choice, in their original order, so a cut set keeps the class balance of
+    the whole. `<model>.train_samples` and friends (smoke runs) and t-SNE's points use it."""
+    if points is None or points >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=points, replace=False))
+
+
+def take(record, samples, seed):
+    """A prepared tensor record ({images, labels, classes}) cut to `samples` images (None: all),
+    picked by subsample()."""
+    if samples is None or samples >= len(record["labels"]):
+        return record
+    keep = torch.from_numpy(subsample(len(record["labels"]), samples, seed))
+    return {**record, "images": record["images"][keep], "labels": record["labels"][keep]}
+
+
 def batches(images, labels, batch_size, *, generator=None, mean, std, augment=False):
     """Batches of resident uint8 images (on any device), normalized to float on the fly.
     A `generator` shuffles (training); `augment` adds a random 4-pixel-padded crop and a
@@ -249,10 +267,17 @@ def load_image(path):
         raise StageError(f"cannot read image {path}: {error}") from None
 
 
-def image_folder(root, split, transform):
+def image_folder(root, split, transform, samples=None, seed=0):
+    """The ImageFolder at root/split; `samples` (None: all) keeps that many images, picked by
+    subsample(): still an ImageFolder, its .samples and .targets cut to them."""
     from torchvision.datasets import ImageFolder
 
-    return ImageFolder(str(Path(root) / split), transform=transform, loader=load_image)
+    dataset = ImageFolder(str(Path(root) / split), transform=transform, loader=load_image)
+    if samples is not None:
+        keep = subsample(len(dataset), samples, seed)
+        dataset.samples = dataset.imgs = [dataset.samples[i] for i in keep]
+        dataset.targets = [dataset.targets[i] for i in keep]
+    return dataset
 
 
 def image_transforms(image_size, augment=None):

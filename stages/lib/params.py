@@ -136,6 +136,13 @@ class Training:
     momentum: float
     weight_decay: float
     augment: bool
+    train_samples: int | None   # None ("all" in params.yaml): the whole split
+    val_samples: int | None
+
+
+def samples(params, key):
+    """A number of samples to keep (smoke runs, quick looks), or None for the word `all`."""
+    return param(params, key, int, minimum=1, unset="all")
 
 
 def training(params, model):
@@ -149,7 +156,9 @@ def training(params, model):
                     momentum=param(params, key("momentum"), float, minimum=0),
                     weight_decay=param(params, key("weight_decay"), float, minimum=0),
                     augment=param(params, key("augment"), bool) if model == "alexnet"
-                    else False)
+                    else False,
+                    train_samples=samples(params, key("train_samples")),
+                    val_samples=samples(params, key("val_samples")))
 
 
 @dataclass(frozen=True)
@@ -204,21 +213,31 @@ def strategy(params, name):
 
 @dataclass(frozen=True)
 class TransferData:
-    """transfer.{dataset,image_size,batch_size,eval_batch_size,num_workers}."""
+    """transfer.{dataset,image_size,batch_size,eval_batch_size,num_workers,train_samples,
+    val_samples}."""
     dataset: str
     image_size: int
     batch_size: int | None   # None for the stages that only evaluate (they do not declare it)
     eval_batch_size: int
     num_workers: int
+    train_samples: int | None   # None: all; also None where a stage reads no training images
+    val_samples: int | None
+
+    def samples(self, split):
+        return self.train_samples if split == "train" else self.val_samples
 
 
-def transfer_data(params, training=True):
+def transfer_data(params, training=True, splits=("train", "val")):
+    """`training`: the stage trains (reads batch_size); `splits`: the splits it reads images of
+    (their `<split>_samples` keys)."""
     return TransferData(
         dataset=param(params, "transfer.dataset", str),
         image_size=param(params, "transfer.image_size", int, minimum=MIN_IMAGE_SIZE),
         batch_size=param(params, "transfer.batch_size", int, minimum=1) if training else None,
         eval_batch_size=param(params, "transfer.eval_batch_size", int, minimum=1),
-        num_workers=param(params, "transfer.num_workers", int, minimum=0))
+        num_workers=param(params, "transfer.num_workers", int, minimum=0),
+        train_samples=samples(params, "transfer.train_samples") if "train" in splits else None,
+        val_samples=samples(params, "transfer.val_samples") if "val" in splits else None)
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,9 @@ def classes_of(root):
 
 
 def eval_loader(root, split, cfg, seed, device):
-    dataset = data.image_folder(root, split, data.image_transforms(cfg.image_size))
+    """The evaluation-transform loader of `split`, cut to its `transfer.<split>_samples`."""
+    dataset = data.image_folder(root, split, data.image_transforms(cfg.image_size),
+                                cfg.samples(split), seed)
     return data.image_loader(dataset, cfg.eval_batch_size, shuffle=False,
                              num_workers=cfg.num_workers, seed=seed, device=device)
 
