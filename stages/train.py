@@ -2,7 +2,9 @@
 
     python -m stages.train <model> <dataset>        (simple_cnn mnist | alexnet cifar10)
 
-Reads params `seed`, `device`, `precision`, `<model>.*` and data/raw/<dataset>/{train,val}.pt.
+Reads params `seed`, `device`, `precision`, `<model>.*`, `distributed.*` and
+data/raw/<dataset>/{train,val}.pt. With `distributed.nproc_per_node` > 1 it trains on that many
+processes (torchrun, DDP; stages/lib/distributed.py); rank 0 writes.
 Writes:
   models/<model>.pt          best epoch's weights (+ classes, normalization, epoch)
   models/<model>.last.pt     last epoch's weights
@@ -16,12 +18,13 @@ Writes:
   plots/<model>/live/        per-epoch curves (dvclive)
   plots/<model>/curves.png, confusion.csv (counted cells), confusion.png
 """
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from stages.lib import data, engine, live, models, params, plots, runtime
-from stages.lib.common import StageError, run
+from stages.lib import data, distributed, engine, live, models, params, plots, runtime
+from stages.lib.common import StageError, run, writes
 from stages.lib.files import check_writable, save_torch, write_json
 from stages.lib.names import MODEL_DATASETS
 
@@ -39,9 +42,16 @@ def main(argv):
         raise StageError(f"unknown model {name!r}: train@ knows {', '.join(MODEL_DATASETS)}")
     settings = params.load()
     shared, cfg = params.shared(settings), params.training(settings, name)
-    device, amp_dtype = runtime.setup(shared)
     out = Path("plots") / name
-    check_writable("models", "metrics", out)
+    if writes():
+        check_writable("models", "metrics", out)
+    dist_cfg = distributed.settings(settings)
+    ctx = distributed.start(dist_cfg, shared.device, cfg.batch_size,
+                            f"{name}.batch_size", "stages.train", argv)
+    if ctx is None:
+        return   # this process launched the workers, and they are done
+    device, amp_dtype = runtime.setup(shared)
+    device = distributed.device_of(ctx, device)
 
     folder = data.RAW / dataset
     train = data.take(data.load_tensors(folder, "train"), cfg.train_samples, shared.seed)
@@ -51,39 +61,52 @@ def main(argv):
     # Resident data: uint8 tensors on the device, batched by indexing.
     x_train, y_train = train["images"].to(device), train["labels"].to(device)
     x_val, y_val = val["images"].to(device), val["labels"].to(device)
-    generator = torch.Generator().manual_seed(shared.seed)
+    generator = torch.Generator().manual_seed(shared.seed)   # the order: the same on every rank
+    # the augmentation: each rank its own stream (one process: the order's generator)
+    augmenter = generator if ctx.world == 1 else \
+        torch.Generator().manual_seed(shared.seed + 1_000_003 * (ctx.rank + 1))
 
     def train_batches(epoch):
         return data.batches(x_train, y_train, cfg.batch_size, generator=generator,
-                            mean=mean, std=std, augment=cfg.augment)
+                            mean=mean, std=std, augment=cfg.augment,
+                            shard=(ctx.rank, ctx.world), augment_generator=augmenter)
 
-    def val_batches():
-        return data.batches(x_val, y_val, cfg.eval_batch_size, mean=mean, std=std)
+    def val_batches(rank=ctx.rank, world=ctx.world):   # this rank's share: no image twice
+        return data.batches(x_val[rank::world], y_val[rank::world], cfg.eval_batch_size,
+                            mean=mean, std=std)
 
     model = engine.prepare(models.build(name, len(classes)), device)
+    distributed.reseed(ctx, shared.seed)
     n_params, n_weights = models.count_parameters(model)
     largest, largest_params = models.largest_layer(model)
     optimizer = engine.make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum,
                                       cfg.weight_decay)
-    env = engine.run_info(device, amp_dtype)
-    print(f"{name}: {n_params:,} parameters ({n_weights:,} without biases) on {dataset} "
-          f"({len(y_train)} train / {len(y_val)} val), {env['device']}, {env['precision']}",
-          flush=True)
+    env = engine.run_info(device, amp_dtype) | ctx.describe(device) \
+        | {"distributed": asdict(dist_cfg)}
+    if ctx.main:
+        print(f"{name}: {n_params:,} parameters ({n_weights:,} without biases) on {dataset} "
+              f"({len(y_train)} train / {len(y_val)} val), {env['device']}, "
+              f"{env['precision']}" + (f", {ctx.world} processes ({ctx.backend})"
+                                       if ctx.world > 1 else ""), flush=True)
 
     record = params.record(shared, cfg)
     checkpoint = Path(f"models/{name}.ckpt.pt")
     fingerprint = engine.fingerprint_of(name, record, str(device), str(amp_dtype),
-                                        torch.__version__, folder / "train.pt", folder / "val.pt",
+                                        torch.__version__, ctx.world, ctx.backend,
+                                        folder / "train.pt", folder / "val.pt",
                                         *engine.code_files())
     history, best_state, last_state, seconds = live.fit(
-        out / "live", model=model, train_batches=train_batches, val_batches=val_batches,
-        epochs=cfg.epochs, optimizer=optimizer, device=device, amp_dtype=amp_dtype,
-        lr_key=f"{name}.lr", checkpoint=checkpoint, fingerprint=fingerprint,
-        generators=[generator])
+        out / "live", ctx=ctx, model=model, train_batches=train_batches,
+        val_batches=val_batches, epochs=cfg.epochs, optimizer=optimizer, device=device,
+        amp_dtype=amp_dtype, lr_key=f"{name}.lr", checkpoint=checkpoint,
+        fingerprint=fingerprint, generators=[generator] + [augmenter] * (ctx.world > 1))
+    if not ctx.main:
+        ctx.close()
+        return   # rank 0 evaluates and writes
 
     summary = engine.summarize(history)
     model.load_state_dict(best_state)
-    preds, labels = engine.predict(model, val_batches(), device, amp_dtype)
+    preds, labels = engine.predict(model, val_batches(0, 1), device, amp_dtype)
     plots.save(plots.curves_figure(history, name), out / "curves.png")
 
     about = {"arch": name, "classes": classes, "normalization": [list(mean), list(std)]}
@@ -104,6 +127,7 @@ def main(argv):
                               "epochs": cfg.epochs, "train_samples": len(y_train),
                               "val_samples": len(y_val)})
     engine.mark_complete(checkpoint, fingerprint, cfg.epochs)
+    ctx.close()
     print(f"{name}: best val accuracy {summary['best_val_accuracy']:.4f} at epoch "
           f"{summary['best_epoch']}, final {summary['final_val_accuracy']:.4f}, {seconds:.0f} s",
           flush=True)

@@ -8,20 +8,22 @@
   finetune_aug  as finetune, with the data augmentation of transfer.finetune_aug.augment
 
 Reads params `seed`, `device`, `precision`, `transfer.{dataset,image_size,batch_size,
-eval_batch_size,num_workers,train_samples,val_samples}`, `transfer.<strategy>.*` and
-data/raw/<transfer.dataset>/.
+eval_batch_size,num_workers,train_samples,val_samples}`, `transfer.<strategy>.*`,
+`distributed.*` and data/raw/<transfer.dataset>/. With `distributed.nproc_per_node` > 1 it
+trains on that many processes (torchrun, DDP; stages/lib/distributed.py); rank 0 writes.
 Writes models/transfer/<strategy>.pt (best epoch), .run.json and .ckpt.pt (the training state
 after each epoch, to resume a killed run; a small "complete" mark at the end),
 metrics/transfer/<strategy>.json (accuracy = final epoch, best_accuracy, best_epoch),
 plots/transfer/<strategy>/evaluation.json (per-class accuracy, top confusions, losses),
 plots/transfer/<strategy>/live/ (dvclive curves), curves.png, confusion.{csv,png}.
 """
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from stages.lib import data, engine, live, models, params, plots, runtime, transfer
-from stages.lib.common import StageError, run
+from stages.lib import data, distributed, engine, live, models, params, plots, runtime, transfer
+from stages.lib.common import StageError, run, writes
 from stages.lib.files import check_writable, save_torch, write_json
 from stages.lib.names import TRAINED_STRATEGIES
 
@@ -33,9 +35,16 @@ def main(argv):
     settings = params.load()
     shared, data_cfg = params.shared(settings), params.transfer_data(settings)
     cfg = params.strategy(settings, strategy)
-    device, amp_dtype = runtime.setup(shared)
     out = Path("plots/transfer") / strategy
-    check_writable("models/transfer", "metrics/transfer", out)
+    if writes():
+        check_writable("models/transfer", "metrics/transfer", out)
+    dist_cfg = distributed.settings(settings)
+    ctx = distributed.start(dist_cfg, shared.device, data_cfg.batch_size,
+                            "transfer.batch_size", "stages.transfer", argv)
+    if ctx is None:
+        return   # this process launched the workers, and they are done
+    device, amp_dtype = runtime.setup(shared)
+    device = distributed.device_of(ctx, device)
     root = transfer.dataset_root(data_cfg)
     classes = transfer.classes_of(root)
 
@@ -48,6 +57,7 @@ def main(argv):
                    "lr": cfg.backbone_lr if cfg.backbone_lr is not None else cfg.lr},
                   {"params": model.head.parameters(), "lr": cfg.lr}]
     model = engine.prepare(model, device)
+    distributed.reseed(ctx, shared.seed)
     optimizer = engine.make_optimizer(cfg.optimizer, groups, cfg.lr, cfg.momentum,
                                       cfg.weight_decay)
     scheduler = engine.make_scheduler(cfg.scheduler, optimizer, cfg.epochs, cfg.step_size,
@@ -55,28 +65,43 @@ def main(argv):
     train_set = data.image_folder(root, "train",
                                   data.image_transforms(data_cfg.image_size, cfg.augment),
                                   data_cfg.train_samples, shared.seed)
+    shard = (ctx.rank, ctx.world)
     train_loader = data.image_loader(train_set, data_cfg.batch_size, shuffle=True,
                                      num_workers=data_cfg.num_workers, seed=shared.seed,
-                                     device=device)
+                                     device=device, shard=shard)
     val_loader = transfer.eval_loader(root, "val", data_cfg, shared.seed, device)
+    val_share = transfer.eval_loader(root, "val", data_cfg, shared.seed, device, shard) \
+        if ctx.world > 1 else val_loader   # this rank's share of the validation images
+
+    def train_batches(epoch):
+        train_loader.sampler.set_epoch(epoch)   # the epoch's seeded order
+        return train_loader
+
     n_params, _ = models.count_parameters(model)
-    env = engine.run_info(device, amp_dtype)
-    print(f"transfer@{strategy}: ResNet-50 ({n_params:,} parameters), {data_cfg.dataset} "
-          f"{len(train_set)} train / {len(val_loader.dataset)} val, classes {', '.join(classes)}, "
-          f"{data_cfg.image_size} px, {env['device']}, {env['precision']}", flush=True)
+    env = engine.run_info(device, amp_dtype) | ctx.describe(device) \
+        | {"distributed": asdict(dist_cfg)}
+    if ctx.main:
+        print(f"transfer@{strategy}: ResNet-50 ({n_params:,} parameters), {data_cfg.dataset} "
+              f"{len(train_set)} train / {len(val_loader.dataset)} val, classes "
+              f"{', '.join(classes)}, {data_cfg.image_size} px, {env['device']}, "
+              f"{env['precision']}" + (f", {ctx.world} processes ({ctx.backend})"
+                                       if ctx.world > 1 else ""), flush=True)
 
     record = params.record(shared, data_cfg, cfg)
     checkpoint = Path(f"models/transfer/{strategy}.ckpt.pt")
     fingerprint = engine.fingerprint_of(strategy, record, str(device), str(amp_dtype),
-                                        torch.__version__, root,
+                                        torch.__version__, ctx.world, ctx.backend, root,
                                         *([transfer.WEIGHTS] if strategy != "scratch" else []),
                                         *engine.code_files())
     history, best_state, _, seconds = live.fit(
-        out / "live", model=model, train_batches=lambda epoch: train_loader,
-        val_batches=lambda: val_loader, epochs=cfg.epochs, optimizer=optimizer,
+        out / "live", ctx=ctx, model=model, train_batches=train_batches,
+        val_batches=lambda: val_share, epochs=cfg.epochs, optimizer=optimizer,
         scheduler=scheduler, device=device, amp_dtype=amp_dtype,
         lr_key=f"transfer.{strategy}.lr", checkpoint=checkpoint, fingerprint=fingerprint,
-        generators=[train_loader.generator, val_loader.generator])
+        generators=[train_loader.generator, val_share.generator])
+    if not ctx.main:
+        ctx.close()
+        return   # rank 0 evaluates and writes
 
     summary = engine.summarize(history)
     model.load_state_dict(best_state)
@@ -100,6 +125,7 @@ def main(argv):
                  "final_train_accuracy": summary["final_train_accuracy"],
                  "image_size": data_cfg.image_size})
     engine.mark_complete(checkpoint, fingerprint, cfg.epochs)
+    ctx.close()
     print(f"transfer@{strategy}: final val accuracy {summary['final_val_accuracy']:.4f}, best "
           f"{summary['best_val_accuracy']:.4f} at epoch {summary['best_epoch']}, {seconds:.0f} s",
           flush=True)

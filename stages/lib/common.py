@@ -161,24 +161,85 @@ def stage_name(argv):
     return f"{module}@{argv[0]}" if argv else module
 
 
+# A stage run by torchrun (stages/lib/distributed.py): torchrun sets TORCHELASTIC_RUN_ID in its
+# workers; the stage's own launcher (distributed.launch) also sets LAUNCHED_ENV, and then prints
+# the first failing rank's message itself.
+WORKER_ENV = "TORCHELASTIC_RUN_ID"
+LAUNCHED_ENV = "STAGES_LAUNCHED"
+
+
+def is_worker():
+    """This process is a torchrun worker (one rank of a distributed run)."""
+    return bool(os.environ.get(WORKER_ENV))
+
+
+def writes():
+    """This process writes the stage's outputs: a single process, a launcher, or rank 0."""
+    return not is_worker() or os.environ.get("RANK") == "0"
+
+
+def _record_failure(message):
+    """In a torchrun worker: leave the one-line `message` in torchrun's error file for this
+    worker (TORCHELASTIC_ERROR_FILE, in the format its ProcessFailure reads), where the
+    launcher finds the first failure."""
+    import json
+
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if path:
+        with open(path, "w") as f:
+            json.dump({"message": message, "timestamp": int(time.time())}, f)
+
+
 def run(main):
     """Run a stage's main(argv); expected failures print `error: ...` and exit 1. The stage
-    holds its lock, dies with the process that started it, and unwinds on SIGTERM."""
+    holds its lock, dies with the process that started it, and unwinds on SIGTERM.
+
+    A torchrun worker (distributed.py) takes the lock only as rank 0 of a `torchrun` the user
+    started (under the stage's own launcher, the launcher holds it), and leaves its error line
+    in torchrun's error file; under the stage's launcher it prints nothing itself: the
+    launcher prints the first failure, once."""
     keep_freed_memory()
     argv = sys.argv[1:]
+    worker = is_worker()
+    quiet = worker and os.environ.get(LAUNCHED_ENV) == "1"
+
+    def fail(message, status):
+        if worker:
+            _record_failure(message)
+        if not quiet:
+            print(f"error: {message}", file=sys.stderr)
+        sys.exit(status)
+
     try:
         signal.signal(signal.SIGTERM, _terminate)
         _watch_parents()
-        lock = stage_lock(stage_name(argv))  # noqa: F841 (held until exit)
+        if not worker or (not quiet and os.environ.get("RANK") == "0"):
+            lock = stage_lock(stage_name(argv))  # noqa: F841 (held until exit)
         main(argv)
     except StageError as error:
-        print(f"error: {one_line(error)}", file=sys.stderr)
-        sys.exit(1)
+        fail(one_line(error), 1)
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        sys.exit(130)
+        fail("interrupted", 130)
     except Terminated:
-        print("error: terminated", file=sys.stderr)
-        sys.exit(143)
+        if quiet:   # the launcher ended this rank because another one failed
+            sys.exit(143)
+        fail("terminated", 143)
+    except Exception as error:
+        if quiet and _lost_peer(error):   # another rank failed first: its message is the one
+            sys.exit(143)                 # the launcher prints
+        if worker:   # a bug: its traceback follows, and the launcher names the rank
+            _record_failure(f"{type(error).__name__}: {one_line(error)}")
+        raise
+
+
+def _lost_peer(error):
+    """A collective of torch.distributed that failed because another rank went away (gloo and
+    NCCL raise a DistError, or from DDP's backward a RuntimeError naming the connection)."""
+    if any(c.__name__ == "DistError" for c in type(error).__mro__):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and any(
+        s in text for s in ("Connection closed by peer", "Connection reset by peer",
+                            "Broken pipe", "NCCL communicator was aborted"))
 
 

@@ -193,21 +193,32 @@ def take(record, samples, seed):
     return {**record, "images": record["images"][keep], "labels": record["labels"][keep]}
 
 
-def batches(images, labels, batch_size, *, generator=None, mean, std, augment=False):
+def batches(images, labels, batch_size, *, generator=None, mean, std, augment=False,
+            shard=(0, 1), augment_generator=None):
     """Batches of resident uint8 images (on any device), normalized to float on the fly.
     A `generator` shuffles (training); `augment` adds a random 4-pixel-padded crop and a
-    horizontal flip per image, done on the whole batch at once (no per-sample PIL work)."""
+    horizontal flip per image, done on the whole batch at once (no per-sample PIL work), drawn
+    from `augment_generator` (default: `generator`).
+
+    shard=(rank, world): this rank's share of each batch of the global order, batch_size /
+    world of it: positions rank, rank + world, ... of the order, its first few repeated at the
+    end when it does not divide by world (as torch's DistributedSampler does), so that the
+    ranks' shares of step k together are the one-process batch k."""
+    rank, world = shard
     n = len(labels)
     order = torch.randperm(n, generator=generator, device="cpu") if generator is not None \
         else torch.arange(n)
+    if world > 1:
+        order = torch.cat([order, order[:(-n) % world]])[rank::world]
+        batch_size //= world
     order = order.to(images.device)
     mean = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
     std = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
-    for start in range(0, n, batch_size):
+    for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         x = images[idx].float().div_(255)
         if augment:
-            x = random_crop_flip(x, generator)
+            x = random_crop_flip(x, augment_generator or generator)
         yield (x - mean) / std, labels[idx]
 
 
@@ -308,14 +319,31 @@ def image_transforms(image_size, augment=None):
     return T.Compose([*steps, *tail])
 
 
-def image_loader(dataset, batch_size, *, shuffle, num_workers, seed, device):
+def image_loader(dataset, batch_size, *, shuffle, num_workers, seed, device, shard=(0, 1)):
     """A DataLoader over an ImageFolder: workers, pinned memory on CUDA, seeded shuffling and
     seeded per-worker random augmentation (same params, same batches). Workers are started
     anew each epoch, seeded from `generator`: an epoch's batches then depend only on the
     generator's state at its start, which a checkpoint saves, so a resumed run draws the
     same augmentations as an uninterrupted one (persistent workers would carry their random
-    state over from the epochs before, out of reach of a checkpoint)."""
-    generator = torch.Generator().manual_seed(seed)
+    state over from the epochs before, out of reach of a checkpoint).
+
+    shuffle (training): torch's DistributedSampler orders the samples, seeded by `seed` and
+    the epoch (call loader.sampler.set_epoch(epoch) before each pass); with shard=(rank,
+    world) this rank takes its positions of that order, batch_size / world per step, so the
+    world's batches are those of one process. Without shuffle (evaluation) the rank takes
+    items rank, rank + world, ... with no repeats."""
+    from torch.utils.data import DistributedSampler, Subset
+
+    rank, world = shard
+    sampler = None
+    if shuffle:
+        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
+                                     seed=seed)
+        batch_size //= world
+    elif world > 1:
+        dataset = Subset(dataset, range(rank, len(dataset), world))
+    # rank r > 0 seeds its workers' augmentation apart from rank 0's
+    generator = torch.Generator().manual_seed(seed + 1_000_003 * rank)
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
         pin_memory=device.type == "cuda", generator=generator, persistent_workers=False)

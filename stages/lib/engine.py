@@ -13,7 +13,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from . import cpu_layers, models
+from . import cpu_layers, distributed, models
 from .common import StageError
 from .params import OPTIMIZERS
 
@@ -235,9 +235,12 @@ class Progress:
         return False
 
 
-def run_epoch(model, batches, device, amp_dtype, optimizer=None, scaler=None, progress=None):
+def run_epoch(model, batches, device, amp_dtype, optimizer=None, scaler=None, progress=None,
+              ctx=distributed.SINGLE):
     """One pass over `batches`; trains when an optimizer is given. Returns (mean loss, accuracy).
-    `progress`: None (nothing shown), a description ("epoch 3/15 train") or a Progress."""
+    `progress`: None (nothing shown), a description ("epoch 3/15 train") or a Progress.
+    On several processes (`ctx`, a distributed.Context) `batches` is this rank's share and the
+    loss and accuracy are those of every rank's samples together."""
     training = optimizer is not None
     model.train(training)
     # float64 sums (MPS has no float64); accumulated on the device, read once per epoch
@@ -265,6 +268,10 @@ def run_epoch(model, batches, device, amp_dtype, optimizer=None, scaler=None, pr
             correct += (logits.argmax(1) == y).sum()
             count += len(y)
             shown.step(total_loss, count)
+    if ctx.world > 1:   # sums over the ranks: each sample counted once
+        sums = ctx.sum(torch.tensor([total_loss.item(), correct.item(), count],
+                                    dtype=torch.float64, device=device)).tolist()
+        total_loss, correct, count = torch.tensor(sums[0]), torch.tensor(sums[1]), int(sums[2])
     if count == 0:
         raise StageError("no batches: the dataset split is empty")
     return total_loss.item() / count, correct.item() / count
@@ -272,7 +279,7 @@ def run_epoch(model, batches, device, amp_dtype, optimizer=None, scaler=None, pr
 
 def fit(model, *, train_batches, val_batches, epochs, optimizer, device, amp_dtype,
         scheduler=None, on_epoch=None, lr_key="lr", checkpoint=None, fingerprint="",
-        generators=()):
+        generators=(), ctx=distributed.SINGLE):
     """Train `epochs` epochs, validating after each. Returns (history, best_state, last_state):
     history has one dict per epoch (epoch, train_loss, train_accuracy, val_loss, val_accuracy,
     seconds); best_state is the state dict of the epoch with the highest val accuracy (the
@@ -284,10 +291,19 @@ def fit(model, *, train_batches, val_batches, epochs, optimizer, device, amp_dty
     again, and the result is the same, to the byte, as a run that was never interrupted.
     `generators`: the torch.Generators that draw the batches (shuffling, augmentation,
     DataLoader worker seeds), saved and restored with the global RNGs. `on_epoch(record)` is
-    called for every epoch, also for those restored from the checkpoint, so logs are rebuilt."""
+    called for every epoch, also for those restored from the checkpoint, so logs are rebuilt.
+
+    On several processes (`ctx`, a distributed.Context): `train_batches(epoch)` and
+    `val_batches()` give this rank's share, the model trains wrapped in DDP, the history holds
+    the numbers of all ranks together, and only rank 0 reads and writes the checkpoint (it
+    holds every rank's random state; rank 0 hands it out on resume), shows progress, and
+    returns the states (None elsewhere)."""
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     history, best_state, best_accuracy = [], None, -1.0
-    state = load_training_state(checkpoint, fingerprint) if checkpoint else None
+    net = ctx.wrap(model)   # what trains: DDP around the model on several processes
+    state = None
+    if checkpoint:
+        state = ctx.share(load_training_state(checkpoint, fingerprint) if ctx.main else None)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -295,26 +311,30 @@ def fit(model, *, train_batches, val_batches, epochs, optimizer, device, amp_dty
             scheduler.load_state_dict(state["scheduler"])
         if scaler is not None:
             scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"], generators)
+        set_rng_state(state["rng"][ctx.rank], generators)
         history, best_state, best_accuracy = state["history"], state["best_state"], \
             state["best_accuracy"]
-        print(f"resuming after epoch {len(history)} of {epochs} from {checkpoint}", flush=True)
+        if ctx.main:
+            print(f"resuming after epoch {len(history)} of {epochs} from {checkpoint}",
+                  flush=True)
         for record in history:
             if on_epoch is not None:
                 on_epoch(record)
     passes = {}   # batches per pass last epoch: the progress's total (a generator has no len)
     for epoch in range(len(history) + 1, epochs + 1):
         start = time.perf_counter()
-        shown = Progress(f"epoch {epoch}/{epochs} train", passes.get("train"))
-        train_loss, train_accuracy = run_epoch(model, train_batches(epoch), device, amp_dtype,
-                                               optimizer, scaler, progress=shown)
+        shown = Progress(f"epoch {epoch}/{epochs} train", passes.get("train"),
+                         disable=None if ctx.main else True)
+        train_loss, train_accuracy = run_epoch(net, train_batches(epoch), device, amp_dtype,
+                                               optimizer, scaler, progress=shown, ctx=ctx)
         passes["train"] = shown.n
         if not math.isfinite(train_loss):
             raise StageError(f"training diverged: the loss became {train_loss} in epoch {epoch} "
                              f"(try a lower '{lr_key}')")
-        shown = Progress(f"epoch {epoch}/{epochs} val", passes.get("val"))
+        shown = Progress(f"epoch {epoch}/{epochs} val", passes.get("val"),
+                         disable=None if ctx.main else True)
         val_loss, val_accuracy = run_epoch(model, val_batches(), device, amp_dtype,
-                                           progress=shown)
+                                           progress=shown, ctx=ctx)
         passes["val"] = shown.n
         if not math.isfinite(val_loss):
             raise StageError(f"training diverged: the validation loss became {val_loss} in "
@@ -328,15 +348,18 @@ def fit(model, *, train_batches, val_batches, epochs, optimizer, device, amp_dty
                   "seconds": time.perf_counter() - start}
         history.append(record)
         if val_accuracy > best_accuracy:
-            best_accuracy, best_state = val_accuracy, copy.deepcopy(model.state_dict())
+            best_accuracy = val_accuracy
+            best_state = copy.deepcopy(model.state_dict()) if ctx.main else None
         if checkpoint:
-            save_training_state(checkpoint, fingerprint, model=model, optimizer=optimizer,
-                                scheduler=scheduler, scaler=scaler, generators=generators,
-                                history=history, best_state=best_state,
-                                best_accuracy=best_accuracy)
+            rng = ctx.gather(get_rng_state(generators))   # every rank takes part
+            if ctx.main:
+                save_training_state(checkpoint, fingerprint, model=model, optimizer=optimizer,
+                                    scheduler=scheduler, scaler=scaler, rng=rng,
+                                    history=history, best_state=best_state,
+                                    best_accuracy=best_accuracy)
         if on_epoch is not None:
             on_epoch(record)
-    return history, best_state, copy.deepcopy(model.state_dict())
+    return history, best_state, copy.deepcopy(model.state_dict()) if ctx.main else None
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -374,18 +397,18 @@ def code_files():
     return sorted(root.rglob("*.py"))
 
 
-def save_training_state(path, fingerprint, *, model, optimizer, scheduler, scaler, generators,
+def save_training_state(path, fingerprint, *, model, optimizer, scheduler, scaler, rng,
                         history, best_state, best_accuracy):
     """Everything the next epoch depends on, written atomically (a kill during the save leaves
     the previous checkpoint as it was). Loadable with weights_only=True: tensors, numbers,
-    strings, lists and dicts only."""
+    strings, lists and dicts only. `rng`: every rank's get_rng_state(), in rank order."""
     from .files import save_torch
 
     save_torch({"fingerprint": fingerprint, "complete": False, "epoch": len(history),
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 "scaler": scaler.state_dict() if scaler is not None else None,
-                "rng": get_rng_state(generators), "history": history,
+                "rng": rng, "history": history,
                 "best_state": best_state, "best_accuracy": best_accuracy}, path)
 
 

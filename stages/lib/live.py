@@ -1,10 +1,10 @@
 """engine.fit with its per-epoch curves logged through dvclive (and printed)."""
 import time
 
-from . import engine
+from . import distributed, engine
 
 
-def fit(live_dir, **fit_args):
+def fit(live_dir, ctx=distributed.SINGLE, **fit_args):
     """Run engine.fit(**fit_args), logging train/val loss and accuracy per epoch with dvclive
     in `live_dir` (its plots/metrics/{train,val}/{loss,accuracy}.tsv feed `dvc plots`).
     Returns (history, best_state, last_state, seconds).
@@ -12,9 +12,15 @@ def fit(live_dir, **fit_args):
     The logs are written afresh each run (dvclive clears `live_dir`): a run resumed from a
     checkpoint replays the saved epochs into them first. That is dvclive's `resume=True` made
     exact: appending to the old logs would repeat a step when the kill fell between an epoch's
-    log line and its checkpoint."""
+    log line and its checkpoint.
+
+    On several processes (`ctx`) only rank 0 logs and prints (dvclive's advice for DDP)."""
     from dvclive import Live
 
+    start = time.perf_counter()
+    if not ctx.main:
+        history, best_state, last_state = engine.fit(ctx=ctx, **fit_args)
+        return history, best_state, last_state, time.perf_counter() - start
     epochs = fit_args["epochs"]
     # dvcyaml=False, save_dvc_exp=False: the stage's outputs are declared in dvc.yaml, and
     # experiments are DVC's business (`dvc exp run`), not dvclive's.
@@ -28,6 +34,5 @@ def fit(live_dir, **fit_args):
                   f"acc {r['train_accuracy']:.4f}  val loss {r['val_loss']:.4f} "
                   f"acc {r['val_accuracy']:.4f}  {r['seconds']:.1f} s", flush=True)
 
-        start = time.perf_counter()
-        history, best_state, last_state = engine.fit(on_epoch=on_epoch, **fit_args)
+        history, best_state, last_state = engine.fit(on_epoch=on_epoch, ctx=ctx, **fit_args)
     return history, best_state, last_state, time.perf_counter() - start

@@ -51,10 +51,11 @@ def classes_of(root):
     return data.image_folder_classes(root, label=f"dataset {root}")
 
 
-def eval_loader(root, split, cfg, seed, device):
-    """The evaluation-transform loader of `split`, cut to its `transfer.<split>_samples`."""
+def eval_loader(root, split, cfg, seed, device, shard=(0, 1)):
+    """The evaluation-transform loader of `split`, cut to its `transfer.<split>_samples`;
+    shard=(rank, world): that rank's share (data.image_loader)."""
     dataset = data.image_folder(root, split, data.image_transforms(cfg.image_size),
                                 cfg.samples(split), seed)
     return data.image_loader(dataset, cfg.eval_batch_size, shuffle=False,
-                             num_workers=cfg.num_workers, seed=seed, device=device)
+                             num_workers=cfg.num_workers, seed=seed, device=device, shard=shard)
 

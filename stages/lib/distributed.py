@@ -1,0 +1,316 @@
+"""Training on several processes, GPUs or nodes: PyTorch DDP, launched by torchrun.
+
+A training stage (train@*, transfer@*) calls start() first. With `distributed.nproc_per_node: 1`
+(the default) nothing changes: one process, as always. With N > 1 the stage's process becomes
+a torchrun launcher: it starts N copies of the same command as torchrun workers
+(torch.distributed.run, the engine behind the `torchrun` command, so every torchrun setting
+applies: PET_NNODES, PET_NODE_RANK, PET_RDZV_ENDPOINT, ... for several nodes), waits for
+them, and ends with the first failure's one-line message. A stage started by `torchrun`
+itself (`torchrun --nproc-per-node 4 -m stages.train alexnet cifar10`) joins directly.
+
+What a run on W processes means (docs/design.md, "Distributed training"):
+- `batch_size` stays the global batch: each rank takes batch_size / W samples per step, and
+  the gradients are averaged by DDP, so a step sees the same samples as on one process;
+- the seeded order of the samples is the one of a single process: rank r takes positions
+  r, r + W, r + 2W, ... of it (torch's DistributedSampler; the resident batches do the same),
+  the last few repeated when the set does not divide by W;
+- validation is sharded the same way without repeats, and the loss and accuracy are summed
+  over the ranks (all-reduce), so every validation image counts exactly once;
+- only rank 0 writes (models, metrics, plots, dvclive logs, checkpoints).
+The results are close to, not identical with, one process: dropout and augmentation draw from
+each rank's own random stream, BatchNorm (ResNet-50) normalizes over each rank's share of the
+batch, and the sums are added in another order."""
+import datetime
+import os
+import time
+from dataclasses import dataclass
+
+from .common import LAUNCHED_ENV, StageError, is_worker, one_line
+
+BACKENDS = ("auto", "nccl", "gloo")
+# seconds a rank waits for the others (rendezvous, then each collective)
+TIMEOUT_ENV = "DISTRIBUTED_TIMEOUT"
+DEFAULT_TIMEOUT = 300
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where this process stands: rank `rank` of `world` processes (local_rank on its node),
+    talking over `backend` (None: a single process, no process group)."""
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    backend: str | None = None
+
+    @property
+    def main(self):
+        """The process that writes (rank 0)."""
+        return self.rank == 0
+
+    def sum(self, tensor):
+        """`tensor` summed over every rank, in place (all-reduce); as is on one process."""
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(tensor)
+        return tensor
+
+    def share(self, value):
+        """Rank 0's `value` on every rank (a picklable object: ranks are the same program)."""
+        if self.world == 1:
+            return value
+        import torch.distributed as dist
+
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather(self, value):
+        """Every rank's `value`, as a list on rank 0 (None elsewhere)."""
+        if self.world == 1:
+            return [value]
+        import torch.distributed as dist
+
+        out = [None] * self.world if self.main else None
+        dist.gather_object(value, out, dst=0)
+        return out
+
+    def wrap(self, model):
+        """The model to train with: DDP around it on several processes, else itself."""
+        if self.world == 1:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        device = next(model.parameters()).device
+        return DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def describe(self, device):
+        """world size, backend and every rank's device, for the run records."""
+        return {"world_size": self.world, "backend": self.backend or "none",
+                "rank_devices": self.gather(str(device))}
+
+    def close(self):
+        if self.world > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
+SINGLE = Context()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """distributed.*: how many processes per node, and the backend they talk over."""
+    nproc_per_node: int | None   # None: `auto`, one per visible GPU (1 without GPUs)
+    backend: str
+
+
+def settings(params):
+    from .params import param
+
+    nproc = param(params, "distributed.nproc_per_node", object)
+    if nproc != "auto" and (not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1):
+        raise StageError("params.yaml: 'distributed.nproc_per_node' must be an integer >= 1 or "
+                         f"auto, got {nproc!r}")
+    return Settings(nproc_per_node=None if nproc == "auto" else nproc,
+                    backend=param(params, "distributed.backend", str, choices=BACKENDS))
+
+
+def timeout():
+    """TIMEOUT_ENV's seconds (default DEFAULT_TIMEOUT), how long a rank waits for the others."""
+    value = os.environ.get(TIMEOUT_ENV, "").strip() or str(DEFAULT_TIMEOUT)
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise StageError(f"{TIMEOUT_ENV}={value}: expected the seconds a rank waits for the "
+                         "others")
+    return seconds
+
+
+def _uses_cuda(device):
+    import torch
+
+    return device in ("auto", "cuda") and torch.cuda.is_available()
+
+
+def _check(cfg, device, nproc, batch_size, batch_key):
+    """The one-line errors a launcher and a worker give alike."""
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if cfg.backend == "nccl" and not _uses_cuda(device):
+        raise StageError("params.yaml: 'distributed.backend' nccl needs CUDA GPUs (and device "
+                         "auto or cuda); use gloo or auto on CPUs")
+    if nproc is not None and _uses_cuda(device) and nproc > gpus:
+        raise StageError(f"params.yaml: 'distributed.nproc_per_node' is {nproc} but this "
+                         f"machine has {gpus} GPU{'s' if gpus != 1 else ''} (use auto, or at "
+                         f"most {gpus})")
+    world = nproc * _nnodes() if nproc is not None else None
+    if world is not None and batch_size % world:
+        raise StageError(f"params.yaml: '{batch_key}' ({batch_size}) must divide by the "
+                         f"number of processes ({world}): it is the global batch, split "
+                         "evenly across them")
+
+
+def _nnodes():
+    """The number of nodes asked of torchrun (PET_NNODES: N, or MIN:MAX for elastic runs,
+    whose size is only known at the rendezvous: then 1 here)."""
+    value = os.environ.get("PET_NNODES", "1")
+    return int(value) if value.isdigit() else 1
+
+
+def start(cfg, device, batch_size, batch_key, module, argv):
+    """Begin a training stage: the Context to train in, or None when this process launched
+    the workers and they finished (the stage has nothing left to do).
+
+    cfg: a Settings; device: params' `device`; batch_size (from `batch_key`): the global batch;
+    module and argv: the stage's command (`stages.train`, ["alexnet", "cifar10"])."""
+    if is_worker():
+        return join(cfg, device, batch_size, batch_key)
+    import torch
+
+    nproc = cfg.nproc_per_node
+    if nproc is None:
+        nproc = torch.cuda.device_count() if _uses_cuda(device) else 1
+    _check(cfg, device, nproc, batch_size, batch_key)
+    if nproc == 1 and _nnodes() == 1 and "PET_NNODES" not in os.environ:
+        return SINGLE
+    launch(module, argv, nproc)
+    return None
+
+
+def join(cfg, device, batch_size, batch_key):
+    """In a torchrun worker: check, pick this rank's device, join the process group."""
+    import torch
+    import torch.distributed as dist
+
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    _check(cfg, device, None, batch_size, batch_key)
+    if batch_size % world:
+        raise StageError(f"params.yaml: '{batch_key}' ({batch_size}) must divide by the number "
+                         f"of processes ({world}): it is the global batch, split evenly "
+                         "across them")
+    cuda = _uses_cuda(device)
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    backend = cfg.backend if cfg.backend != "auto" else ("nccl" if cuda else "gloo")
+    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout()),
+                            device_id=torch.device("cuda", local_rank) if backend == "nccl"
+                            else None)
+    return Context(rank=rank, world=world, local_rank=local_rank, backend=backend)
+
+
+def device_of(ctx, device):
+    """This rank's device: its own GPU (cuda:<local rank>) on CUDA, else `device`."""
+    import torch
+
+    if ctx.world > 1 and device.type == "cuda":
+        return torch.device("cuda", ctx.local_rank)
+    return device
+
+
+def reseed(ctx, seed):
+    """After the model is built (the same weights on every rank), give each rank other than 0
+    its own torch random stream: dropout masks then differ between the shares of a batch."""
+    if ctx.rank:
+        import torch
+
+        torch.manual_seed(seed + 1_000_003 * ctx.rank)
+
+
+def launch(module, argv, nproc):
+    """Run `python -m <module> <argv>` as `nproc` torchrun workers on this node and wait.
+    torchrun's own settings come from the environment (PET_NNODES, PET_NODE_RANK,
+    PET_RDZV_ENDPOINT, PET_RDZV_CONF, ...; see `torchrun --help`); alone, one node with a
+    rendezvous on a free local port. A worker's failure ends the others; the first failure's
+    message is raised here as a StageError."""
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.rendezvous import RendezvousError
+    from torch.distributed.run import parse_args
+    from torch.distributed.run import run as torchrun
+
+    seconds = timeout()
+    conf = [c for c in os.environ.get("PET_RDZV_CONF", "").split(",") if c]
+    conf += [f"{key}={seconds:g}" for key in ("join_timeout", "read_timeout")
+             if not any(c.startswith(f"{key}=") for c in conf)]
+    args = parse_args(["--nproc-per-node", str(nproc), "--max-restarts", "0", "--rdzv-conf",
+                       ",".join(conf), "--module", module, *argv])
+    # each worker gets its share of the cores, unless the user says otherwise (torchrun
+    # would set 1 and print a warning about it)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    os.environ[LAUNCHED_ENV] = "1"
+    # torchrun's agent logs every start and stop, and each failure again: the stage prints
+    # the first failure in one line instead
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    endpoint = os.environ.get("PET_RDZV_ENDPOINT", "")
+    if endpoint and not _hosts_rendezvous(endpoint, conf):
+        _wait_for(endpoint, seconds)
+    name = module.removeprefix("stages.") + (f"@{argv[0]}" if argv else "")
+    print(f"{name}: {nproc} process{'es' if nproc > 1 else ''} on "
+          f"this node" + (f", {os.environ['PET_NNODES']} nodes, rendezvous at {endpoint}"
+                         if "PET_NNODES" in os.environ else "") + " (torchrun, DDP)",
+          flush=True)
+    try:
+        torchrun(args)
+    except ChildFailedError as error:
+        # the first rank that said why (its error file); the others were ended after it
+        said = {r: f for r, f in error.failures.items() if f.error_file != "<N/A>"}
+        rank, failure = min(said.items(), key=lambda item: (item[1].timestamp, item[0])) \
+            if said else error.get_first_failure()
+        message = failure.message
+        if isinstance(message, dict):   # an error file in torch's own format
+            message = message.get("message", "")
+        message = one_line(str(message)).removeprefix("StageError: ")
+        if failure.error_file == "<N/A>":   # no error file: a crash, a signal
+            message = (f"exit code {failure.exitcode}" if failure.exitcode >= 0 else
+                       f"killed by signal {-failure.exitcode} ({failure.signal_name()})") + \
+                "; its output is above"
+        raise StageError(f"rank {rank}: {message}") from None
+    except RendezvousError as error:   # e.g. the other nodes did not come in time
+        where = endpoint or "this node"
+        raise StageError(f"cannot start the distributed run: the rendezvous at {where} "
+                         f"(PET_RDZV_ENDPOINT) failed within {seconds:g} s "
+                         f"({TIMEOUT_ENV}): {one_line(error)}") from None
+
+
+def _hosts_rendezvous(endpoint, conf):
+    """Whether this node serves the c10d rendezvous at `endpoint` (as torchrun decides: the
+    rdzv-conf's is_host, else whether the endpoint's host is this machine)."""
+    from torch.distributed.elastic.rendezvous.utils import _matches_machine_hostname
+
+    for item in conf:
+        key, _, value = item.partition("=")
+        if key == "is_host":
+            return value.strip().lower() in ("1", "true", "yes")
+    return _matches_machine_hostname(endpoint.rsplit(":", 1)[0].strip("[]"))
+
+
+def _wait_for(endpoint, seconds):
+    """Wait until the rendezvous at host:port (on another node) accepts connections, for at
+    most `seconds`: a node that cannot reach it stops with one line instead of torch's
+    socket errors."""
+    import socket
+
+    host, _, port = endpoint.rpartition(":")
+    if not port.isdigit():
+        raise StageError(f"PET_RDZV_ENDPOINT={endpoint}: expected host:port")
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)),
+                                          timeout=max(0.1, min(5.0, deadline - time.monotonic()))):
+                return
+        except OSError as error:
+            if time.monotonic() >= deadline:
+                raise StageError(f"cannot start the distributed run: the rendezvous at "
+                                 f"{endpoint} (PET_RDZV_ENDPOINT) failed within {seconds:g} s "
+                                 f"({TIMEOUT_ENV}): {error.strerror or error}") from None
+            time.sleep(0.5)

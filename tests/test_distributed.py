@@ -1,0 +1,284 @@
+"""Training on several processes (stages/lib/distributed.py): torchrun + DDP with gloo on CPU.
+
+Unit tests check that the ranks' shares make up the one-process batches; the end-to-end tests
+run real torchrun jobs on 127.0.0.1 (2 processes; 2 "nodes"; a failing rank; a rendezvous
+that is not there) on the tiny mirror."""
+import json
+import os
+import socket
+import sys
+import time
+
+import pytest
+import torch
+
+from helpers import copy_project, edit_params, run, stage_env
+from stages.lib import data, distributed
+from stages.lib.common import StageError
+
+# ---------------------------------------------------------------- the shares of a batch
+
+
+@pytest.mark.parametrize("n, batch, world", [(10, 4, 2), (11, 4, 2), (13, 6, 3), (7, 8, 2)])
+def test_the_shares_of_each_step_are_the_one_process_batch(n, batch, world):
+    images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1)
+    labels = torch.arange(n)
+    norm = dict(mean=(0.0,), std=(1 / 255,))   # x == the image's value
+
+    def steps(rank, w):
+        g = torch.Generator().manual_seed(5)
+        return [y.tolist() for _, y in data.batches(images, labels, batch, generator=g,
+                                                    shard=(rank, w), **norm)]
+
+    one = steps(0, 1)
+    shares = [steps(rank, world) for rank in range(world)]
+    assert len({len(s) for s in shares}) == 1            # every rank takes as many steps
+    assert len(shares[0]) == len(one)
+    for k, whole in enumerate(one):
+        together = sorted(i for s in shares for i in s[k])
+        padded = sorted(whole + one[0][:len(together) - len(whole)])   # the last step's repeats
+        assert together == padded
+        assert len({len(s[k]) for s in shares}) == 1     # equal shares: DDP's mean is the mean
+
+
+def test_a_loader_shard_takes_its_positions_of_the_one_process_order():
+    dataset = list(range(10))
+    device = torch.device("cpu")
+
+    def order(rank, world, epoch):
+        loader = data.image_loader(dataset, 4, shuffle=True, num_workers=0, seed=3,
+                                   device=device, shard=(rank, world))
+        loader.sampler.set_epoch(epoch)
+        return [b.tolist() for b in loader]
+
+    for epoch in (1, 2):
+        one = [i for b in order(0, 1, epoch) for i in b]
+        ranks = [order(r, 2, epoch) for r in range(2)]
+        assert [len(b) for b in ranks[0]] == [len(b) for b in ranks[1]] == [2, 2, 1]
+        assert [i for step in zip(*ranks) for pair in zip(*step) for i in pair] == one
+    assert order(0, 1, 1) != order(0, 1, 2)                      # each epoch its own order
+    evaluation = [data.image_loader(dataset, 4, shuffle=False, num_workers=0, seed=3,
+                                    device=device, shard=(r, 3)) for r in range(3)]
+    assert sorted(i for loader in evaluation for b in loader for i in b.tolist()) == dataset
+
+
+# ---------------------------------------------------------------- settings and checks
+
+@pytest.mark.parametrize("nproc, backend, pattern", [
+    (0, "auto", r"'distributed\.nproc_per_node' must be an integer >= 1 or auto, got 0"),
+    ("many", "auto", r"must be an integer >= 1 or auto, got 'many'"),
+    (2, "mpi", r"'distributed\.backend' must be one of auto, nccl, gloo; got 'mpi'"),
+])
+def test_bad_settings(nproc, backend, pattern):
+    with pytest.raises(StageError, match=pattern):
+        distributed.settings({"distributed": {"nproc_per_node": nproc, "backend": backend}})
+
+
+def test_auto_is_one_process_per_gpu():
+    cfg = distributed.settings({"distributed": {"nproc_per_node": "auto", "backend": "auto"}})
+    assert cfg.nproc_per_node is None
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the errors of a machine without GPUs")
+def test_nccl_without_gpus_is_refused():
+    cfg = distributed.Settings(nproc_per_node=2, backend="nccl")
+    with pytest.raises(StageError, match=r"^params\.yaml: 'distributed\.backend' nccl needs "
+                                         r"CUDA GPUs"):
+        distributed.start(cfg, "auto", 64, "simple_cnn.batch_size", "stages.train", [])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_more_processes_than_gpus_is_refused():
+    cfg = distributed.Settings(nproc_per_node=torch.cuda.device_count() + 1, backend="auto")
+    with pytest.raises(StageError, match=r"'distributed\.nproc_per_node' is \d+ but this "
+                                         r"machine has \d+ GPU"):
+        distributed.start(cfg, "cuda", 64, "simple_cnn.batch_size", "stages.train", [])
+
+
+def test_the_global_batch_must_divide_by_the_processes(monkeypatch):
+    cfg = distributed.Settings(nproc_per_node=2, backend="gloo")
+    with pytest.raises(StageError, match=r"^params\.yaml: 'alexnet\.batch_size' \(33\) must "
+                                         r"divide by the number of processes \(2\)"):
+        distributed.start(cfg, "cpu", 33, "alexnet.batch_size", "stages.train", [])
+    monkeypatch.setenv("PET_NNODES", "2")
+    with pytest.raises(StageError, match=r"\(34\) must divide by the number of processes \(4\)"):
+        distributed.start(cfg, "cpu", 34, "alexnet.batch_size", "stages.train", [])
+
+
+def test_one_process_asks_for_nothing():
+    cfg = distributed.Settings(nproc_per_node=1, backend="auto")
+    assert distributed.start(cfg, "cpu", 33, "a.batch_size", "stages.train", []) \
+        is distributed.SINGLE
+
+
+# ---------------------------------------------------------------- real runs
+
+TINY = {"simple_cnn.epochs": 2, "simple_cnn.batch_size": 32, "simple_cnn.eval_batch_size": 64,
+        "distributed.backend": "gloo"}
+OUTPUTS = ["models/simple_cnn.pt", "models/simple_cnn.last.pt", "models/simple_cnn.ckpt.pt",
+           "models/simple_cnn.run.json", "metrics/simple_cnn.json",
+           "plots/simple_cnn/evaluation.json", "plots/simple_cnn/curves.png",
+           "plots/simple_cnn/confusion.csv", "plots/simple_cnn/confusion.png"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def loopback(mirror, **extra):
+    """The environment of a run that stays on 127.0.0.1 (gloo and torchrun on loopback)."""
+    return stage_env(mirror, **{"GLOO_SOCKET_IFNAME": "lo", "PET_LOCAL_ADDR": "127.0.0.1",
+                                "DISTRIBUTED_TIMEOUT": "60", "PROGRESS_INTERVAL": "off",
+                                **extra})
+
+
+@pytest.fixture(scope="module")
+def mnist(tmp_path_factory, mirror):
+    where = copy_project(tmp_path_factory.mktemp("mnist") / "project")
+    result = run([sys.executable, "-m", "stages.download", "mnist", "data/raw/mnist"], where,
+                 stage_env(mirror), check=False)
+    assert result.returncode == 0, result.stderr
+    return where / "data/raw/mnist"
+
+
+def project_with(root, mnist, changes):
+    project = copy_project(root)
+    (project / "data/raw").mkdir(parents=True)
+    os.symlink(mnist, project / "data/raw/mnist")
+    edit_params(project, {**TINY, **changes})
+    return project
+
+
+def train(project, env):
+    return run([sys.executable, "-m", "stages.train", "simple_cnn", "mnist"], project, env,
+               check=False)
+
+
+def files_in(folder):
+    """The files in `folder`, less Python's caches and DVC's scratch space (.dvc/tmp, where
+    each node's launcher holds the stage's lock)."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                  if p.is_file() and "__pycache__" not in p.parts
+                  and not str(p.relative_to(folder)).startswith(".dvc/tmp/"))
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory, mnist, mirror):
+    project = project_with(tmp_path_factory.mktemp("one") / "project", mnist, {})
+    result = train(project, loopback(mirror))
+    assert result.returncode == 0, result.stderr
+    return project
+
+
+def history(project):
+    folder = project / "plots/simple_cnn/live/plots/metrics"
+    return {f"{split}/{name}": [float(line.split("\t")[-1]) for line in
+                                (folder / split / f"{name}.tsv").read_text().splitlines()[1:]]
+            for split in ("train", "val") for name in ("loss", "accuracy")}
+
+
+# Two processes see the same samples in each step as one, but not the same random numbers:
+# rank 1 draws its own dropout masks, and the gradients and counts are summed in another
+# order. On 200 images and 2 epochs the curves stay within these bounds of one process
+# (measured differences are a few thousandths; the bounds leave room for other CPUs).
+LOSS_TOLERANCE = 0.1
+ACCURACY_TOLERANCE = 0.05
+
+
+def test_two_processes_train_like_one(tmp_path, mnist, mirror, one_process):
+    project = project_with(tmp_path / "project", mnist, {"distributed.nproc_per_node": 2})
+    result = train(project, loopback(mirror))
+    assert result.returncode == 0, result.stderr
+    assert "train@simple_cnn: 2 processes on this node (torchrun, DDP)" in result.stdout
+    assert result.stdout.count("epoch   1/2") == 1        # rank 0 alone prints
+    assert "error" not in result.stderr.lower(), result.stderr
+    two, one = history(project), history(one_process)
+    for key in one:
+        tolerance = LOSS_TOLERANCE if key.endswith("loss") else ACCURACY_TOLERANCE
+        assert two[key] == pytest.approx(one[key], abs=tolerance), key
+    record = json.loads((project / "models/simple_cnn.run.json").read_text())
+    assert (record["world_size"], record["backend"], record["rank_devices"]) == \
+        (2, "gloo", ["cpu", "cpu"])
+    assert record["distributed"] == {"nproc_per_node": 2, "backend": "gloo"}
+    # exactly one dvclive folder, with one line per epoch; nothing but the declared outputs
+    live = [p for p in project.rglob("dvclive*")] + \
+        [p.parent for p in project.rglob("metrics.json") if p.parent.name == "live"]
+    assert [str(p.relative_to(project)) for p in live] == ["plots/simple_cnn/live"]
+    assert len(two["val/accuracy"]) == 2
+    assert files_in(project) == files_in(one_process)
+    counts = sum(int(line.split(",")[2]) for line in
+                 (project / "plots/simple_cnn/confusion.csv").read_text().splitlines()[1:])
+    assert counts == 100   # the whole validation set, each image once
+
+
+def test_two_nodes_on_loopback(tmp_path, mnist, mirror, one_process):
+    """Two torchrun "nodes" (two launchers, one process each) meet at a rendezvous on
+    127.0.0.1; node 1 runs in another folder, and writes nothing there."""
+    nodes = [project_with(tmp_path / f"node{i}", mnist, {}) for i in range(2)]
+    before = files_in(nodes[1])
+    port = free_port()
+    procs = []
+    for rank, project in enumerate(nodes):
+        env = loopback(mirror, PET_NNODES="2", PET_NODE_RANK=str(rank), PET_RDZV_BACKEND="c10d",
+                       PET_RDZV_ENDPOINT=f"127.0.0.1:{port}", PET_RDZV_ID="test-two-nodes",
+                       PET_RDZV_CONF=f"is_host={int(rank == 0)}")
+        procs.append(__import__("subprocess").Popen(
+            [sys.executable, "-m", "stages.train", "simple_cnn", "mnist"], cwd=project, env=env,
+            stdout=-1, stderr=-1, text=True))
+    results = [p.communicate(timeout=240) for p in procs]
+    for p, (_, err) in zip(procs, results):
+        assert p.returncode == 0, err
+    assert "2 nodes, rendezvous at 127.0.0.1" in results[0][0]
+    assert "2 processes (gloo)" in results[0][0]
+    assert files_in(nodes[0]) == files_in(one_process)
+    assert files_in(nodes[1]) == before      # rank 1 wrote nothing
+    record = json.loads((nodes[0] / "models/simple_cnn.run.json").read_text())
+    assert record["world_size"] == 2
+
+
+def test_a_failing_rank_ends_the_job_with_its_message(tmp_path, mnist, mirror):
+    """Rank 1 raises in its second epoch: every rank stops, the stage prints that one line and
+    exits 1, and no model, metric or plot is written."""
+    project = project_with(tmp_path / "project", mnist, {"distributed.nproc_per_node": 2})
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os\n"
+        "if os.environ.get('RANK') == '1':\n"
+        "    import stages.lib.engine as engine\n"
+        "    from stages.lib.common import StageError\n"
+        "    calls, real = [], engine.run_epoch\n"
+        "    def run_epoch(*args, **kwargs):\n"
+        "        calls.append(1)\n"
+        "        if len(calls) == 3:\n"
+        "            raise StageError('injected failure in epoch 2')\n"
+        "        return real(*args, **kwargs)\n"
+        "    engine.run_epoch = run_epoch\n")
+    env = loopback(mirror, PYTHONPATH=f"{hook}{os.pathsep}{project}")
+    start = time.monotonic()
+    result = train(project, env)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines() == ["error: rank 1: injected failure in epoch 2"], \
+        result.stderr
+    assert time.monotonic() - start < 120
+    for path in OUTPUTS:
+        if path != "models/simple_cnn.ckpt.pt":   # epoch 1's checkpoint stays, to resume from
+            assert not (project / path).exists(), path
+
+
+def test_an_unreachable_rendezvous_is_one_line(tmp_path, mnist, mirror):
+    project = project_with(tmp_path / "project", mnist, {})
+    with socket.socket() as closed:   # a port that nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    env = loopback(mirror, PET_NNODES="2", PET_RDZV_BACKEND="c10d", DISTRIBUTED_TIMEOUT="3",
+                   PET_RDZV_ENDPOINT=f"127.0.0.1:{port}", PET_RDZV_CONF="is_host=0")
+    result = train(project, env)
+    assert result.returncode == 1, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(
+        f"error: cannot start the distributed run: the rendezvous at 127.0.0.1:{port} "
+        "(PET_RDZV_ENDPOINT) failed within 3 s (DISTRIBUTED_TIMEOUT)"), result.stderr
+    assert not (project / "models").exists()
