@@ -187,9 +187,15 @@ LOSS_TOLERANCE = 0.1
 ACCURACY_TOLERANCE = 0.05
 
 
-def test_two_processes_train_like_one(tmp_path, mnist, mirror, one_process):
-    project = project_with(tmp_path / "project", mnist, {"distributed.nproc_per_node": 2})
-    result = train(project, loopback(mirror))
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory, mnist, mirror):
+    project = project_with(tmp_path_factory.mktemp("two") / "project", mnist,
+                           {"distributed.nproc_per_node": 2})
+    return project, train(project, loopback(mirror))
+
+
+def test_two_processes_train_like_one(two_processes, one_process):
+    project, result = two_processes
     assert result.returncode == 0, result.stderr
     assert "train@simple_cnn: 2 processes on this node (torchrun, DDP)" in result.stdout
     assert result.stdout.count("epoch   1/2") == 1        # rank 0 alone prints
@@ -238,9 +244,16 @@ def test_two_nodes_on_loopback(tmp_path, mnist, mirror, one_process):
     assert record["world_size"] == 2
 
 
-def test_a_failing_rank_ends_the_job_with_its_message(tmp_path, mnist, mirror):
+RESULTS = ["metrics/simple_cnn.json", "plots/simple_cnn/evaluation.json",
+           "plots/simple_cnn/confusion.csv", "plots/simple_cnn/live/metrics.json",
+           *[f"plots/simple_cnn/live/plots/metrics/{split}/{name}.tsv"
+             for split in ("train", "val") for name in ("loss", "accuracy")]]
+
+
+def test_a_failing_rank_ends_the_job_with_its_message(tmp_path, mnist, mirror, two_processes):
     """Rank 1 raises in its second epoch: every rank stops, the stage prints that one line and
-    exits 1, and no model, metric or plot is written."""
+    exits 1, and no model, metric or plot is written. The next run resumes from epoch 1's
+    checkpoint (rank 0 hands it to rank 1) and ends with the bytes of an uninterrupted run."""
     project = project_with(tmp_path / "project", mnist, {"distributed.nproc_per_node": 2})
     hook = tmp_path / "hook"
     hook.mkdir()
@@ -266,6 +279,13 @@ def test_a_failing_rank_ends_the_job_with_its_message(tmp_path, mnist, mirror):
     for path in OUTPUTS:
         if path != "models/simple_cnn.ckpt.pt":   # epoch 1's checkpoint stays, to resume from
             assert not (project / path).exists(), path
+
+    result = train(project, loopback(mirror))
+    assert result.returncode == 0, result.stderr
+    assert "resuming after epoch 1 of 2" in result.stdout
+    uninterrupted = two_processes[0]
+    for path in RESULTS:
+        assert (project / path).read_bytes() == (uninterrupted / path).read_bytes(), path
 
 
 def test_an_unreachable_rendezvous_is_one_line(tmp_path, mnist, mirror):
