@@ -220,16 +220,16 @@ def test_two_processes_train_like_one(two_processes, one_process):
 
 
 def test_two_nodes_on_loopback(tmp_path, mnist, mirror, one_process):
-    """Two torchrun "nodes" (two launchers, one process each) meet at a rendezvous on
-    127.0.0.1; node 1 runs in another folder, and writes nothing there."""
+    """Two torchrun "nodes" (two launchers, one process each) meet at torchrun's static
+    rendezvous on 127.0.0.1, as the README's commands do; node 1 runs in another folder, and
+    writes nothing there."""
     nodes = [project_with(tmp_path / f"node{i}", mnist, {}) for i in range(2)]
     before = files_in(nodes[1])
     port = free_port()
     procs = []
     for rank, project in enumerate(nodes):
-        env = loopback(mirror, PET_NNODES="2", PET_NODE_RANK=str(rank), PET_RDZV_BACKEND="c10d",
-                       PET_RDZV_ENDPOINT=f"127.0.0.1:{port}", PET_RDZV_ID="test-two-nodes",
-                       PET_RDZV_CONF=f"is_host={int(rank == 0)}")
+        env = loopback(mirror, PET_NNODES="2", PET_NODE_RANK=str(rank),
+                       PET_MASTER_ADDR="127.0.0.1", PET_MASTER_PORT=str(port))
         procs.append(__import__("subprocess").Popen(
             [sys.executable, "-m", "stages.train", "simple_cnn", "mnist"], cwd=project, env=env,
             stdout=-1, stderr=-1, text=True))
@@ -301,4 +301,18 @@ def test_an_unreachable_rendezvous_is_one_line(tmp_path, mnist, mirror):
     assert len(lines) == 1 and lines[0].startswith(
         f"error: cannot start the distributed run: the rendezvous at 127.0.0.1:{port} "
         "(PET_RDZV_ENDPOINT) failed within 3 s (DISTRIBUTED_TIMEOUT)"), result.stderr
+    assert not (project / "models").exists()
+
+
+def test_a_node_that_waits_in_vain_stops_with_one_line(tmp_path, mnist, mirror):
+    """Node 0 of two serves the static rendezvous; node 1 never comes."""
+    project = project_with(tmp_path / "project", mnist, {})
+    env = loopback(mirror, PET_NNODES="2", PET_NODE_RANK="0", PET_MASTER_ADDR="127.0.0.1",
+                   PET_MASTER_PORT=str(free_port()), DISTRIBUTED_TIMEOUT="3")
+    result = train(project, env)
+    assert result.returncode == 1, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: cannot start the distributed run: the rendezvous at 127.0.0.1:"), result.stderr
+    assert "(PET_MASTER_ADDR/PET_MASTER_PORT) failed within 3 s (DISTRIBUTED_TIMEOUT)" in lines[0]
     assert not (project / "models").exists()

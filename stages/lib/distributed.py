@@ -227,11 +227,15 @@ def reseed(ctx, seed):
 def launch(module, argv, nproc):
     """Run `python -m <module> <argv>` as `nproc` torchrun workers on this node and wait.
     torchrun's own settings come from the environment (PET_NNODES, PET_NODE_RANK,
-    PET_RDZV_ENDPOINT, PET_RDZV_CONF, ...; see `torchrun --help`); alone, one node with a
-    rendezvous on a free local port. A worker's failure ends the others; the first failure's
-    message is raised here as a StageError."""
+    PET_MASTER_ADDR, PET_MASTER_PORT, PET_RDZV_BACKEND, PET_RDZV_ENDPOINT, PET_RDZV_CONF, ...;
+    see `torchrun --help`); alone, one node with a rendezvous on a free local port. Several
+    nodes: torchrun's static rendezvous (PET_MASTER_ADDR/PORT and PET_NODE_RANK) puts global
+    rank 0, which writes the outputs, on node 0; c10d's ranks nodes in an order of its own.
+    A worker's failure ends the others; the first failure's message is raised here as a
+    StageError."""
     import logging
 
+    from torch.distributed import DistStoreError
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.elastic.rendezvous import RendezvousError
     from torch.distributed.run import parse_args
@@ -239,7 +243,8 @@ def launch(module, argv, nproc):
 
     seconds = timeout()
     conf = [c for c in os.environ.get("PET_RDZV_CONF", "").split(",") if c]
-    conf += [f"{key}={seconds:g}" for key in ("join_timeout", "read_timeout")
+    # c10d's waits (join_timeout, read_timeout) and the static rendezvous's (timeout)
+    conf += [f"{key}={seconds:g}" for key in ("join_timeout", "read_timeout", "timeout")
              if not any(c.startswith(f"{key}=") for c in conf)]
     args = parse_args(["--nproc-per-node", str(nproc), "--max-restarts", "0", "--rdzv-conf",
                        ",".join(conf), "--module", module, *argv])
@@ -250,14 +255,13 @@ def launch(module, argv, nproc):
     # torchrun's agent logs every start and stop, and each failure again: the stage prints
     # the first failure in one line instead
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
-    endpoint = os.environ.get("PET_RDZV_ENDPOINT", "")
-    if endpoint and not _hosts_rendezvous(endpoint, conf):
-        _wait_for(endpoint, seconds)
+    endpoint, variable, hosting = _rendezvous(args, conf)
+    if endpoint and not hosting:
+        _wait_for(endpoint, variable, seconds)
     name = module.removeprefix("stages.") + (f"@{argv[0]}" if argv else "")
     print(f"{name}: {nproc} process{'es' if nproc > 1 else ''} on "
-          f"this node" + (f", {os.environ['PET_NNODES']} nodes, rendezvous at {endpoint}"
-                         if "PET_NNODES" in os.environ else "") + " (torchrun, DDP)",
-          flush=True)
+          f"this node" + (f", {args.nnodes} nodes, rendezvous at {endpoint}"
+                         if endpoint else "") + " (torchrun, DDP)", flush=True)
     try:
         torchrun(args)
     except ChildFailedError as error:
@@ -274,26 +278,32 @@ def launch(module, argv, nproc):
                        f"killed by signal {-failure.exitcode} ({failure.signal_name()})") + \
                 "; its output is above"
         raise StageError(f"rank {rank}: {message}") from None
-    except RendezvousError as error:   # e.g. the other nodes did not come in time
-        where = endpoint or "this node"
-        raise StageError(f"cannot start the distributed run: the rendezvous at {where} "
-                         f"(PET_RDZV_ENDPOINT) failed within {seconds:g} s "
-                         f"({TIMEOUT_ENV}): {one_line(error)}") from None
+    except (RendezvousError, DistStoreError) as error:   # e.g. the other nodes did not come
+        raise StageError(f"cannot start the distributed run: the rendezvous at "
+                         f"{endpoint or 'this node'} ({variable or 'torchrun'}) failed within "
+                         f"{seconds:g} s ({TIMEOUT_ENV}): {one_line(error)}") from None
 
 
-def _hosts_rendezvous(endpoint, conf):
-    """Whether this node serves the c10d rendezvous at `endpoint` (as torchrun decides: the
-    rdzv-conf's is_host, else whether the endpoint's host is this machine)."""
+def _rendezvous(args, conf):
+    """(endpoint, the variable that set it, whether this node serves it) of a run on several
+    nodes, as torchrun decides; (None, None, True) on one node."""
+    if args.nnodes in ("1", "1:1"):
+        return None, None, True
+    if args.rdzv_backend == "static":
+        return (f"{args.master_addr}:{args.master_port or 29500}",
+                "PET_MASTER_ADDR/PET_MASTER_PORT", args.node_rank == 0)
     from torch.distributed.elastic.rendezvous.utils import _matches_machine_hostname
 
     for item in conf:
         key, _, value = item.partition("=")
         if key == "is_host":
-            return value.strip().lower() in ("1", "true", "yes")
-    return _matches_machine_hostname(endpoint.rsplit(":", 1)[0].strip("[]"))
+            return args.rdzv_endpoint, "PET_RDZV_ENDPOINT", \
+                value.strip().lower() in ("1", "true", "yes")
+    return args.rdzv_endpoint, "PET_RDZV_ENDPOINT", \
+        _matches_machine_hostname(args.rdzv_endpoint.rsplit(":", 1)[0].strip("[]"))
 
 
-def _wait_for(endpoint, seconds):
+def _wait_for(endpoint, variable, seconds):
     """Wait until the rendezvous at host:port (on another node) accepts connections, for at
     most `seconds`: a node that cannot reach it stops with one line instead of torch's
     socket errors."""
@@ -301,7 +311,7 @@ def _wait_for(endpoint, seconds):
 
     host, _, port = endpoint.rpartition(":")
     if not port.isdigit():
-        raise StageError(f"PET_RDZV_ENDPOINT={endpoint}: expected host:port")
+        raise StageError(f"{variable}: expected host:port, got {endpoint!r}")
     deadline = time.monotonic() + seconds
     while True:
         try:
@@ -311,6 +321,6 @@ def _wait_for(endpoint, seconds):
         except OSError as error:
             if time.monotonic() >= deadline:
                 raise StageError(f"cannot start the distributed run: the rendezvous at "
-                                 f"{endpoint} (PET_RDZV_ENDPOINT) failed within {seconds:g} s "
+                                 f"{endpoint} ({variable}) failed within {seconds:g} s "
                                  f"({TIMEOUT_ENV}): {error.strerror or error}") from None
             time.sleep(0.5)
