@@ -240,6 +240,7 @@ def test_two_nodes_on_loopback(tmp_path, mnist, mirror, one_process):
     assert "2 processes (gloo)" in results[0][0]
     assert files_in(nodes[0]) == files_in(one_process)
     assert files_in(nodes[1]) == before      # rank 1 wrote nothing
+    assert not (nodes[1] / ".dvc/tmp/stage-locks").exists()   # nor took the stage's lock
     record = json.loads((nodes[0] / "models/simple_cnn.run.json").read_text())
     assert record["world_size"] == 2
 

@@ -174,8 +174,11 @@ def is_worker():
 
 
 def writes():
-    """This process writes the stage's outputs: a single process, a launcher, or rank 0."""
-    return not is_worker() or os.environ.get("RANK") == "0"
+    """This process writes the stage's outputs: a single process, the launcher on node 0 of a
+    run on several nodes (PET_NODE_RANK, torchrun's setting), or rank 0 of the workers."""
+    if is_worker():
+        return os.environ.get("RANK") == "0"
+    return os.environ.get("PET_NODE_RANK", "0").strip() in ("", "0")
 
 
 def _record_failure(message):
@@ -195,7 +198,8 @@ def run(main):
     holds its lock, dies with the process that started it, and unwinds on SIGTERM.
 
     A torchrun worker (distributed.py) takes the lock only as rank 0 of a `torchrun` the user
-    started (under the stage's own launcher, the launcher holds it), and leaves its error line
+    started (under the stage's own launcher, the launcher holds it; on nodes other than 0 of
+    a run on several nodes, which may share the workspace, nobody), and leaves its error line
     in torchrun's error file; under the stage's launcher it prints nothing itself: the
     launcher prints the first failure, once."""
     keep_freed_memory()
@@ -213,7 +217,7 @@ def run(main):
     try:
         signal.signal(signal.SIGTERM, _terminate)
         _watch_parents()
-        if not worker or (not quiet and os.environ.get("RANK") == "0"):
+        if writes() and not quiet:   # the process that writes holds the lock
             lock = stage_lock(stage_name(argv))  # noqa: F841 (held until exit)
         main(argv)
     except StageError as error:
