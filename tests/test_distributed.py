@@ -71,17 +71,19 @@ def test_a_loader_shard_takes_its_positions_of_the_one_process_order():
 ])
 def test_bad_settings(nproc, backend, pattern):
     with pytest.raises(StageError, match=pattern):
-        distributed.settings({"distributed": {"nproc_per_node": nproc, "backend": backend}})
+        distributed.settings({"distributed": {"nproc_per_node": nproc, "backend": backend,
+                                              "sync_batchnorm": True}})
 
 
 def test_auto_is_one_process_per_gpu():
-    cfg = distributed.settings({"distributed": {"nproc_per_node": "auto", "backend": "auto"}})
-    assert cfg.nproc_per_node is None
+    cfg = distributed.settings({"distributed": {"nproc_per_node": "auto", "backend": "auto",
+                                                "sync_batchnorm": False}})
+    assert (cfg.nproc_per_node, cfg.sync_batchnorm) == (None, False)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the errors of a machine without GPUs")
 def test_nccl_without_gpus_is_refused():
-    cfg = distributed.Settings(nproc_per_node=2, backend="nccl")
+    cfg = distributed.Settings(nproc_per_node=2, backend="nccl", sync_batchnorm=True)
     with pytest.raises(StageError, match=r"^params\.yaml: 'distributed\.backend' nccl needs "
                                          r"CUDA GPUs"):
         distributed.start(cfg, "auto", 64, "simple_cnn.batch_size", "stages.train", [])
@@ -89,14 +91,15 @@ def test_nccl_without_gpus_is_refused():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_more_processes_than_gpus_is_refused():
-    cfg = distributed.Settings(nproc_per_node=torch.cuda.device_count() + 1, backend="auto")
+    cfg = distributed.Settings(nproc_per_node=torch.cuda.device_count() + 1, backend="auto",
+                               sync_batchnorm=True)
     with pytest.raises(StageError, match=r"'distributed\.nproc_per_node' is \d+ but this "
                                          r"machine has \d+ GPU"):
         distributed.start(cfg, "cuda", 64, "simple_cnn.batch_size", "stages.train", [])
 
 
 def test_the_global_batch_must_divide_by_the_processes(monkeypatch):
-    cfg = distributed.Settings(nproc_per_node=2, backend="gloo")
+    cfg = distributed.Settings(nproc_per_node=2, backend="gloo", sync_batchnorm=True)
     with pytest.raises(StageError, match=r"^params\.yaml: 'alexnet\.batch_size' \(33\) must "
                                          r"divide by the number of processes \(2\)"):
         distributed.start(cfg, "cpu", 33, "alexnet.batch_size", "stages.train", [])
@@ -106,7 +109,7 @@ def test_the_global_batch_must_divide_by_the_processes(monkeypatch):
 
 
 def test_one_process_asks_for_nothing():
-    cfg = distributed.Settings(nproc_per_node=1, backend="auto")
+    cfg = distributed.Settings(nproc_per_node=1, backend="auto", sync_batchnorm=True)
     assert distributed.start(cfg, "cpu", 33, "a.batch_size", "stages.train", []) \
         is distributed.SINGLE
 
@@ -207,7 +210,9 @@ def test_two_processes_train_like_one(two_processes, one_process):
     record = json.loads((project / "models/simple_cnn.run.json").read_text())
     assert (record["world_size"], record["backend"], record["rank_devices"]) == \
         (2, "gloo", ["cpu", "cpu"])
-    assert record["distributed"] == {"nproc_per_node": 2, "backend": "gloo"}
+    assert record["distributed"] == {"nproc_per_node": 2, "backend": "gloo",
+                                     "sync_batchnorm": True}
+    assert record["sync_batchnorm"] is False   # a CPU run: each rank's own statistics
     # exactly one dvclive folder, with one line per epoch; nothing but the declared outputs
     live = [p for p in project.rglob("dvclive*")] + \
         [p.parent for p in project.rglob("metrics.json") if p.parent.name == "live"]

@@ -16,10 +16,12 @@ What a run on W processes means (docs/design.md, "Distributed training"):
   the last few repeated when the set does not divide by W;
 - validation is sharded the same way without repeats, and the loss and accuracy are summed
   over the ranks (all-reduce), so every validation image counts exactly once;
+- BatchNorm (ResNet-50) normalizes over the whole global batch on GPUs
+  (`distributed.sync_batchnorm`), over each rank's share on CPUs;
 - only rank 0 writes (models, metrics, plots, dvclive logs, checkpoints).
 The results are close to, not identical with, one process: dropout and augmentation draw from
-each rank's own random stream, BatchNorm (ResNet-50) normalizes over each rank's share of the
-batch, and the sums are added in another order."""
+each rank's own random stream, BatchNorm statistics are each rank's own (on CPUs) or summed
+in another order, as are the gradients."""
 import datetime
 import os
 import time
@@ -41,6 +43,7 @@ class Context:
     world: int = 1
     local_rank: int = 0
     backend: str | None = None
+    sync_batchnorm: bool = False
 
     @property
     def main(self):
@@ -76,19 +79,28 @@ class Context:
         return out
 
     def wrap(self, model):
-        """The model to train with: DDP around it on several processes, else itself."""
+        """The model to train with: DDP around it on several processes, else itself. With
+        sync_batchnorm, on GPUs, its BatchNorm layers become SyncBatchNorm in place (the same
+        Parameters and buffers: the optimizer and state_dict are unchanged), as torchvision's
+        reference scripts do with --sync-bn; torch has no SyncBatchNorm on CPUs."""
         if self.world == 1:
             return model
+        import torch
         from torch.nn.parallel import DistributedDataParallel
 
         device = next(model.parameters()).device
+        if self.sync_batchnorm and device.type == "cuda":
+            torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         return DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
 
     def describe(self, device):
-        """world size, backend and every rank's device, for the run records."""
+        """world size, backend, every rank's device and whether BatchNorm statistics were
+        shared, for the run records."""
         return {"world_size": self.world, "backend": self.backend or "none",
-                "rank_devices": self.gather(str(device))}
+                "rank_devices": self.gather(str(device)),
+                "sync_batchnorm": self.world > 1 and self.sync_batchnorm
+                and device.type == "cuda"}
 
     def close(self):
         if self.world > 1:
@@ -103,9 +115,11 @@ SINGLE = Context()
 
 @dataclass(frozen=True)
 class Settings:
-    """distributed.*: how many processes per node, and the backend they talk over."""
+    """distributed.*: how many processes per node, the backend they talk over, and whether
+    BatchNorm layers share their statistics across the GPUs."""
     nproc_per_node: int | None   # None: `auto`, one per visible GPU (1 without GPUs)
     backend: str
+    sync_batchnorm: bool
 
 
 def settings(params):
@@ -116,7 +130,8 @@ def settings(params):
         raise StageError("params.yaml: 'distributed.nproc_per_node' must be an integer >= 1 or "
                          f"auto, got {nproc!r}")
     return Settings(nproc_per_node=None if nproc == "auto" else nproc,
-                    backend=param(params, "distributed.backend", str, choices=BACKENDS))
+                    backend=param(params, "distributed.backend", str, choices=BACKENDS),
+                    sync_batchnorm=param(params, "distributed.sync_batchnorm", bool))
 
 
 def timeout():
@@ -203,7 +218,8 @@ def join(cfg, device, batch_size, batch_key):
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout()),
                             device_id=torch.device("cuda", local_rank) if backend == "nccl"
                             else None)
-    return Context(rank=rank, world=world, local_rank=local_rank, backend=backend)
+    return Context(rank=rank, world=world, local_rank=local_rank, backend=backend,
+                   sync_batchnorm=cfg.sync_batchnorm)
 
 
 def device_of(ctx, device):
