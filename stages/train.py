@@ -92,7 +92,7 @@ def main(argv):
     record = params.record(shared, cfg)
     checkpoint = Path(f"models/{name}.ckpt.pt")
     fingerprint = engine.fingerprint_of(name, record, str(device), str(amp_dtype),
-                                        torch.__version__, ctx.world, ctx.backend,
+                                        torch.__version__, ctx.world, asdict(dist_cfg),
                                         folder / "train.pt", folder / "val.pt",
                                         *engine.code_files())
     history, best_state, last_state, seconds = live.fit(

@@ -90,7 +90,7 @@ def main(argv):
     record = params.record(shared, data_cfg, cfg)
     checkpoint = Path(f"models/transfer/{strategy}.ckpt.pt")
     fingerprint = engine.fingerprint_of(strategy, record, str(device), str(amp_dtype),
-                                        torch.__version__, ctx.world, ctx.backend, root,
+                                        torch.__version__, ctx.world, asdict(dist_cfg), root,
                                         *([transfer.WEIGHTS] if strategy != "scratch" else []),
                                         *engine.code_files())
     history, best_state, _, seconds = live.fit(

@@ -322,3 +322,25 @@ def test_a_node_that_waits_in_vain_stops_with_one_line(tmp_path, mnist, mirror):
         "error: cannot start the distributed run: the rendezvous at 127.0.0.1:"), result.stderr
     assert "(PET_MASTER_ADDR/PET_MASTER_PORT) failed within 3 s (DISTRIBUTED_TIMEOUT)" in lines[0]
     assert not (project / "models").exists()
+
+
+def test_transfer_on_two_processes(tmp_path, mirror):
+    """The ImageFolder path: DistributedSampler shares, ResNet-50 in DDP (per-rank BatchNorm on
+    CPUs), sharded validation; rank 0 evaluates the whole validation set."""
+    project = copy_project(tmp_path / "project")
+    result = run([sys.executable, "-m", "stages.download", "hymenoptera",
+                  "data/raw/hymenoptera"], project, stage_env(mirror), check=False)
+    assert result.returncode == 0, result.stderr
+    edit_params(project, {"transfer.image_size": 32, "transfer.batch_size": 4,
+                          "transfer.eval_batch_size": 4, "transfer.num_workers": 0,
+                          "transfer.scratch.epochs": 1, "transfer.scratch.lr": 0.0005,
+                          "distributed.nproc_per_node": 2, "distributed.backend": "gloo"})
+    result = run([sys.executable, "-m", "stages.transfer", "scratch"], project,
+                 loopback(mirror), check=False)
+    assert result.returncode == 0, result.stderr
+    assert "16 train / 10 val" in result.stdout and "2 processes (gloo)" in result.stdout
+    record = json.loads((project / "models/transfer/scratch.run.json").read_text())
+    assert (record["world_size"], record["sync_batchnorm"]) == (2, False)
+    counts = sum(int(line.split(",")[2]) for line in
+                 (project / "plots/transfer/scratch/confusion.csv").read_text().splitlines()[1:])
+    assert counts == 10

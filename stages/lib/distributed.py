@@ -148,15 +148,21 @@ def timeout():
 
 
 def _uses_cuda(device):
-    import torch
+    """params' `device` (auto, cuda, mps, cpu) resolves to CUDA here."""
+    from .runtime import pick_device
 
-    return device in ("auto", "cuda") and torch.cuda.is_available()
+    return pick_device(device).type == "cuda"
 
 
 def _check(cfg, device, nproc, batch_size, batch_key):
-    """The one-line errors a launcher and a worker give alike."""
+    """The one-line errors a launcher (nproc: its processes) and a worker (None) give alike."""
     import torch
 
+    from .runtime import pick_device
+
+    if pick_device(device).type == "mps" and (nproc is None or nproc > 1 or _nnodes() > 1):
+        raise StageError("params.yaml: several processes ('distributed.nproc_per_node') run on "
+                         "CUDA GPUs or CPUs, not on MPS; set device: cpu to use them here")
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if cfg.backend == "nccl" and not _uses_cuda(device):
         raise StageError("params.yaml: 'distributed.backend' nccl needs CUDA GPUs (and device "
