@@ -344,3 +344,34 @@ def test_transfer_on_two_processes(tmp_path, mirror):
     counts = sum(int(line.split(",")[2]) for line in
                  (project / "plots/transfer/scratch/confusion.csv").read_text().splitlines()[1:])
     assert counts == 10
+
+
+def test_sigterm_to_the_launcher_ends_every_rank(tmp_path, mnist, mirror):
+    """`dvc` stopped (SIGTERM to the stage's process): torchrun's agent stops the workers, and
+    the stage ends as a single process does: `error: terminated`, exit 143, nobody left."""
+    import signal
+    import subprocess
+
+    project = project_with(tmp_path / "project", mnist, {"simple_cnn.epochs": 50,
+                                                         "distributed.nproc_per_node": 2})
+    proc = subprocess.Popen([sys.executable, "-m", "stages.train", "simple_cnn", "mnist"],
+                            cwd=project, env=loopback(mirror), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("epoch   1/50"):
+            break
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    assert err.strip().splitlines() == ["error: terminated"]
+
+    def in_project(pid):
+        try:
+            return os.readlink(f"/proc/{pid}/cwd") == str(project)
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 10
+    while any(in_project(p) for p in os.listdir("/proc") if p.isdigit()):
+        assert time.monotonic() < deadline, "a rank outlived its launcher"
+        time.sleep(0.2)

@@ -27,7 +27,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from .common import LAUNCHED_ENV, StageError, is_worker, one_line
+from .common import LAUNCHED_ENV, StageError, Terminated, is_worker, one_line
 
 BACKENDS = ("auto", "nccl", "gloo")
 # seconds a rank waits for the others (rendezvous, then each collective)
@@ -258,6 +258,7 @@ def launch(module, argv, nproc):
     import logging
 
     from torch.distributed import DistStoreError
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.elastic.rendezvous import RendezvousError
     from torch.distributed.run import parse_args
@@ -275,8 +276,10 @@ def launch(module, argv, nproc):
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     os.environ[LAUNCHED_ENV] = "1"
     # torchrun's agent logs every start and stop, and each failure again: the stage prints
-    # the first failure in one line instead
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    # the first failure in one line instead (its modules set their loggers' levels themselves)
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("torch.distributed.elastic"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     endpoint, variable, hosting = _rendezvous(args, conf)
     if endpoint and not hosting:
         _wait_for(endpoint, variable, seconds)
@@ -286,6 +289,8 @@ def launch(module, argv, nproc):
                          if endpoint else "") + " (torchrun, DDP)", flush=True)
     try:
         torchrun(args)
+    except SignalException:   # SIGTERM: torchrun's agent stopped the workers and says so
+        raise Terminated() from None
     except ChildFailedError as error:
         # the first rank that said why (its error file); the others were ended after it
         said = {r: f for r, f in error.failures.items() if f.error_file != "<N/A>"}
