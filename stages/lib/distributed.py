@@ -154,8 +154,9 @@ def _uses_cuda(device):
     return pick_device(device).type == "cuda"
 
 
-def _check(cfg, device, nproc, batch_size, batch_key):
-    """The one-line errors a launcher (nproc: its processes) and a worker (None) give alike."""
+def _check(cfg, device, nproc, world, batch_size, batch_key):
+    """The one-line errors a launcher (nproc: its processes on this node) and a worker (nproc
+    None) give alike; world: the number of processes in all."""
     import torch
 
     from .runtime import pick_device
@@ -171,8 +172,7 @@ def _check(cfg, device, nproc, batch_size, batch_key):
         raise StageError(f"params.yaml: 'distributed.nproc_per_node' is {nproc} but this "
                          f"machine has {gpus} GPU{'s' if gpus != 1 else ''} (use auto, or at "
                          f"most {gpus})")
-    world = nproc * _nnodes() if nproc is not None else None
-    if world is not None and batch_size % world:
+    if batch_size % world:
         raise StageError(f"params.yaml: '{batch_key}' ({batch_size}) must divide by the "
                          f"number of processes ({world}): it is the global batch, split "
                          "evenly across them")
@@ -198,7 +198,7 @@ def start(cfg, device, batch_size, batch_key, module, argv):
     nproc = cfg.nproc_per_node
     if nproc is None:
         nproc = torch.cuda.device_count() if _uses_cuda(device) else 1
-    _check(cfg, device, nproc, batch_size, batch_key)
+    _check(cfg, device, nproc, nproc * _nnodes(), batch_size, batch_key)
     if nproc == 1 and _nnodes() == 1 and "PET_NNODES" not in os.environ:
         return SINGLE
     launch(module, argv, nproc)
@@ -212,11 +212,7 @@ def join(cfg, device, batch_size, batch_key):
 
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    _check(cfg, device, None, batch_size, batch_key)
-    if batch_size % world:
-        raise StageError(f"params.yaml: '{batch_key}' ({batch_size}) must divide by the number "
-                         f"of processes ({world}): it is the global batch, split evenly "
-                         "across them")
+    _check(cfg, device, None, world, batch_size, batch_key)
     cuda = _uses_cuda(device)
     if cuda:
         torch.cuda.set_device(local_rank)
