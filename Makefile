@@ -1,4 +1,7 @@
+# make smoke      every stage on a slice of the data (smoke.yaml), report included, as
+#                 `dvc exp run --temp`: the workspace's results stay, the smoke's go to smoke/
 # make repro      the whole pipeline (REPRO_FLAGS=--keep-going to run all that can run)
+# make exps       dvc exp show, readable: the params and headline metrics that differ
 # make test       every test; make test-fast: the unit tier (pytest -m "not e2e")
 # make lint       ruff, as CI runs it
 # make bench      the speed benchmarks, written to docs/benchmarks.md (BENCH_FLAGS for epoch_speed.py)
@@ -19,7 +22,10 @@ RUNTIME := requirements.txt
 TESTING := requirements-test.txt
 endif
 
-.PHONY: repro test test-fast lint bench
+# what `make exps` leaves out: dependency hashes, creation time, t-SNE scores, secondary accuracies
+EXPS_DROP := Created|stages/|models/|data/|metrics/tsne/|.*(final_val_accuracy|overfitting_from_epoch)$$
+
+.PHONY: smoke repro exps test test-fast lint bench
 
 $(BIN)/.installed: requirements.txt requirements.lock
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -30,8 +36,14 @@ $(BIN)/.installed-test: $(BIN)/.installed requirements-test.txt requirements-tes
 	$(BIN)/python -m pip install -r $(TESTING)
 	touch $@
 
+smoke: $(BIN)/.installed
+	python tools/smoke.py $(SMOKE_FLAGS)
+
 repro: $(BIN)/.installed
 	dvc repro $(REPRO_FLAGS)
+
+exps: $(BIN)/.installed
+	dvc exp show --only-changed --drop '$(EXPS_DROP)' $(EXPS_FLAGS)
 
 test: $(BIN)/.installed-test
 	python -m pytest
