@@ -1,13 +1,13 @@
 """notebooks/quickstart.ipynb, executed inside a temporary checkout on the tiny mirror (the run
 smoke_project.py shares with tests/test_smoke.py): every cell runs, it uses that checkout
-instead of cloning, and it shows the metrics table and the plots, and says why there is no
+instead of cloning, it shows the metrics table and the plots, and it says why there is no
 report (no ImageNet weights in that mirror)."""
 import pytest
 from smoke_project import cell_with, smoke_run, text
 
 pytestmark = pytest.mark.e2e
 
-MAIN_PLOTS_WITHOUT_WEIGHTS = 7   # simple_cnn and alexnet: 3 each; transfer@scratch's curves
+SIMPLE_CNN_PLOTS = 3   # curves, confusion, t-SNE: the sub-graph's main plots
 
 
 @pytest.fixture(scope="module")
@@ -39,15 +39,15 @@ def test_it_shows_the_metrics_table(executed):
     _, notebook = executed
     [table] = shown(cell_with(notebook, "dvc metrics show"), "text/markdown")
     assert table.startswith("| Path ")
-    for name in ("smoke/metrics/simple_cnn.json", "smoke/metrics/tsne/alexnet.json",
-                 "smoke/metrics/transfer/scratch.json", "best_val_accuracy"):
+    for name in ("smoke/metrics/simple_cnn.json", "smoke/metrics/tsne/simple_cnn.json",
+                 "best_val_accuracy", "final.linear_probe_accuracy"):
         assert name in table
 
 
 def test_it_shows_the_main_plots(executed):
     _, notebook = executed
     images = shown(cell_with(notebook, "MAIN_PLOTS = "), "image/png")
-    assert len(images) == MAIN_PLOTS_WITHOUT_WEIGHTS
+    assert len(images) == SIMPLE_CNN_PLOTS
 
 
 def test_it_says_why_there_is_no_report(executed):

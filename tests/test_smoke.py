@@ -1,11 +1,12 @@
-"""`make smoke` (tools/smoke.py with smoke.yaml) in a temporary checkout, on the tiny mirror
+"""`make smoke` (tools/smoke.py with smoke.yaml) in a temporary checkout on the tiny mirror
 without the ImageNet weights (the usual offline case): it runs every stage that does not need
 them, names the ones it skipped and why, exits 0 (the notebook's run cell would fail
-otherwise), and leaves the workspace and `dvc exp show` as they were. The run itself is the
-one tests/test_notebook.py looks at too (smoke_project.py); with the weights, the plan is the
-whole graph."""
+otherwise), and leaves the workspace and `dvc exp show` as they were. The run is the one
+tests/test_notebook.py looks at too, on a sub-graph (smoke_project.py); on the whole graph,
+the plan with and without the weights, and smoke.yaml's values against every stage's checks."""
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 
@@ -14,6 +15,8 @@ import yaml
 from smoke_project import (
     COMMITTED,
     NEED_WEIGHTS,
+    RUNS,
+    SKIPS,
     WITHOUT_WEIGHTS,
     cell_with,
     smoke_run,
@@ -22,9 +25,11 @@ from smoke_project import (
     text,
 )
 
-from helpers import ROOT, run
+from helpers import ROOT, copy_project, run, stage_env
+from stages.lib import params
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e,   # DVC's own, from plan() run in this process:
+              pytest.mark.filterwarnings("ignore:_NoneStep.value:DeprecationWarning")]
 
 
 @pytest.fixture(scope="module")
@@ -35,18 +40,16 @@ def smoke(tmp_path_factory, mirror):
 
 def test_runs_every_stage_that_does_not_need_the_weights(smoke):
     _, output = smoke
-    assert stages_run(output) == WITHOUT_WEIGHTS
+    assert stages_run(output) == RUNS
 
 
 def test_names_the_stages_needing_the_weights_and_why(smoke):
-    _, output = smoke
-    lines = output.strip().splitlines()
-    assert lines[-2].startswith("smoke: 9 of 16 stages in ")
-    skipped = lines[-1]
-    assert skipped.startswith("smoke: skipped ") and "they need the ImageNet weights" in skipped
-    listed = skipped.removeprefix("smoke: skipped ").split(":")[0].split(", ")
-    assert set(listed) == NEED_WEIGHTS
-    assert "has no resnet50/resnet50-0676ba61.pth" in skipped
+    result, output = smoke
+    *_, done, skipped = output.strip().splitlines()
+    assert done.startswith(f"smoke: {len(RUNS)} of {len(RUNS) + len(SKIPS)} stages in ")
+    assert skipped == (f"smoke: skipped {', '.join(SKIPS)}: they need the ImageNet weights, "
+                       f"and the mirror {result.env['DATASETS_MIRROR']} has no "
+                       "resnet50/resnet50-0676ba61.pth (README: Offline mirror)")
 
 
 def test_leaves_the_workspace_and_the_experiments_as_they_were(smoke):
@@ -63,27 +66,60 @@ def test_copies_the_results_out_of_the_experiment(smoke):
     out = result.project / "smoke"
     metrics = json.loads((out / "metrics/simple_cnn.json").read_text())
     assert metrics != COMMITTED["metrics/simple_cnn.json"] and metrics["best_epoch"] <= 2
-    assert (out / "plots/alexnet/tsne_final.png").stat().st_size > 1000
-    assert (out / "metrics/transfer/scratch.json").is_file()
-    assert not (out / "reports").exists()   # the report needs every strategy
-    params = yaml.safe_load((out / "params.yaml").read_text())
+    assert (out / "plots/simple_cnn/tsne_final.png").stat().st_size > 1000
+    assert not (out / "reports").exists()
+    copied = yaml.safe_load((out / "params.yaml").read_text())
     for key, value in yaml.safe_load((ROOT / "smoke.yaml").read_text()).items():
-        node = params
+        node = copied
         for part in key.split("."):
             node = node[part]
         assert node == value, key
 
 
-def test_with_the_weights_the_plan_is_the_whole_graph(smoke, mirror, monkeypatch):
-    result, _ = smoke
-    spec = importlib.util.spec_from_file_location("smoke", result.project / "tools/smoke.py")
+@pytest.fixture
+def whole_graph(tmp_path, monkeypatch):
+    """tools/smoke.py's plan() in a copy of the project with the whole dvc.yaml."""
+    project = copy_project(tmp_path / "project")
+    (project / "tools").mkdir()
+    shutil.copy2(ROOT / "tools/smoke.py", project / "tools/smoke.py")
+    run(["git", "init", "-q"], project, stage_env())
+    spec = importlib.util.spec_from_file_location("smoke", project / "tools/smoke.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    monkeypatch.chdir(project)
+    return module.plan
+
+
+def test_without_the_weights_the_whole_graph_skips_seven_stages(whole_graph, tmp_path,
+                                                                  monkeypatch):
+    monkeypatch.setenv("DATASETS_MIRROR", str(tmp_path))   # a mirror without resnet50/
+    stages, needs, missing = whole_graph()
+    assert needs == NEED_WEIGHTS and set(stages) - needs == WITHOUT_WEIGHTS
+    assert missing == f"the mirror {tmp_path} has no resnet50/resnet50-0676ba61.pth"
+
+
+def test_with_the_weights_the_plan_is_the_whole_graph(whole_graph, mirror, monkeypatch):
     monkeypatch.setenv("DATASETS_MIRROR", str(mirror))   # the tiny mirror has (random) ones
-    monkeypatch.chdir(result.project)
-    stages, needs, missing = module.plan()
-    assert missing is None and needs == NEED_WEIGHTS   # no targets: every stage, the report too
-    assert set(stages) == NEED_WEIGHTS | WITHOUT_WEIGHTS
+    assert whole_graph()[2] is None   # nothing missing: no targets, every stage, the report
+    monkeypatch.delenv("DATASETS_MIRROR")                # downloads
+    assert whole_graph()[2] is None
+
+
+def test_the_smoke_params_pass_every_stage_s_checks():
+    values = params.load(ROOT / "params.yaml")
+    for key, value in yaml.safe_load((ROOT / "smoke.yaml").read_text()).items():
+        *parents, last = key.split(".")
+        node = values
+        for part in parents:
+            node = node[part]
+        assert last in node, key
+        node[last] = value
+    params.shared(values), params.tsne(values), params.svm(values), params.download(values)
+    params.report_language(values), params.transfer_data(values)
+    for model in ("simple_cnn", "alexnet"):
+        assert params.training(values, model).epochs <= 2
+    for strategy in ("scratch", "finetune", "finetune_aug"):
+        assert params.strategy(values, strategy).epochs == 1
 
 
 def test_a_key_params_yaml_lacks_stops_before_any_work(smoke, tmp_path):
