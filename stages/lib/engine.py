@@ -268,13 +268,14 @@ def run_epoch(model, batches, device, amp_dtype, optimizer=None, scaler=None, pr
             correct += (logits.argmax(1) == y).sum()
             count += len(y)
             shown.step(total_loss, count)
+    loss_sum, right = total_loss.item(), correct.item()
     if ctx.world > 1:   # sums over the ranks: each sample counted once
-        sums = ctx.sum(torch.tensor([total_loss.item(), correct.item(), count],
-                                    dtype=torch.float64, device=device)).tolist()
-        total_loss, correct, count = torch.tensor(sums[0]), torch.tensor(sums[1]), int(sums[2])
+        loss_sum, right, count = ctx.sum(torch.tensor(
+            [loss_sum, right, count], dtype=torch.float64, device=device)).tolist()
+        count = int(count)
     if count == 0:
         raise StageError("no batches: the dataset split is empty")
-    return total_loss.item() / count, correct.item() / count
+    return loss_sum / count, right / count
 
 
 def fit(model, *, train_batches, val_batches, epochs, optimizer, device, amp_dtype,
