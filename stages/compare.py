@@ -8,7 +8,7 @@ three trained models (models/transfer/*.pt) and the frozen ImageNet features
 (data/features/val.pt, the SVM's representation). Writes:
   plots/transfer/tsne.png         t-SNE grid of each strategy's 2048-d validation features
   plots/transfer/tsne.csv         the coordinates: strategy, index, x, y, label, class
-  metrics/tsne/transfer.json      per strategy: silhouette and linear separability (cross-
+  metrics/tsne/transfer/<strategy>.json  silhouette and probe = linear separability (cross-
                                   validated logistic-regression accuracy) of those features
   plots/transfer/tsne.json        per strategy: dimensions and points; the settings
 The accuracy of the strategies is not read here: the report draws it, so that a change to
@@ -56,11 +56,11 @@ def main(argv):
         coords = analysis.tsne_2d(features[strategy], perplexity=cfg.perplexity,
                                   pca_dims=cfg.pca_dims, seed=shared.seed)
         panels.append((coords, labels, f"{TITLES[strategy]}\nsilhouette {fmt(m['silhouette'])}, "
-                                       f"linear {fmt(m['linear_probe_accuracy'])}"))
+                                       f"linear {fmt(m['probe'])}"))
         rows += [(strategy, i, f"{x:.4f}", f"{y:.4f}", int(c), classes[c])
                  for i, ((x, y), c) in enumerate(zip(coords, labels))]
         print(f"{strategy}: silhouette {fmt(m['silhouette'])}, linear separability "
-              f"{fmt(m['linear_probe_accuracy'])}", flush=True)
+              f"{fmt(m['probe'])}", flush=True)
 
     OUT.mkdir(parents=True, exist_ok=True)
     plots.save(plots.tsne_grid(panels, classes, f"t-SNE of the 2048-d validation features "
@@ -69,7 +69,7 @@ def main(argv):
         writer = csv.writer(f)
         writer.writerow(["strategy", "index", "x", "y", "label", "class"])
         writer.writerows(rows)
-    plots.write_scores("metrics/tsne/transfer.json", OUT / "tsne.json", metrics,
+    plots.write_scores("metrics/tsne/transfer", OUT / "tsne.json", metrics,
                        params.record(cfg))
 
 

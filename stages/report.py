@@ -107,10 +107,11 @@ def read_curves(live_dir):
             if not path.is_file():
                 raise StageError(f"{path} not found: run the training stage first (dvc repro)")
             with open(path, newline="") as f:
-                columns[f"{split}_{what}"] = [float(row[what])
-                                              for row in csv.DictReader(f, delimiter="\t")]
-    return [{"epoch": i + 1, **{k: v[i] for k, v in columns.items()}}
-            for i in range(len(columns["val_loss"]))]
+                rows = list(csv.DictReader(f, delimiter="\t"))
+            columns[f"{split}_{what}"] = [float(row[what]) for row in rows]
+            epochs = [int(row["step"]) for row in rows]   # dvclive's step is the epoch
+    return [{"epoch": epoch, **{k: v[i] for k, v in columns.items()}}
+            for i, epoch in enumerate(epochs)]
 
 
 def figure(source):
@@ -151,11 +152,11 @@ def better_layer(tsne):
     """Which layer separates the classes better: "final" or "intermediate" where silhouette
     and linear probe agree, "mixed" where they do not, None where one is missing."""
     inter, final = tsne["intermediate"], tsne["final"]
-    scores = [m[k] for m in (inter, final) for k in ("silhouette", "linear_probe_accuracy")]
+    scores = [m[k] for m in (inter, final) for k in ("silhouette", "probe")]
     if None in scores:
         return None
     final_silhouette = final["silhouette"] >= inter["silhouette"]
-    if final_silhouette != (final["linear_probe_accuracy"] >= inter["linear_probe_accuracy"]):
+    if final_silhouette != (final["probe"] >= inter["probe"]):
         return "mixed"
     return "final" if final_silhouette else "intermediate"
 
@@ -163,10 +164,10 @@ def better_layer(tsne):
 def smaller(metrics, tsne):
     """How near a linear classifier on the intermediate features comes to the whole network:
     "above" (no worse), "close" (within SMALL_GAP points), "below"; None if not measured."""
-    probe = tsne["intermediate"]["linear_probe_accuracy"]
+    probe = tsne["intermediate"]["probe"]
     if probe is None:
         return None
-    gap = 100 * (metrics["best_val_accuracy"] - probe)
+    gap = 100 * (metrics["best_accuracy"] - probe)
     return "above" if gap <= 0 else "close" if gap <= SMALL_GAP else "below"
 
 
@@ -192,10 +193,10 @@ def extremes(separability):
     separability, then silhouette), or None with fewer than two scored."""
     scored = [s for s in STRATEGIES
               if None not in (separability[s]["silhouette"],
-                              separability[s]["linear_probe_accuracy"])]
+                              separability[s]["probe"])]
     if len(scored) < 2:
         return None
-    order = sorted(scored, key=lambda s: (-separability[s]["linear_probe_accuracy"],
+    order = sorted(scored, key=lambda s: (-separability[s]["probe"],
                                           -separability[s]["silhouette"]))
     return order[0], order[-1]
 
@@ -213,6 +214,7 @@ def transfer_curves_figure(say):
     for ax, what in zip(axes, ("val_loss", "val_accuracy")):
         ax.set_xlabel(say("epoch"))
         ax.set_ylabel(say(what))
+        plots.integer_epochs(ax)
         ax.grid(alpha=0.3)
         ax.legend()
     plots.save(fig, FIGURES / "transfer_curves.png")
@@ -234,7 +236,8 @@ def templates(language):
 
 def model(name, datasets, runs):
     """What the report says about a model trained from scratch (parts 1 and 2)."""
-    tsne = merged(f"metrics/tsne/{name}.json", f"plots/{name}/tsne.json")
+    tsne = plots.read_scores(f"metrics/tsne/{name}", f"plots/{name}/tsne.json",
+                             ("intermediate", "final"))
     return {"name": name, "splits": datasets[MODEL_DATASETS[name]],
             "metrics": merged(f"metrics/{name}.json", f"plots/{name}/evaluation.json"),
             "tsne": tsne,
@@ -254,7 +257,8 @@ def main(argv):
                    confused_pairs=confused_pairs(alexnet["metrics"]["top_confusions"]))
     results = {s: merged(f"metrics/transfer/{s}.json", f"plots/transfer/{s}/evaluation.json")
                for s in STRATEGIES}
-    separability = merged("metrics/tsne/transfer.json", "plots/transfer/tsne.json")
+    separability = plots.read_scores("metrics/tsne/transfer", "plots/transfer/tsne.json",
+                                     STRATEGIES)
     used = runs[f"transfer@{TRAINED_STRATEGIES[0]}"]["params"]
     # What identifies this run's configuration: the hyperparameters every stage recorded.
     recorded = {**{stage: r["params"] for stage, r in runs.items()},

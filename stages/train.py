@@ -7,16 +7,16 @@ data/raw/<dataset>/{train,val}.pt. With `distributed.nproc_per_node` > 1 it trai
 processes (torchrun, DDP; stages/lib/distributed.py); rank 0 writes.
 Writes:
   models/<model>.pt          best epoch's weights (+ classes, normalization, epoch)
-  models/<model>.last.pt     last epoch's weights
   models/<model>.run.json    how it ran: device, precision, seconds per epoch, versions
-  models/<model>.ckpt.pt     the training state after each epoch (a DVC `persist` output): a
-                             killed run goes on from there; once done, a small "complete" mark
-  metrics/<model>.json       headline numbers: best/final accuracy, best epoch, overfitting
-                             epoch, parameter counts
-  plots/<model>/evaluation.json  the rest: losses, largest layer, sample counts, per-class
-                             accuracy, most frequent confusions (best weights)
-  plots/<model>/live/        per-epoch curves (dvclive)
+  metrics/<model>.json       headline numbers (engine.HEADLINE): accuracy (last epoch),
+                             best_accuracy, best_epoch
+  plots/<model>/evaluation.json  the rest: losses, overfitting epoch, parameter counts, largest
+                             layer, sample counts, per-class accuracy, most frequent confusions
+                             (best weights)
+  plots/<model>/live/        per-epoch curves (dvclive; step = epoch)
   plots/<model>/curves.png, confusion.csv (counted cells), confusion.png
+While it trains, the state after each epoch is kept outside the outputs
+(engine.checkpoint_path): a killed run goes on from there; it is removed once the stage ends.
 """
 from dataclasses import asdict
 from pathlib import Path
@@ -27,10 +27,6 @@ from stages.lib import data, distributed, engine, live, models, params, plots, r
 from stages.lib.common import StageError, run, writes
 from stages.lib.files import check_writable, save_torch, write_json
 from stages.lib.names import MODEL_DATASETS
-
-# what metrics/<model>.json holds (with the parameter counts); the rest of the summary goes to
-# plots/<model>/evaluation.json, which the report reads
-HEADLINE = ("best_val_accuracy", "best_epoch", "final_val_accuracy", "overfitting_from_epoch")
 
 
 def main(argv):
@@ -90,12 +86,12 @@ def main(argv):
                                        if ctx.world > 1 else ""), flush=True)
 
     record = params.record(shared, cfg)
-    checkpoint = Path(f"models/{name}.ckpt.pt")
     fingerprint = engine.fingerprint_of(name, record, str(device), str(amp_dtype),
                                         torch.__version__, ctx.world, asdict(dist_cfg),
                                         folder / "train.pt", folder / "val.pt",
                                         *engine.code_files())
-    history, best_state, last_state, seconds = live.fit(
+    checkpoint = engine.checkpoint_path(name, fingerprint)
+    history, best_state, _, seconds = live.fit(
         out / "live", ctx=ctx, model=model, train_batches=train_batches,
         val_batches=val_batches, epochs=cfg.epochs, optimizer=optimizer, device=device,
         amp_dtype=amp_dtype, lr_key=f"{name}.lr", checkpoint=checkpoint,
@@ -112,24 +108,22 @@ def main(argv):
     about = {"arch": name, "classes": classes, "normalization": [list(mean), list(std)]}
     save_torch({**about, "epoch": summary["best_epoch"], "state_dict": best_state},
                f"models/{name}.pt")
-    save_torch({**about, "epoch": cfg.epochs, "state_dict": last_state},
-               f"models/{name}.last.pt")
     write_json(f"models/{name}.run.json",
                {**env, "params": record, "seconds": round(seconds, 1),
                 "epoch_seconds": [round(r["seconds"], 1) for r in history]})
     plots.write_evaluation(out, f"metrics/{name}.json", labels.numpy(), preds.numpy(), classes,
                            f"{name}, best epoch {summary['best_epoch']}",
-                           headline={key: summary[key] for key in HEADLINE}
-                           | {"params": n_params, "params_no_bias": n_weights},
+                           headline={key: summary[key] for key in engine.HEADLINE},
                            details={key: value for key, value in summary.items()
-                                    if key not in HEADLINE}
-                           | {"largest_layer": largest, "largest_layer_params": largest_params,
+                                    if key not in engine.HEADLINE}
+                           | {"params": n_params, "params_no_bias": n_weights,
+                              "largest_layer": largest, "largest_layer_params": largest_params,
                               "epochs": cfg.epochs, "train_samples": len(y_train),
                               "val_samples": len(y_val)})
-    engine.mark_complete(checkpoint, fingerprint, cfg.epochs)
+    engine.finish_checkpoint(checkpoint)
     ctx.close()
-    print(f"{name}: best val accuracy {summary['best_val_accuracy']:.4f} at epoch "
-          f"{summary['best_epoch']}, final {summary['final_val_accuracy']:.4f}, {seconds:.0f} s",
+    print(f"{name}: val accuracy {summary['accuracy']:.4f} (last epoch), best "
+          f"{summary['best_accuracy']:.4f} at epoch {summary['best_epoch']}, {seconds:.0f} s",
           flush=True)
 
 

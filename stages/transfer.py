@@ -11,11 +11,13 @@ Reads params `seed`, `device`, `precision`, `transfer.{dataset,image_size,batch_
 eval_batch_size,num_workers,train_samples,val_samples}`, `transfer.<strategy>.*`,
 `distributed.*` and data/raw/<transfer.dataset>/. With `distributed.nproc_per_node` > 1 it
 trains on that many processes (torchrun, DDP; stages/lib/distributed.py); rank 0 writes.
-Writes models/transfer/<strategy>.pt (best epoch), .run.json and .ckpt.pt (the training state
-after each epoch, to resume a killed run; a small "complete" mark at the end),
-metrics/transfer/<strategy>.json (accuracy = final epoch, best_accuracy, best_epoch),
+Writes models/transfer/<strategy>.pt (best epoch), .run.json,
+metrics/transfer/<strategy>.json (engine.HEADLINE: accuracy = last epoch, best_accuracy,
+best_epoch),
 plots/transfer/<strategy>/evaluation.json (per-class accuracy, top confusions, losses),
-plots/transfer/<strategy>/live/ (dvclive curves), curves.png, confusion.{csv,png}.
+plots/transfer/<strategy>/live/ (dvclive curves), curves.png, confusion.{csv,png}. The
+training state after each epoch is kept outside the outputs (engine.checkpoint_path), to resume
+a killed run, and removed once the stage ends.
 """
 from dataclasses import asdict
 from pathlib import Path
@@ -88,11 +90,11 @@ def main(argv):
                                        if ctx.world > 1 else ""), flush=True)
 
     record = params.record(shared, data_cfg, cfg)
-    checkpoint = Path(f"models/transfer/{strategy}.ckpt.pt")
     fingerprint = engine.fingerprint_of(strategy, record, str(device), str(amp_dtype),
                                         torch.__version__, ctx.world, asdict(dist_cfg), root,
                                         *([transfer.WEIGHTS] if strategy != "scratch" else []),
                                         *engine.code_files())
+    checkpoint = engine.checkpoint_path(f"transfer-{strategy}", fingerprint)
     history, best_state, _, seconds = live.fit(
         out / "live", ctx=ctx, model=model, train_batches=train_batches,
         val_batches=lambda: val_share, epochs=cfg.epochs, optimizer=optimizer,
@@ -118,16 +120,14 @@ def main(argv):
     plots.write_evaluation(
         out, f"metrics/transfer/{strategy}.json", labels.numpy(), preds.numpy(), classes,
         f"ResNet-50 {strategy}, best epoch {summary['best_epoch']}",
-        headline={"accuracy": summary["final_val_accuracy"],
-                  "best_accuracy": summary["best_val_accuracy"],
-                  "best_epoch": summary["best_epoch"]},
+        headline={key: summary[key] for key in engine.HEADLINE},
         details={"epochs": cfg.epochs, "final_val_loss": summary["final_val_loss"],
                  "final_train_accuracy": summary["final_train_accuracy"],
                  "image_size": data_cfg.image_size})
-    engine.mark_complete(checkpoint, fingerprint, cfg.epochs)
+    engine.finish_checkpoint(checkpoint)
     ctx.close()
-    print(f"transfer@{strategy}: final val accuracy {summary['final_val_accuracy']:.4f}, best "
-          f"{summary['best_val_accuracy']:.4f} at epoch {summary['best_epoch']}, {seconds:.0f} s",
+    print(f"transfer@{strategy}: val accuracy {summary['accuracy']:.4f} (last epoch), best "
+          f"{summary['best_accuracy']:.4f} at epoch {summary['best_epoch']}, {seconds:.0f} s",
           flush=True)
 
 

@@ -7,9 +7,9 @@ Reads params `seed`, `device`, `precision`, `tsne.*`, models/<model>.pt and
 data/raw/<dataset>/val.pt. Writes:
   plots/<model>/tsne_intermediate.png, plots/<model>/tsne_final.png   coloured by class
   plots/<model>/tsne.csv          the 2-D coordinates: layer, index, x, y, label, class
-  metrics/tsne/<model>.json       per layer: silhouette score of the classes in the layer's own
-                                  feature space, linear-probe accuracy (cross-validated
-                                  logistic regression on those features)
+  metrics/tsne/<model>/<layer>.json   intermediate.json, final.json: silhouette score of the
+                                  classes in the layer's own feature space, probe = linear-probe
+                                  accuracy (cross-validated logistic regression on those features)
   plots/<model>/tsne.json         per layer: its description, dimensions, points; the settings
 """
 import csv
@@ -55,17 +55,17 @@ def main(argv):
                                   seed=shared.seed)
         m = metrics[layer]
         title = (f"{name}: t-SNE of the {what}\n{len(labels)} validation images; silhouette "
-                 f"{fmt(m['silhouette'])}, linear probe {fmt(m['linear_probe_accuracy'])}")
+                 f"{fmt(m['silhouette'])}, linear probe {fmt(m['probe'])}")
         plots.save(plots.tsne_figure(coords, labels, classes, title), out / f"tsne_{layer}.png")
         rows += [(layer, int(i), f"{x:.4f}", f"{y:.4f}", int(c), classes[c])
                  for i, (x, y), c in zip(keep.tolist(), coords, labels)]
         print(f"{name} {layer}: silhouette {fmt(m['silhouette'])}, linear probe "
-              f"{fmt(m['linear_probe_accuracy'])}", flush=True)
+              f"{fmt(m['probe'])}", flush=True)
     with open(out / "tsne.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["layer", "index", "x", "y", "label", "class"])
         writer.writerows(rows)
-    plots.write_scores(f"metrics/tsne/{name}.json", out / "tsne.json", metrics,
+    plots.write_scores(f"metrics/tsne/{name}", out / "tsne.json", metrics,
                        params.record(cfg))
 
 

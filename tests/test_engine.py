@@ -137,8 +137,8 @@ def test_overfitting_epoch(val, train, expected):
 def test_summarize_prefers_earliest_best():
     h = history([0.5, 0.4, 0.4], [0.9, 0.8, 0.7])
     summary = engine.summarize(h)
-    assert summary["best_epoch"] == 2 and summary["best_val_accuracy"] == pytest.approx(0.6)
-    assert summary["final_val_accuracy"] == pytest.approx(0.6)
+    assert summary["best_epoch"] == 2 and summary["best_accuracy"] == pytest.approx(0.6)
+    assert summary["accuracy"] == pytest.approx(0.6)
     assert summary["min_val_loss_epoch"] == 2
     assert math.isclose(summary["final_train_loss"], 0.7)
 

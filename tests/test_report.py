@@ -36,7 +36,7 @@ def run_record(params, seconds, threads=2):
 
 
 def model_metrics(epochs, best_epoch, confusions, overfitting_from=None):
-    return {"best_val_accuracy": 0.875, "best_epoch": best_epoch, "final_val_accuracy": 0.75,
+    return {"best_accuracy": 0.875, "best_epoch": best_epoch, "accuracy": 0.75,
             "min_val_loss": 0.5, "min_val_loss_epoch": best_epoch,
             "overfitting_from_epoch": overfitting_from, "params": 1234567,
             "params_no_bias": 1234000, "largest_layer": "features.6: Linear(8, 4)",
@@ -45,12 +45,14 @@ def model_metrics(epochs, best_epoch, confusions, overfitting_from=None):
                                for i, (t, p, c) in enumerate(confusions)}}
 
 
-def tsne_metrics(intermediate, final, folds=2):
-    return {"intermediate": {"dimensions": 2048, "silhouette": intermediate[0],
-                             "linear_probe_accuracy": intermediate[1]},
-            "final": {"dimensions": 10, "silhouette": final[0],
-                      "linear_probe_accuracy": final[1]},
-            "settings": {"points": 60, "perplexity": 5.0, "probe_folds": folds}}
+def tsne_metrics(root, name, intermediate, final, folds=2):
+    """metrics/tsne/<name>/<layer>.json (silhouette, probe) and plots/<name>/tsne.json."""
+    for layer, (silhouette, probe) in (("intermediate", intermediate), ("final", final)):
+        write(root / f"metrics/tsne/{name}/{layer}.json",
+              {"silhouette": silhouette, "probe": probe})
+    write(root / f"plots/{name}/tsne.json",
+          {"intermediate": {"dimensions": 2048}, "final": {"dimensions": 10},
+           "settings": {"points": 60, "perplexity": 5.0, "probe_folds": folds}})
 
 
 def curves(live, rows):
@@ -58,7 +60,8 @@ def curves(live, rows):
     for column, (part, what) in enumerate((("train", "loss"), ("train", "accuracy"),
                                            ("val", "loss"), ("val", "accuracy"))):
         write(live / "plots" / "metrics" / part / f"{what}.tsv",
-              f"step\t{what}\n" + "".join(f"{i}\t{r[column]}\n" for i, r in enumerate(rows)))
+              f"step\t{what}\n" + "".join(f"{i}\t{r[column]}\n"
+                                           for i, r in enumerate(rows, start=1)))
 
 
 def write_inputs(root, language="en", classes=("ants", "bees")):
@@ -82,11 +85,13 @@ def write_inputs(root, language="en", classes=("ants", "bees")):
     write(root / "metrics/simple_cnn.json", model_metrics(1, 1, [("7", "2", 2), ("1", "2", 1)]))
     write(root / "metrics/alexnet.json",
           model_metrics(2, 1, [("cat", "dog", 1)], overfitting_from=1))
-    write(root / "metrics/tsne/simple_cnn.json", tsne_metrics((0.25, 0.8), (0.5, 0.9)))
-    write(root / "metrics/tsne/alexnet.json", tsne_metrics((0.25, 0.9), (0.5, 0.8)))
-    write(root / "metrics/tsne/transfer.json",
-          {**{s: {"silhouette": 0.1 * (i + 1), "linear_probe_accuracy": 0.6 + 0.1 * i}
-              for i, s in enumerate(STRATEGIES)}, "settings": {"probe_folds": 2}})
+    tsne_metrics(root, "simple_cnn", (0.25, 0.8), (0.5, 0.9))
+    tsne_metrics(root, "alexnet", (0.25, 0.9), (0.5, 0.8))
+    for i, s in enumerate(STRATEGIES):
+        write(root / f"metrics/tsne/transfer/{s}.json",
+              {"silhouette": 0.1 * (i + 1), "probe": 0.6 + 0.1 * i})
+    write(root / "plots/transfer/tsne.json",
+          {**{s: {} for s in STRATEGIES}, "settings": {"probe_folds": 2}})
     for i, strategy in enumerate(STRATEGIES):
         result = {"accuracy": 0.5 + 0.125 * i}
         if strategy in TRAINED_STRATEGIES:
@@ -104,9 +109,8 @@ def write_inputs(root, language="en", classes=("ants", "bees")):
     for figure in ["tsne"] + [f"{s}/confusion" for s in STRATEGIES]:
         write(root / f"plots/transfer/{figure}.png", PNG)
     # the details files beside the metrics: the records above hold everything already
-    for details in ["simple_cnn/evaluation", "simple_cnn/tsne", "alexnet/evaluation",
-                    "alexnet/tsne", "transfer/tsne"] + [f"transfer/{s}/evaluation"
-                                                        for s in STRATEGIES]:
+    for details in ["simple_cnn/evaluation", "alexnet/evaluation"] + \
+            [f"transfer/{s}/evaluation" for s in STRATEGIES]:
         write(root / f"plots/{details}.json", {})
 
 
@@ -172,19 +176,17 @@ def edit(root, path, change):
 def other_branches(root):
     """write_inputs' run, with the report's other branches: the intermediate layer separates
     better, the probe beats the network, no overfitting, no confusions, no CPU recorded."""
-    edit(root, "metrics/tsne/simple_cnn.json",
-         lambda d: d.update(intermediate={"dimensions": 2048, "silhouette": 0.75,
-                                          "linear_probe_accuracy": 0.95},
-                            settings={"probe_folds": 1}))
+    edit(root, "metrics/tsne/simple_cnn/intermediate.json",
+         lambda d: d.update(silhouette=0.75, probe=0.95))
+    edit(root, "plots/simple_cnn/tsne.json", lambda d: d.update(settings={"probe_folds": 1}))
     edit(root, "metrics/alexnet.json",
          lambda d: d.update(overfitting_from_epoch=None, min_val_loss_epoch=2, top_confusions={}))
     edit(root, "models/simple_cnn.run.json", lambda d: (d.pop("cpu"), d.update(cpu_threads=2)))
 
 
 def close_probe_and_missing_scores(root):
-    edit(root, "metrics/tsne/simple_cnn.json",
-         lambda d: d["intermediate"].update(linear_probe_accuracy=0.87))
-    edit(root, "metrics/tsne/transfer.json", lambda d: d["svm"].update(silhouette=None))
+    edit(root, "metrics/tsne/simple_cnn/intermediate.json", lambda d: d.update(probe=0.87))
+    edit(root, "metrics/tsne/transfer/svm.json", lambda d: d.update(silhouette=None))
 
 
 def test_every_sentence_is_used(tmp_path, monkeypatch):

@@ -96,7 +96,7 @@ def judge(features, labels, cfg, seed):
     """Silhouette and linear-probe accuracy of one representation (cfg: a params.Tsne)."""
     return {"dimensions": int(features.shape[1]), "points": int(len(labels)),
             "silhouette": silhouette(features, labels, points=cfg.silhouette_points, seed=seed),
-            "linear_probe_accuracy": linear_probe(features, labels, folds=cfg.probe_folds,
+            "probe": linear_probe(features, labels, folds=cfg.probe_folds,
                                                   seed=seed)}
 
 

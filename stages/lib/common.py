@@ -127,17 +127,26 @@ def alive(pid):
     return True
 
 
+def private_dir(kind):
+    """This workspace's folder for files that are no output of DVC's (stage locks, training
+    checkpoints): .dvc/tmp/<kind>/ in a DVC project (ignored by git and by DVC), elsewhere a
+    folder in the system's temporary directory keyed by the working directory. Created."""
+    folder = Path(".dvc/tmp") / kind if Path(".dvc").is_dir() else \
+        Path(tempfile.gettempdir()) / kind / hashlib.sha256(
+            str(Path.cwd()).encode()).hexdigest()[:16]
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def stage_lock(name):
     """Hold an exclusive lock named after the stage for as long as this process lives, so a
     second instance of the same stage in the same workspace (an orphan of a killed `dvc`, or
     two terminals) stops at once instead of writing the same outputs. The lock is an flock on
-    .dvc/tmp/stage-locks/<name>.lock: the kernel drops it when the process ends, however."""
+    .dvc/tmp/stage-locks/<name>.lock (private_dir): the kernel drops it when the process ends,
+    however."""
     import fcntl
 
-    folder = Path(".dvc/tmp/stage-locks") if Path(".dvc").is_dir() else \
-        Path(tempfile.gettempdir()) / "stage-locks" / hashlib.sha256(
-            str(Path.cwd()).encode()).hexdigest()[:16]
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = private_dir("stage-locks")
     handle = open(folder / f"{name.replace('/', '_')}.lock", "a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

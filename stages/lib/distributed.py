@@ -27,9 +27,10 @@ import os
 import time
 from dataclasses import dataclass
 
+from . import params
 from .common import LAUNCHED_ENV, StageError, Terminated, is_worker, one_line
 
-BACKENDS = ("auto", "nccl", "gloo")
+BACKENDS = params.BACKENDS
 # seconds a rank waits for the others (rendezvous, then each collective)
 TIMEOUT_ENV = "DISTRIBUTED_TIMEOUT"
 DEFAULT_TIMEOUT = 300
@@ -113,25 +114,8 @@ class Context:
 SINGLE = Context()
 
 
-@dataclass(frozen=True)
-class Settings:
-    """distributed.*: how many processes per node, the backend they talk over, and whether
-    BatchNorm layers share their statistics across the GPUs."""
-    nproc_per_node: int | None   # None: `auto`, one per visible GPU (1 without GPUs)
-    backend: str
-    sync_batchnorm: bool
-
-
-def settings(params):
-    from .params import param
-
-    nproc = param(params, "distributed.nproc_per_node", object)
-    if nproc != "auto" and (not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1):
-        raise StageError("params.yaml: 'distributed.nproc_per_node' must be an integer >= 1 or "
-                         f"auto, got {nproc!r}")
-    return Settings(nproc_per_node=None if nproc == "auto" else nproc,
-                    backend=param(params, "distributed.backend", str, choices=BACKENDS),
-                    sync_batchnorm=param(params, "distributed.sync_batchnorm", bool))
+# distributed.* in params.yaml (read with the other sections in params.py)
+Settings, settings = params.Distributed, params.distributed
 
 
 def timeout():

@@ -9,20 +9,19 @@ import copy
 import math
 import platform
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from . import cpu_layers, distributed, models
-from .common import StageError
+from .common import StageError, one_line, private_dir
 from .params import OPTIMIZERS
 
 
 def load_checkpoint(path, device):
     """A checkpoint written by a training stage ({arch, classes, state_dict, ...}) as an
     eval-mode model on `device`, and the checkpoint dict."""
-    from pathlib import Path
-
     if not Path(path).is_file():
         raise StageError(f"{path} not found: run the stage that trains it first (dvc repro)")
     try:
@@ -304,6 +303,8 @@ def fit(model, *, train_batches, val_batches, epochs, optimizer, device, amp_dty
     net = ctx.wrap(model)   # what trains: DDP around the model on several processes
     state = None
     if checkpoint:
+        if ctx.main:
+            tidy_checkpoints(checkpoint)
         state = ctx.share(load_training_state(checkpoint, fingerprint) if ctx.main else None)
     if state is not None:
         model.load_state_dict(state["model"])
@@ -371,7 +372,6 @@ def fingerprint_of(*parts):
     ImageFolder set of thousands of images), a file by its content."""
     import hashlib
     import json
-    from pathlib import Path
 
     h = hashlib.sha256()
     for part in parts:
@@ -392,8 +392,6 @@ def fingerprint_of(*parts):
 
 def code_files():
     """The pipeline's own source files: a checkpoint written by other code is not resumed."""
-    from pathlib import Path
-
     root = Path(__file__).resolve().parents[1]
     return sorted(root.rglob("*.py"))
 
@@ -405,7 +403,7 @@ def save_training_state(path, fingerprint, *, model, optimizer, scheduler, scale
     strings, lists and dicts only. `rng`: every rank's get_rng_state(), in rank order."""
     from .files import save_torch
 
-    save_torch({"fingerprint": fingerprint, "complete": False, "epoch": len(history),
+    save_torch({"fingerprint": fingerprint, "epoch": len(history),
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 "scaler": scaler.state_dict() if scaler is not None else None,
@@ -413,31 +411,52 @@ def save_training_state(path, fingerprint, *, model, optimizer, scheduler, scale
                 "best_state": best_state, "best_accuracy": best_accuracy}, path)
 
 
-def mark_complete(path, fingerprint, epochs):
-    """Replace the checkpoint by a small record that the training finished: the DVC output
-    stays small, and the next run (after a param change, or `dvc repro -f`) trains anew."""
-    from .files import save_torch
+CHECKPOINTS_KEPT = 2   # unfinished runs of one stage whose state is kept, to resume them
 
-    save_torch({"fingerprint": fingerprint, "complete": True, "epoch": epochs}, path)
+
+def checkpoint_path(name, fingerprint):
+    """Where a training stage keeps its state after each epoch: a file named for the stage and
+    its fingerprint in .dvc/tmp/checkpoints/ (common.private_dir), outside DVC's outputs, so
+    that DVC can restore the stage from its run-cache. A run killed with one set of params and
+    a run with another keep separate files: going back to the first resumes it."""
+    return private_dir("checkpoints") / f"{name}.{fingerprint}.pt"
+
+
+def tidy_checkpoints(path):
+    """Before training into checkpoint `path`: remove what killed runs of the same stage left
+    in its folder (the hidden temporary files of an interrupted save; the stage lock says no
+    other run of this stage is alive) and the states of older unfinished runs of other params,
+    code or data beyond the CHECKPOINTS_KEPT newest, each removal said in one line."""
+    path = Path(path)
+    name = path.name.split(".")[0]
+    for leftover in path.parent.glob(f".{name}.*"):
+        leftover.unlink(missing_ok=True)
+    others = sorted((p for p in path.parent.glob(f"{name}.*.pt") if p != path),
+                    key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in others[CHECKPOINTS_KEPT:]:
+        old.unlink(missing_ok=True)
+        print(f"removed the training state of an older unfinished run: {old}", flush=True)
+
+
+def finish_checkpoint(path):
+    """The stage finished: its training state is no longer needed (the next run of the same
+    params is DVC's to restore from the run-cache; `dvc repro -f` trains anew)."""
+    Path(path).unlink(missing_ok=True)
 
 
 def load_training_state(path, fingerprint):
     """The saved state at `path` when it belongs to an unfinished run with the same
     fingerprint, else None (with one line saying why it is not used)."""
-    from pathlib import Path
-
     path = Path(path)
     if not path.is_file():
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:   # torch.load raises many types for a damaged file
-        print(f"checkpoint {path} is unreadable ({str(error).strip().splitlines()[0][:120]}); "
-              "training from the first epoch", flush=True)
+        print(f"checkpoint {path} is unreadable ({one_line(error)[:120]}); training from the "
+              "first epoch", flush=True)
         return None
-    if not isinstance(state, dict) or state.get("complete") is True:
-        return None   # a finished run: nothing to resume
-    if state.get("fingerprint") != fingerprint:
+    if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
         print(f"checkpoint {path} is from other params, code or data; discarded, training from "
               "the first epoch", flush=True)
         return None
@@ -508,15 +527,20 @@ def predict(model, batches, device, amp_dtype, embed=False, progress="predict"):
 
 
 def summarize(history):
-    """The numbers metrics/<model>.json reports about a training history."""
+    """The numbers a training history comes to. `accuracy` is the last epoch's validation
+    accuracy (what the practical reports), `best_accuracy` and `best_epoch` the best epoch's
+    (the earliest on ties): the keys of every trained model's metrics file."""
     best = max(history, key=lambda r: (r["val_accuracy"], -r["epoch"]))
     last = history[-1]
     min_val_loss = min(history, key=lambda r: (r["val_loss"], r["epoch"]))
-    return {"best_val_accuracy": best["val_accuracy"], "best_epoch": best["epoch"],
-            "final_val_accuracy": last["val_accuracy"], "final_val_loss": last["val_loss"],
+    return {"accuracy": last["val_accuracy"], "best_accuracy": best["val_accuracy"],
+            "best_epoch": best["epoch"], "final_val_loss": last["val_loss"],
             "final_train_accuracy": last["train_accuracy"], "final_train_loss": last["train_loss"],
             "min_val_loss": min_val_loss["val_loss"], "min_val_loss_epoch": min_val_loss["epoch"],
             "overfitting_from_epoch": overfitting_epoch(history)}
+
+
+HEADLINE = ("accuracy", "best_accuracy", "best_epoch")   # metrics/**.json of a trained model
 
 
 def overfitting_epoch(history):

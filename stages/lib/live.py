@@ -9,10 +9,11 @@ def fit(live_dir, ctx=distributed.SINGLE, **fit_args):
     in `live_dir` (its plots/metrics/{train,val}/{loss,accuracy}.tsv feed `dvc plots`).
     Returns (history, best_state, last_state, seconds).
 
-    The logs are written afresh each run (dvclive clears `live_dir`): a run resumed from a
-    checkpoint replays the saved epochs into them first. That is dvclive's `resume=True` made
-    exact: appending to the old logs would repeat a step when the kill fell between an epoch's
-    log line and its checkpoint.
+    dvclive's step is the epoch number (1, 2, ...), so `dvc plots` and the metrics files name
+    an epoch alike. The logs are written afresh each run (dvclive clears `live_dir`): a run
+    resumed from a checkpoint replays the saved epochs into them first. That is dvclive's
+    `resume=True` made exact: appending to the old logs would repeat a step when the kill fell
+    between an epoch's log line and its checkpoint.
 
     On several processes (`ctx`) only rank 0 logs and prints (dvclive's advice for DDP)."""
     from dvclive import Live
@@ -26,10 +27,11 @@ def fit(live_dir, ctx=distributed.SINGLE, **fit_args):
     # experiments are DVC's business (`dvc exp run`), not dvclive's.
     with Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
         def on_epoch(r):
+            live.step = r["epoch"]   # dvclive's step is the epoch, counted from 1 as everywhere
             for split in ("train", "val"):
                 live.log_metric(f"{split}/loss", r[f"{split}_loss"])
                 live.log_metric(f"{split}/accuracy", r[f"{split}_accuracy"])
-            live.next_step()
+            live.make_summary()
             print(f"epoch {r['epoch']:3d}/{epochs}  train loss {r['train_loss']:.4f} "
                   f"acc {r['train_accuracy']:.4f}  val loss {r['val_loss']:.4f} "
                   f"acc {r['val_accuracy']:.4f}  {r['seconds']:.1f} s", flush=True)

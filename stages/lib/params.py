@@ -3,8 +3,9 @@ stops with one line naming the key and what it allows; the stages see typed attr
 
 A stage reads only the sections it declares in dvc.yaml, so `dvc exp run -S key=value` reruns
 exactly the stages that a change affects."""
+import difflib
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import yaml
@@ -19,6 +20,7 @@ KERNELS = ("linear", "rbf", "poly", "sigmoid")
 SVM_GRID = {"C": "numbers > 0", "kernel": f"one of {', '.join(KERNELS)}",
             "gamma": "scale, auto or numbers > 0", "degree": "integers >= 1"}
 LANGUAGES = ("en", "es")
+BACKENDS = ("auto", "nccl", "gloo")
 MIN_IMAGE_SIZE = 32   # ResNet-50 halves the side five times: 32 px leaves a 1x1 map
 
 
@@ -41,7 +43,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def load(path="params.yaml"):
-    """The YAML mapping at `path`; a syntax error names its line and column."""
+    """The YAML mapping at `path`; a syntax error names its line and column, a key that no
+    stage reads its closest known key (check_known)."""
     try:
         with open(path) as f:
             data = yaml.load(f, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
@@ -54,6 +57,7 @@ def load(path="params.yaml"):
         raise StageError(f"{where}: not valid YAML: {problem}") from None
     if not isinstance(data, dict):
         raise StageError(f"{path} must be a mapping of keys to values")
+    check_known(data, path)
     return data
 
 
@@ -320,3 +324,72 @@ def download(params):
 
 def report_language(params):
     return param(params, "report.language", str, choices=LANGUAGES)
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """distributed.*: how many processes per node, the backend they talk over, and whether
+    BatchNorm layers share their statistics across the GPUs."""
+    nproc_per_node: int | None   # None: `auto`, one per visible GPU (1 without GPUs)
+    backend: str
+    sync_batchnorm: bool
+
+
+def distributed(params):
+    nproc = param(params, "distributed.nproc_per_node", object)
+    if nproc != "auto" and (not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1):
+        raise StageError("params.yaml: 'distributed.nproc_per_node' must be an integer >= 1 or "
+                         f"auto, got {nproc!r}")
+    return Distributed(nproc_per_node=None if nproc == "auto" else nproc,
+                       backend=param(params, "distributed.backend", str, choices=BACKENDS),
+                       sync_batchnorm=param(params, "distributed.sync_batchnorm", bool))
+
+
+# ---------------------------------------------------------------- the keys that exist
+
+DOWNLOAD_KEYS = ("format", "url", "sha256", "weights")   # download.<name>.*, by format
+TRAINED = ("simple_cnn", "alexnet")                      # the CNNs' sections
+STRATEGY_SECTIONS = ("scratch", "finetune", "finetune_aug")
+
+
+def known_keys(names=()):
+    """Every dotted key the pipeline reads (the fields of the sections above), with
+    download.<name>.* for each source `names` (download's entries are the user's to add).
+    transfer.svm.grid holds a mapping of its own: it is one key."""
+    def of(cls, prefix, skip=()):
+        return [f"{prefix}{f.name}" for f in fields(cls) if f.name not in skip]
+
+    keys = of(Shared, "") + of(Distributed, "distributed.") + of(Download, "download.")
+    keys += [f"download.{n}.{k}" for n in names for k in DOWNLOAD_KEYS]
+    keys += of(Training, "alexnet.") + of(Training, "simple_cnn.", skip=("augment",))
+    keys += of(TransferData, "transfer.") + of(Svm, "transfer.svm.") + of(Tsne, "tsne.")
+    for name in STRATEGY_SECTIONS:
+        keys += of(Strategy, f"transfer.{name}.", skip=("augment",))
+        keys += of(Augment, f"transfer.{name}.augment.")
+    return keys + ["report.language"]
+
+
+def check_known(data, path="params.yaml"):
+    """Stop with one line at the first key of `data` that no stage reads (a typo, or a `+key`
+    added by `dvc exp run -S`, would otherwise change nothing, silently), naming the closest
+    key that exists."""
+    downloads = data.get("download")
+    names = [n for n, v in downloads.items() if isinstance(v, dict)] \
+        if isinstance(downloads, dict) else []
+    known = known_keys(names)
+    sections = {k.rsplit(".", i)[0] for k in known for i in range(1, k.count(".") + 1)}
+
+    def walk(node, prefix):
+        for key, value in node.items():
+            dotted = f"{prefix}{key}"
+            if dotted in known:
+                continue
+            if dotted in sections:
+                if isinstance(value, dict):
+                    walk(value, f"{dotted}.")
+                continue   # a section that is not a mapping: its reader names what it wants
+            close = difflib.get_close_matches(dotted, known, n=1, cutoff=0.6)
+            raise StageError(f"{path}: '{dotted}' is not a parameter of this pipeline"
+                             + (f"; did you mean '{close[0]}'?" if close else ""))
+
+    walk(data, "")

@@ -60,16 +60,33 @@ def write_evaluation(out_dir, metrics_path, labels, preds, classes, title, headl
     return evaluation
 
 
-def write_scores(metrics_path, details_path, judged, settings):
-    """The separability of representations (`judged`: {name: analysis.judge(...) + extras}) as
-    two files: `metrics_path` with the silhouette and linear-probe accuracy of each (the
-    headline numbers), `details_path` with everything else of each and the `settings`."""
+SCORES = ("silhouette", "probe")   # the keys of every metrics/tsne/**.json
+
+
+def write_scores(metrics_dir, details_path, judged, settings):
+    """The separability of representations (`judged`: {name: analysis.judge(...) + extras}):
+    one file per representation, metrics_dir/<name>.json, with its silhouette and linear-probe
+    accuracy (SCORES: the same two columns for every representation in `dvc metrics show`),
+    and `details_path` with everything else of each and the `settings`."""
+    from pathlib import Path
+
     from .files import write_json
 
-    scores = ("silhouette", "linear_probe_accuracy")
-    write_json(metrics_path, {name: {k: v[k] for k in scores} for name, v in judged.items()})
-    write_json(details_path, {**{name: {k: x for k, x in v.items() if k not in scores}
+    for name, v in judged.items():
+        write_json(Path(metrics_dir) / f"{name}.json", {k: v[k] for k in SCORES})
+    write_json(details_path, {**{name: {k: x for k, x in v.items() if k not in SCORES}
                                  for name, v in judged.items()}, "settings": settings})
+
+
+def read_scores(metrics_dir, details_path, names):
+    """What write_scores wrote, as one record: {name: scores and details, "settings": ...}."""
+    from pathlib import Path
+
+    from .files import read_json
+
+    details = read_json(details_path)
+    return {**{name: {**read_json(Path(metrics_dir) / f"{name}.json"), **details[name]}
+               for name in names}, "settings": details["settings"]}
 
 
 def curves_figure(history, title):
@@ -81,10 +98,18 @@ def curves_figure(history, title):
         ax.plot(epochs, [r[f"val_{what}"] for r in history], "o-", label="validation")
         ax.set_xlabel("epoch")
         ax.set_ylabel(what)
+        integer_epochs(ax)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
     return fig
+
+
+def integer_epochs(ax):
+    """Ticks on whole epochs only (a run of 1 or 2 epochs would get 1.25, 1.5, ...)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def tsne_axes(ax, coords, labels, classes, title):
