@@ -46,6 +46,13 @@ def copy_project(dest):
     return dest
 
 
+def checkpoints(project, name):
+    """The training states a stage (`alexnet`, `transfer-scratch`) keeps in `project` while it
+    is unfinished (engine.checkpoint_path), newest first."""
+    folder = Path(project) / ".dvc/tmp/checkpoints"
+    return sorted(folder.glob(f"{name}.*.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
+
+
 DELETE = object()
 
 

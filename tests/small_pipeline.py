@@ -32,7 +32,6 @@ def trim(project, keep=KEEP):
         stage["foreach"] = {key: value for key, value in stage["foreach"].items() if key in items}
         stages[name] = stage
     pipeline["stages"] = stages
-    pipeline["metrics"] = [f"metrics/{model}.json" for model in keep["train"]]
     pipeline.pop("plots", None)
     path.write_text(yaml.safe_dump(pipeline, sort_keys=False))
 

@@ -70,3 +70,18 @@ def test_subsample():
     picked = data.subsample(100, 10, 0)
     assert len(set(picked.tolist())) == 10 and list(picked) == sorted(picked)
     assert data.subsample(100, 10, 0).tolist() == picked.tolist()
+
+
+def test_curves_tick_whole_epochs_only():
+    """A run of two epochs: the x axis says 1 and 2, never 1.25 or 1.5."""
+    from stages.lib import plots
+
+    history = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.2 / e, "train_accuracy": 0.5,
+                "val_accuracy": 0.4} for e in (1, 2)]
+    fig = plots.curves_figure(history, "two epochs")
+    fig.canvas.draw()
+    for ax in fig.axes:
+        low, high = ax.get_xlim()
+        shown = [t for t in ax.get_xticks() if low <= t <= high]
+        assert shown and all(float(t).is_integer() for t in shown), shown
+    plots.plt.close(fig)

@@ -190,3 +190,55 @@ def test_the_word_is_named_in_the_error(project, monkeypatch):
     edit_params(project, {"transfer.finetune.backbone_lr": "lower"})
     fails(project, monkeypatch, r"'transfer\.finetune\.backbone_lr' must be a number or same, "
                                 r"got 'lower'", "transfer", "finetune")
+
+
+@pytest.mark.parametrize("key, hint", [
+    ("alexnet.lrr", "alexnet.lr"),                     # `dvc exp run -S +alexnet.lrr=0.1`
+    ("simple_cnn.augment", None),                       # alexnet's key, not simple_cnn's
+    ("transfer.finetune.augment.hflp", "transfer.finetune.augment.hflip"),
+    ("tsne.perplexty", "tsne.perplexity"),
+    ("alexnt.lr", "alexnet.lr"),
+    ("download.mnist.urll", "download.mnist.url"),
+    ("learning_rate", None),
+])
+def test_an_unknown_key_is_named_with_the_closest_known_one(key, hint):
+    import yaml
+
+    from helpers import ROOT
+    from stages.lib import params
+    from stages.lib.common import StageError
+
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    node, *parents = data, *key.split(".")[:-1]
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[key.rsplit(".", 1)[-1]] = 0.1
+    expected = f"params.yaml: '{key}' is not a parameter of this pipeline" + \
+        (f"; did you mean '{hint}'?" if hint else "")
+    with pytest.raises(StageError) as error:
+        params.check_known(data)
+    assert str(error.value) == expected
+
+
+def test_every_key_of_params_yaml_is_known_and_users_may_add_sources():
+    """The project's own params.yaml passes; so does a dataset the README says how to add
+    (download.<name>), and the SVM grid's own mapping."""
+    import yaml
+
+    from helpers import ROOT
+    from stages.lib import params
+
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params.check_known(data)
+    data["download"]["flowers"] = {"format": "imagefolder", "url": "https://x/f.zip",
+                                   "sha256": "none"}
+    data["transfer"]["svm"]["grid"] = {"C": [0.1, 1], "kernel": ["rbf"]}
+    params.check_known(data)
+    assert "download.flowers.url" in params.known_keys(["flowers"])
+
+
+def test_a_stage_refuses_an_unknown_key_before_any_work(project, monkeypatch):
+    edit_params(project, {"alexnet.lrr": 0.1})
+    fails(project, monkeypatch, r"^params\.yaml: 'alexnet\.lrr' is not a parameter of this "
+                                r"pipeline; did you mean 'alexnet\.lr'\?$", "train", "alexnet",
+          "cifar10")

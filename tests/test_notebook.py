@@ -39,8 +39,8 @@ def test_it_shows_the_metrics_table(executed):
     _, notebook = executed
     [table] = shown(cell_with(notebook, "dvc metrics show"), "text/markdown")
     assert table.startswith("| Path ")
-    for name in ("smoke/metrics/simple_cnn.json", "smoke/metrics/tsne/simple_cnn.json",
-                 "best_val_accuracy", "final.linear_probe_accuracy"):
+    for name in ("smoke/metrics/simple_cnn.json", "smoke/metrics/tsne/simple_cnn/final.json",
+                 "best_accuracy", "probe"):
         assert name in table
 
 

@@ -32,7 +32,7 @@ TAG = "QUEUE_TEST_TAG"
 LIVE = "plots/simple_cnn/live/plots/metrics"  # dvclive's curves
 # what the README shows: the columns that matter, readable at 200 columns
 SHOW = ["exp", "show", "--no-pager", "--drop", ".*", "--keep",
-        r"Experiment|simple_cnn\.lr|(metrics/simple_cnn\.json:)?(best_val_accuracy|best_epoch)"]
+        r"Experiment|simple_cnn\.lr|(metrics/simple_cnn\.json:)?(best_accuracy|best_epoch)"]
 
 
 def tagged(tag):
@@ -216,7 +216,7 @@ def test_results_are_separate(queued):
         # each experiment's commit holds its own params, metrics and curves
         assert without_nulls(git_json(project, env, rev, "metrics/simple_cnn.json")) == metrics
         val = git_show(project, env, rev, f"{LIVE}/val/accuracy.tsv").splitlines()
-        assert float(val[-1].split("\t")[1]) == metrics["final_val_accuracy"]
+        assert float(val[-1].split("\t")[1]) == metrics["accuracy"]
         curves.append(git_show(project, env, rev, f"{LIVE}/train/loss.tsv"))
     assert curves[0] != curves[1]  # two learning rates, two trainings
     # the workspace is untouched: the baseline's lr and metrics
@@ -230,11 +230,11 @@ def test_exp_show_fits_in_200_columns(queued):
     lines = table.splitlines()
     assert max(len(line.rstrip()) for line in lines) <= 200
     header = next(line for line in lines if "Experiment" in line)
-    assert "best_val_accuracy" in header and "simple_cnn.lr" in header
+    assert "best_accuracy" in header and "simple_cnn.lr" in header
     assert "…" not in table  # nothing cut
     for name, _, params, metrics in experiments(project, env):
         row = next(line for line in lines if f"[{name}]" in line)
-        assert str(params["lr"]) in row and str(metrics["best_val_accuracy"]) in row
+        assert str(params["lr"]) in row and str(metrics["best_accuracy"]) in row
     rows = list(csv.DictReader(io.StringIO(dvc(project, "exp", "show", "--csv", env=env).stdout)))
     assert {row["Experiment"] for row in rows} >= {name for name, *_ in experiments(project, env)}
 
@@ -242,7 +242,7 @@ def test_exp_show_fits_in_200_columns(queued):
 def test_apply_and_branch_the_best_then_reproduce_it(queued):
     project, env, *_ = queued
     found = experiments(project, env)
-    name, rev, params, metrics = max(found, key=lambda e: (e[3]["best_val_accuracy"], e[0]))
+    name, rev, params, metrics = max(found, key=lambda e: (e[3]["best_accuracy"], e[0]))
     dvc(project, "exp", "branch", name, "best-lr", env=env)
     assert f"lr: {params['lr']}" in run(["git", "show", "best-lr:params.yaml"], project,
                                         env).stdout

@@ -1,6 +1,7 @@
 """A training stage killed with SIGKILL in the middle of an epoch goes on from its last
-checkpoint and ends with the same bytes as a run that was never interrupted; a checkpoint from
-other params or code, a damaged one, or that of a finished run is not resumed."""
+checkpoint (kept outside DVC's outputs, in .dvc/tmp/checkpoints/) and ends with the same bytes
+as a run that was never interrupted; a checkpoint from other params or code or a damaged one is
+not resumed; a finished run leaves no checkpoint."""
 import errno
 import os
 import shutil
@@ -11,12 +12,12 @@ import sys
 import pytest
 import torch
 
-from helpers import copy_project, edit_params, run_stage, stage_env
+from helpers import checkpoints, copy_project, edit_params, run_stage, stage_env
 from stages.lib import engine, files
 from stages.lib.common import StageError
 
 SMALL = {"alexnet.epochs": 3, "alexnet.batch_size": 32, "alexnet.eval_batch_size": 64}
-OUTPUTS = ["metrics/alexnet.json", "models/alexnet.pt", "models/alexnet.last.pt",
+OUTPUTS = ["metrics/alexnet.json", "models/alexnet.pt", "plots/alexnet/evaluation.json",
            "plots/alexnet/curves.png", "plots/alexnet/confusion.csv",
            "plots/alexnet/confusion.png", "plots/alexnet/live/metrics.json",
            *[f"plots/alexnet/live/plots/metrics/{split}/{name}.tsv"
@@ -55,43 +56,65 @@ def contents(project):
 
 
 def kill_in_epoch_2(project):
-    """Start the stage and SIGKILL it once epoch 1 is checkpointed and epoch 2 under way."""
+    """Start the stage and SIGKILL it once epoch 1 is checkpointed; returns the epoch its
+    checkpoint holds (1, or 2 when epoch 2 was saved before the kill landed)."""
     process = subprocess.Popen([sys.executable, "-m", "stages.train", "alexnet", "cifar10"],
                                cwd=project, env=stage_env(), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     for line in process.stdout:
-        if line.startswith("epoch   1/3"):
+        if line.startswith("epoch   1/3"):   # printed after epoch 1's checkpoint is saved
             process.send_signal(signal.SIGKILL)
             break
     process.wait(timeout=60)
     assert process.returncode == -signal.SIGKILL, process.stderr.read()
-    state = torch.load(project / "models/alexnet.ckpt.pt", weights_only=True)
-    assert state["epoch"] == 1 and not state["complete"]
+    [path] = checkpoints(project, "alexnet")
+    state = torch.load(path, weights_only=True)
+    assert 1 <= state["epoch"] < 3 and len(state["history"]) == state["epoch"]
     assert not (project / "metrics/alexnet.json").exists()
+    return state["epoch"]
 
 
 def test_killed_mid_epoch_resumes_to_identical_bytes(reference, cifar, tmp_path):
     project = make(tmp_path / "project", cifar)
-    kill_in_epoch_2(project)
+    epoch = kill_in_epoch_2(project)
+    [path] = checkpoints(project, "alexnet")
     result = run_stage(project, "stages.train", "alexnet", "cifar10")
     assert result.returncode == 0, result.stderr
-    assert "resuming after epoch 1 of 3 from models/alexnet.ckpt.pt" in result.stdout
+    assert f"resuming after epoch {epoch} of 3 from {path.relative_to(project)}" in result.stdout
     assert contents(project) == contents(reference)
-    assert torch.load(project / "models/alexnet.ckpt.pt", weights_only=True) == {
-        "fingerprint": torch.load(reference / "models/alexnet.ckpt.pt",
-                                  weights_only=True)["fingerprint"],
-        "complete": True, "epoch": 3}
+    assert checkpoints(project, "alexnet") == []   # a finished run keeps no training state
 
 
 def test_a_checkpoint_of_other_params_is_discarded(reference, cifar, tmp_path):
     project = make(tmp_path / "project", cifar)
     kill_in_epoch_2(project)
+    [first] = checkpoints(project, "alexnet")
     edit_params(project, {"alexnet.lr": 0.001})
     result = run_stage(project, "stages.train", "alexnet", "cifar10")
     assert result.returncode == 0, result.stderr
-    assert ("checkpoint models/alexnet.ckpt.pt is from other params, code or data; discarded, "
-            "training from the first epoch") in result.stdout
     assert "resuming" not in result.stdout
+    # the other params' state stays, to resume when they come back; this run's own is gone
+    assert checkpoints(project, "alexnet") == [first]
+    # a state whose file name matches but whose content names other params is not used
+    assert engine.load_training_state(first, "1" * 16) is None
+
+
+def test_older_unfinished_runs_are_removed_beyond_the_newest(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".dvc").mkdir()
+    states = [engine.checkpoint_path("alexnet", f"{i:016x}") for i in range(4)]
+    for i, path in enumerate(states):
+        files.save_torch({"epoch": 1}, path)
+        os.utime(path, (1000 + i, 1000 + i))
+    leftover = path.parent / ".alexnet.0000000000000009.pt.abcd"   # a save killed midway
+    leftover.write_bytes(b"x")
+    other = engine.checkpoint_path("simple_cnn", "f" * 16)
+    files.save_torch({"epoch": 1}, other)
+    engine.tidy_checkpoints(states[0])
+    kept = sorted(p.name for p in path.parent.iterdir())
+    assert kept == sorted([states[0].name, states[3].name, states[2].name, other.name])
+    assert f"removed the training state of an older unfinished run: {states[1]}" \
+        in capsys.readouterr().out
 
 
 def test_the_fingerprint_follows_params_code_and_data(tmp_path):
@@ -113,11 +136,11 @@ def test_the_fingerprint_follows_params_code_and_data(tmp_path):
 def test_a_damaged_checkpoint_is_not_resumed(reference, cifar, tmp_path):
     project = make(tmp_path / "project", cifar)
     kill_in_epoch_2(project)
-    path = project / "models/alexnet.ckpt.pt"
+    [path] = checkpoints(project, "alexnet")
     path.write_bytes(path.read_bytes()[:1000])
     result = run_stage(project, "stages.train", "alexnet", "cifar10")
     assert result.returncode == 0, result.stderr
-    assert "checkpoint models/alexnet.ckpt.pt is unreadable" in result.stdout
+    assert f"checkpoint {path.relative_to(project)} is unreadable" in result.stdout
     assert contents(project) == contents(reference)
 
 

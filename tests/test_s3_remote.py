@@ -30,9 +30,9 @@ from helpers import closed_port, stage_env
 pytestmark = pytest.mark.e2e
 
 BUCKET = "dvc-cache"
+SHARED_LR = 0.004   # an experiment machine A ran and shared through the run-cache
 PROXIES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
-OUTPUTS = ("data/raw/mnist/train.pt", "data/raw/mnist/val.pt", "models/simple_cnn.pt",
-           "models/simple_cnn.last.pt")
+OUTPUTS = ("data/raw/mnist/train.pt", "data/raw/mnist/val.pt", "models/simple_cnn.pt")
 
 
 @dataclass
@@ -161,6 +161,9 @@ def shared(tmp_path_factory, mirror, s3):
     git(base, "init", "-q", "--bare", "-b", "main", str(origin), env=env)
     git(a, "remote", "add", "origin", str(origin), env=env)
     git(a, "push", "-q", "origin", "main", env=env)
+    # an experiment of A's that the class will ask for again: its run goes to the run-cache
+    dvc(a, "exp", "run", "--temp", "-S", f"simple_cnn.lr={SHARED_LR}", "train@simple_cnn",
+        env=env)
     seconds = {}
     start = time.monotonic()
     push = dvc(a, "push", "--run-cache", env=env)
@@ -201,6 +204,23 @@ def test_run_cache_comes_back_with_pull(shared):
     dvc(b, "pull", "--run-cache", env=shared.creds)
     runs = [p for p in (b / ".dvc/cache/runs").rglob("*") if p.is_file()]
     assert runs, "no run-cache entry pulled"
+
+
+def test_an_experiment_someone_ran_is_pulled_not_trained(shared):
+    """The README's "share results" recipe: A pushed its run-cache once; D, a fresh clone, pulls
+    it and `dvc exp run` with A's params restores the run instead of training."""
+    d = shared.clone("d")
+    dvc(d, "pull", "--run-cache", env=shared.creds)
+    start = time.monotonic()
+    ran = dvc(d, "exp", "run", "-S", f"simple_cnn.lr={SHARED_LR}", "train@simple_cnn",
+              env=shared.creds)
+    seconds = time.monotonic() - start
+    assert "Stage 'train@simple_cnn' is cached - skipping run" in ran.stdout, ran.stdout
+    assert "Running stage 'train@simple_cnn'" not in ran.stdout and "epoch " not in ran.stdout
+    assert md5(d / "models/simple_cnn.pt") != shared.pushed["models/simple_cnn.pt"]
+    assert f"lr: {SHARED_LR}" in (d / "params.yaml").read_text()
+    assert_cache_sound(d)
+    print(f"\nexp run restored from the pulled run-cache in {seconds:.1f} s")
 
 
 def test_experiments_across_machines(shared):

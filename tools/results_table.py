@@ -30,17 +30,18 @@ def pct(value):
 
 
 def table():
-    rows = ["| part | model | parameters | best val. accuracy (epoch) | final | practical | "
+    rows = ["| part | model | parameters | accuracy (last epoch) | best (epoch) | practical | "
             "time |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for part, name, label in ((1, "simple_cnn", "Simple CNN, MNIST"),
                               (2, "alexnet", "AlexNet-style, CIFAR-10")):
         m, run = read(f"metrics/{name}.json"), read(f"models/{name}.run.json")
-        if m is None or run is None:
+        details = read(f"plots/{name}/evaluation.json")
+        if m is None or run is None or details is None:
             rows.append(f"| {part} | {label} | | not run | | {PRACTICAL[name]} | |")
             continue
-        rows.append(f"| {part} | {label}, {run['params']['epochs']} epochs | {m['params']:,} | "
-                    f"**{pct(m['best_val_accuracy'])}** ({m['best_epoch']}) | "
-                    f"{pct(m['final_val_accuracy'])} | {PRACTICAL[name]} | "
+        rows.append(f"| {part} | {label}, {run['params']['epochs']} epochs | "
+                    f"{details['params']:,} | **{pct(m['accuracy'])}** | "
+                    f"{pct(m['best_accuracy'])} ({m['best_epoch']}) | {PRACTICAL[name]} | "
                     f"{run['seconds'] / 60:.1f} min |")
     for strategy, label in TRANSFER.items():
         m = read(f"metrics/transfer/{strategy}.json")
@@ -52,7 +53,7 @@ def table():
         best = (f"{m['best_accuracy']:.3f} ({m['best_epoch']})" if "best_accuracy" in m
                 else "")
         time = f"{run['seconds'] / 60:.1f} min" if run else ""
-        rows.append(f"| 3 | ResNet-50 {label} | | {best} | **{m['accuracy']:.3f}** | "
+        rows.append(f"| 3 | ResNet-50 {label} | | **{m['accuracy']:.3f}** | {best} | "
                     f"{PRACTICAL[strategy]} | {time} |")
     machines = {}
     for path in sorted(ROOT.glob("models/**/*.run.json")):

@@ -369,6 +369,20 @@ def known_keys(names=()):
     return keys + ["report.language"]
 
 
+def closest(key, known):
+    """The known key `key` was probably meant to be: a sibling with a similar name
+    ('alexnet.lrr' -> 'alexnet.lr'); under a section that does not exist, the same name in a
+    section with a similar name ('alexnt.lr' -> 'alexnet.lr'); else None."""
+    section, _, name = key.rpartition(".")
+    siblings = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == section}
+    if siblings:
+        close = difflib.get_close_matches(name, siblings, n=1, cutoff=0.7)
+        return siblings[close[0]] if close else None
+    alike = [k for k in known if k.rpartition(".")[2] == name]
+    close = difflib.get_close_matches(key, alike, n=1, cutoff=0.7)
+    return close[0] if close else None
+
+
 def check_known(data, path="params.yaml"):
     """Stop with one line at the first key of `data` that no stage reads (a typo, or a `+key`
     added by `dvc exp run -S`, would otherwise change nothing, silently), naming the closest
@@ -388,8 +402,11 @@ def check_known(data, path="params.yaml"):
                 if isinstance(value, dict):
                     walk(value, f"{dotted}.")
                 continue   # a section that is not a mapping: its reader names what it wants
-            close = difflib.get_close_matches(dotted, known, n=1, cutoff=0.6)
+            while isinstance(value, dict) and value:   # a whole unknown section: its first key
+                key, value = next(iter(value.items()))
+                dotted = f"{dotted}.{key}"
+            close = closest(dotted, known)
             raise StageError(f"{path}: '{dotted}' is not a parameter of this pipeline"
-                             + (f"; did you mean '{close[0]}'?" if close else ""))
+                             + (f"; did you mean '{close}'?" if close else ""))
 
     walk(data, "")
