@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 
 from . import params
-from .common import LAUNCHED_ENV, StageError, Terminated, is_worker, one_line
+from .common import LAUNCHED_ENV, StageError, Terminated, is_worker, one_line, seed_for
 
 BACKENDS = params.BACKENDS
 # seconds a rank waits for the others (rendezvous, then each collective)
@@ -223,7 +223,7 @@ def reseed(ctx, seed):
     if ctx.rank:
         import torch
 
-        torch.manual_seed(seed + 1_000_003 * ctx.rank)
+        torch.manual_seed(seed_for(seed, "global", ctx.rank))
 
 
 def launch(module, argv, nproc):
