@@ -63,8 +63,8 @@ def load_torch(path, what, rerun, mmap=False):
     Every pipeline file goes through here. A missing, damaged or refused file is one line
     naming it and `rerun`, the command that writes it again."""
     path = Path(path)
-    if not path.is_file():
-        raise StageError(f"{path} not found: run `{rerun}` first")
+    if not path.is_file():   # not made yet: the stage runs without forcing
+        raise StageError(f"{path} not found: run `{rerun.replace(' -f ', ' ')}` first")
     try:
         return torch_load(path, mmap)
     except Exception as error:   # torch.load raises many types for a damaged or hostile file
