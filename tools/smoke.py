@@ -18,8 +18,9 @@ params file or a copy of the project made here:
 - Its git-tracked outputs (metrics, plots) are in the experiment's commit, from which they
   are copied to smoke/, with the report from DVC's cache. Then the experiment is removed:
   left in `dvc exp show`, the smoke's changed params and all its metrics would widen
-  `--only-changed` for every sweep (one learning-rate sweep: from 11 columns to 52). `--keep-experiment` keeps it (`dvc exp apply
-  smoke` then puts all of it, models included, in the workspace).
+  `--only-changed` for every sweep (one learning-rate sweep: from 11 columns to 52).
+  `--keep-experiment` keeps it (`dvc exp apply smoke` then puts all of it, models included,
+  in the workspace).
 - In an experiment a failed stage fails the whole run (also with --keep-going: nothing is
   kept), so without ImageNet weights the stages that need them are left out of the targets
   up front, and named at the end. The exit status is 0 then too; non-zero only when a stage
