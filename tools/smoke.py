@@ -147,6 +147,29 @@ def copy_results(rev, out):
             fs.get(name, str(out / name), recursive=True)
 
 
+# Who DVC's experiment commits name when git knows nobody (a fresh Colab runtime, a new
+# container): set through git's own variables for the commands this script runs, never
+# written to any git config. Both of DVC's git backends read them (pygit2's would otherwise
+# stop with "Git user name and email must be configured").
+FALLBACK_IDENTITY = {"GIT_AUTHOR_NAME": "DVC experiment", "GIT_AUTHOR_EMAIL": "dvc@localhost",
+                     "GIT_COMMITTER_NAME": "DVC experiment",
+                     "GIT_COMMITTER_EMAIL": "dvc@localhost"}
+
+
+def with_git_identity(env, cwd=ROOT):
+    """`env`, plus FALLBACK_IDENTITY's variables that neither `env` nor git's configuration
+    (user.name, user.email) provides."""
+    env = dict(env)
+    configured = {key: subprocess.run(["git", "config", "--get", f"user.{key}"], cwd=cwd,
+                                      env=env, capture_output=True, text=True).stdout.strip()
+                  for key in ("name", "email")}
+    for variable, value in FALLBACK_IDENTITY.items():
+        key = variable.rsplit("_", 1)[1].lower()
+        if not env.get(variable) and not configured[key]:
+            env[variable] = value
+    return env
+
+
 def duration(seconds):
     minutes, seconds = divmod(round(seconds), 60)
     return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
@@ -167,7 +190,7 @@ def main(argv=None):
         os.environ["DATASETS_MIRROR"] = str(Path(os.environ["DATASETS_MIRROR"]).expanduser()
                                             .resolve())
     os.chdir(ROOT)   # DVC names stages relative to the current folder
-    env = dict(os.environ)
+    env = with_git_identity(os.environ)   # the experiment is a commit
     # the `python` in dvc.yaml's commands is this one
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
 
