@@ -72,8 +72,8 @@ def load_torch(path, what, rerun, mmap=False):
 
 
 def torch_load(path, mmap=False):
-    """torch.load onto the CPU with weights_only=True; its exceptions as they come (load_torch
-    turns them into one line)."""
+    """torch.load of a path or a binary file object onto the CPU with weights_only=True; its
+    exceptions as they come (load_torch turns them into one line)."""
     import torch
 
     with warnings.catch_warnings():   # the unpickler's protocol notice is noise here
