@@ -177,3 +177,17 @@ def test_compare_checks_lengths_before_labels():
     for other in (torch.tensor([0]), torch.tensor([0, 1, 1, 0]), torch.tensor([1, 1, 1])):
         with pytest.raises(StageError, match=r"data/features/val\.pt does not match"):
             compare.check_same_images(other, labels, "root")
+
+
+class Unknown:
+    pass
+
+
+def test_an_unknown_class_is_refused_without_the_advice_to_allow_it(tmp_path):
+    path = tmp_path / "weights.pth"
+    torch.save({"model": Unknown()}, path)
+    with pytest.raises(StageError) as error:
+        files.load_torch(path, "a PyTorch weights file", "dvc repro -f download@resnet50")
+    message = str(error.value)
+    assert "refused by the safe loader: Unsupported global: GLOBAL " in message
+    assert "safe_globals" not in message and "trust" not in message and "\n" not in message

@@ -91,8 +91,9 @@ def load_error(error):
     text = _ANSI.sub("", str(error))
     refused = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(Check the documentation|$)", text,
                         re.S)
-    if refused:
-        return "refused by the safe loader: " + " ".join(refused.group(1).split())[:160]
+    if refused:   # its reason, without torch's advice (allowlisting, unsafe loading)
+        reason = re.split(r"\.?\s+(?:Please|Check|To load|If you)\b", refused.group(1))[0]
+        return "refused by the safe loader: " + " ".join(reason.split())[:160]
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[0][:160] if lines else type(error).__name__
 

@@ -22,8 +22,7 @@ def dataset_root(cfg):
 
 def load_state_dict(path=WEIGHTS):
     """The ImageNet state dict from `path`, loaded without unpickling arbitrary objects."""
-    state = load_torch(path, "a PyTorch weights file (torchvision's ResNet-50 ImageNet state "
-                             "dict)", "dvc repro -f download@resnet50")
+    state = load_torch(path, "a PyTorch weights file", "dvc repro -f download@resnet50")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise StageError(f"{path} is not a state dict of tensors (expected torchvision's "
                          "ResNet-50 ImageNet state dict)")
