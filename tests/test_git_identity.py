@@ -1,21 +1,17 @@
 """A fresh Colab runtime or container has no git identity, and DVC's experiments are commits:
 tools/smoke.py gives them one through git's own variables when git knows nobody, and leaves
 an identity the user configured alone."""
-import importlib.util
 import os
 import subprocess
 import sys
 
 import pytest
 
-from helpers import ROOT
+from helpers import ROOT, load_tool
 
 
 def smoke_module():
-    spec = importlib.util.spec_from_file_location("smoke", ROOT / "tools/smoke.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool(ROOT / "tools/smoke.py")
 
 
 def nobody(home):
