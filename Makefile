@@ -2,7 +2,8 @@
 #                 `dvc exp run --temp`: the workspace's results stay, the smoke's go to smoke/
 # make repro      the whole pipeline (REPRO_FLAGS=--keep-going to run all that can run)
 # make exps       dvc exp show, readable: the params and headline metrics that differ
-# make test       every test; make test-fast: the unit tier (pytest -m "not e2e")
+# make test       every test, on 2 workers (pytest-xdist); make test-fast: the unit tier
+#                 (pytest -m "not e2e")
 # make lint       ruff, as CI runs it
 # make bench      the speed benchmarks, written to docs/benchmarks.md (BENCH_FLAGS for epoch_speed.py)
 # Each creates .venv first when needed. On Linux x86_64 with Python 3.11 it installs the exact
@@ -46,7 +47,7 @@ exps: $(BIN)/.installed
 	dvc exp show --only-changed --drop '$(EXPS_DROP)' $(EXPS_FLAGS)
 
 test: $(BIN)/.installed-test
-	python -m pytest
+	python -m pytest -n 2 --dist loadfile
 
 test-fast: $(BIN)/.installed-test
 	python -m pytest -m "not e2e"

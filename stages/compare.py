@@ -45,9 +45,7 @@ def main(argv):
     for strategy in TRAINED_STRATEGIES:
         model, _ = engine.load_checkpoint(f"models/transfer/{strategy}.pt", device)
         _, y, h, _ = engine.predict(model, loader, device, amp_dtype, embed=True)
-        if not (y.numpy() == labels).all():
-            raise StageError(f"data/features/val.pt does not match the validation set of "
-                             f"{root}: run `dvc repro features`")
+        check_same_images(y, labels, root)
         features[strategy] = h.numpy()
 
     metrics, panels, rows = {}, [], []
@@ -71,6 +69,14 @@ def main(argv):
         writer.writerows(rows)
     plots.write_scores("metrics/tsne/transfer", OUT / "tsne.json", metrics,
                        params.record(cfg))
+
+
+def check_same_images(y, labels, root):
+    """The validation labels a model was run on are those of the frozen features, in order
+    (lengths first: comparing arrays of other lengths would broadcast or fail)."""
+    if len(y) != len(labels) or not (y.numpy() == labels).all():
+        raise StageError(f"data/features/val.pt does not match the validation set of {root}: "
+                         "run `dvc repro features`")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from pathlib import Path
 from stages.lib import data, params
 from stages.lib.common import StageError, run
 from stages.lib.files import write_json
-from stages.lib.params import MIN_IMAGE_SIZE, param
+from stages.lib.params import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, param
 
 OUT = Path("metrics/datasets.json")
 
@@ -43,7 +43,8 @@ def main(argv):
         raise StageError("usage: python -m stages.datasets")
     settings = params.load()
     transfer = param(settings, "transfer.dataset", str)
-    image_size = param(settings, "transfer.image_size", int, minimum=MIN_IMAGE_SIZE)
+    image_size = param(settings, "transfer.image_size", int, minimum=MIN_IMAGE_SIZE,
+                       maximum=MAX_IMAGE_SIZE)
     transfer_root = data.raw_folder(transfer)
     table = {"mnist": tensor_table(Path("data/raw/mnist")),
              "cifar10": tensor_table(Path("data/raw/cifar10")),

@@ -2,7 +2,8 @@
 
     python -m stages.download <name> <out>
 
-Reads params `download.retries`, `download.timeout` and `download.<name>`; writes only <out>:
+Reads params `download.{retries,timeout,deadline,max_unpacked_mb}` and `download.<name>`;
+writes only <out>:
   format mnist        -> <out>/{train,val}.pt  uint8 tensors (N, 1, 28, 28) + labels + classes
   format cifar10      -> <out>/{train,val}.pt  uint8 tensors (N, 3, 32, 32) + labels + classes
   format imagefolder  -> <out>/{train,val}/<class>/<image files>
@@ -166,7 +167,9 @@ def main(argv):
     name, out = argv[0], Path(argv[1])
     values = params.load()
     cfg = params.download(values)
-    settings, limit = {"retries": cfg.retries, "timeout": cfg.timeout}, cfg.max_unpacked_bytes
+    limit = cfg.max_unpacked_bytes
+    settings = {"retries": cfg.retries, "timeout": cfg.timeout, "deadline": cfg.deadline,
+                "max_bytes": limit}
     kind = param(values, f"download.{name}.format", str, choices=FORMATS)
     source = source_params(values, name, kind)
     fetch.mirror_dir()  # a DATASETS_MIRROR that is not a folder stops here

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from stages.lib import data, distributed, engine, live, models, params, plots, runtime
-from stages.lib.common import StageError, run, writes
+from stages.lib.common import StageError, run, seed_for, writes
 from stages.lib.files import check_writable, save_torch, write_json
 from stages.lib.names import MODEL_DATASETS
 
@@ -60,7 +60,7 @@ def main(argv):
     generator = torch.Generator().manual_seed(shared.seed)   # the order: the same on every rank
     # the augmentation: each rank its own stream (one process: the order's generator)
     augmenter = generator if ctx.world == 1 else \
-        torch.Generator().manual_seed(shared.seed + 1_000_003 * (ctx.rank + 1))
+        torch.Generator().manual_seed(seed_for(shared.seed, "augment", ctx.rank))
 
     def train_batches(epoch):
         return data.batches(x_train, y_train, cfg.batch_size, generator=generator,

@@ -53,6 +53,16 @@ def checkpoints(project, name):
     return sorted(folder.glob(f"{name}.*.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
 
 
+def load_tool(path):
+    """A script of tools/ (no package) as a module: its functions, to test them."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 DELETE = object()
 
 

@@ -102,9 +102,16 @@ def smoke_run(tmp_path_factory, mirror):
         project = make(base / "project", env)
         before = snapshot(project)
         notebook = nbformat.read(project / "notebooks/quickstart.ipynb", as_version=4)
+        # as on a fresh Colab runtime: git knows no identity (empty HOME, no system config)
+        home = base / "home"
+        home.mkdir()
+        fresh = {k: v for k, v in env.items()
+                 if not k.startswith(("GIT_AUTHOR_", "GIT_COMMITTER_", "EMAIL"))}
+        fresh.update(HOME=str(home), GIT_CONFIG_NOSYSTEM="1",
+                     XDG_CONFIG_HOME=str(home / ".config"))
         NotebookClient(notebook, timeout=600, kernel_name="python3", allow_errors=True,
                        resources={"metadata": {"path": str(project / "notebooks")}}
-                       ).execute(env=env)
+                       ).execute(env=fresh)
         _DONE[key] = Run(project, env, before, notebook)
     return _DONE[key]
 

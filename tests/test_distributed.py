@@ -374,3 +374,39 @@ def test_sigterm_to_the_launcher_ends_every_rank(tmp_path, mnist, mirror):
     while any(in_project(p) for p in os.listdir("/proc") if p.isdigit()):
         assert time.monotonic() < deadline, "a rank outlived its launcher"
         time.sleep(0.2)
+
+
+def test_a_one_node_run_listens_on_loopback_only(tmp_path, mnist, mirror):
+    """Every socket a 2-process run listens on (torchrun's store, the ranks' gloo pairs) is
+    bound to 127.0.0.1 or ::1, seen from the processes' own sockets while they train."""
+    import subprocess
+
+    import psutil
+
+    project = project_with(tmp_path / "project", mnist, {"distributed.nproc_per_node": 2})
+    env = {k: v for k, v in loopback(mirror).items()
+           if k not in ("GLOO_SOCKET_IFNAME", "PET_LOCAL_ADDR")}   # the stage's own defaults
+    process = subprocess.Popen([sys.executable, "-m", "stages.train", "simple_cnn", "mnist"],
+                               cwd=project, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    listening, ranks = set(), 0
+    try:
+        launcher = psutil.Process(process.pid)
+        while process.poll() is None:
+            try:
+                tree = [launcher, *launcher.children(recursive=True)]
+                ranks = max(ranks, sum("stages.train" in " ".join(p.cmdline()) for p in tree) - 1)
+                for proc in tree:
+                    listening |= {(c.laddr.ip, proc.pid) for c in proc.net_connections("tcp")
+                                  if c.status == psutil.CONN_LISTEN}
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                pass
+            time.sleep(0.05)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert ranks == 2
+    assert {pid for _, pid in listening} - {process.pid}, "no rank was seen listening"
+    assert {ip for ip, _ in listening} <= {"127.0.0.1", "::1"}, listening

@@ -11,7 +11,6 @@ Chromium is installed (Debian: apt-get install chromium; .ci/run installs it whe
 import collections
 import hashlib
 import html.parser
-import importlib.util
 import json
 import random
 import re
@@ -21,7 +20,7 @@ import sys
 
 import pytest
 
-from helpers import ROOT, run, stage_env
+from helpers import ROOT, load_tool, run, stage_env
 
 pytestmark = pytest.mark.e2e
 
@@ -155,10 +154,7 @@ def embedded_specs(text):
 
 
 def vendor_script():
-    spec = importlib.util.spec_from_file_location("vendor_vega", ROOT / "tools/vendor_vega.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool(ROOT / "tools/vendor_vega.py")
 
 
 def test_config_points_at_the_template(repo):

@@ -4,7 +4,6 @@ them, names the ones it skipped and why, exits 0 (the notebook's run cell would 
 otherwise), and leaves the workspace and `dvc exp show` as they were. The run is the one
 tests/test_notebook.py looks at too, on a sub-graph (smoke_project.py); on the whole graph,
 the plan with and without the weights, and smoke.yaml's values against every stage's checks."""
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -25,7 +24,7 @@ from smoke_project import (
     text,
 )
 
-from helpers import ROOT, copy_project, run, stage_env
+from helpers import ROOT, copy_project, load_tool, run, stage_env
 from stages.lib import params
 
 pytestmark = [pytest.mark.e2e,   # DVC's own, from plan() run in this process:
@@ -83,9 +82,7 @@ def whole_graph(tmp_path, monkeypatch):
     (project / "tools").mkdir()
     shutil.copy2(ROOT / "tools/smoke.py", project / "tools/smoke.py")
     run(["git", "init", "-q"], project, stage_env())
-    spec = importlib.util.spec_from_file_location("smoke", project / "tools/smoke.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_tool(project / "tools/smoke.py")
     monkeypatch.chdir(project)
     return module.plan
 

@@ -108,10 +108,11 @@ class NotWeights:
      r"data/weights/resnet50\.pth does not fit torchvision's ResNet-50 \(wrong architecture\?\): "
      r"\d+ mismatched keys, e\.g\. missing layer1\.0\.bn3\.bias"),
     (lambda p: put_weights(p, raw=b"\x00not a weights file" * 100),
-     r"data/weights/resnet50\.pth is not a PyTorch weights file \(expected torchvision's "
-     r"ResNet-50 ImageNet state dict\)"),
+     r"^data/weights/resnet50\.pth is not a PyTorch weights file \(.+\): run "
+     r"`dvc repro -f download@resnet50`$"),
     (lambda p: put_weights(p, {"model": NotWeights()}),
-     r"data/weights/resnet50\.pth is not a PyTorch weights file"),
+     r"^data/weights/resnet50\.pth is not a PyTorch weights file \(refused by the safe "
+     r"loader: .+\): run `dvc repro -f download@resnet50`$"),
     (lambda p: put_weights(p, [1, 2, 3]),
      r"data/weights/resnet50\.pth is not a state dict of tensors"),
     (lambda p: None, r"data/weights/resnet50\.pth not found: run `dvc repro download@resnet50`"),

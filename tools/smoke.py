@@ -15,11 +15,12 @@ params file or a copy of the project made here:
   in that clone. The workspace's outputs, params.yaml and dvc.lock stay as they are; the cache
   gains the smoke's outputs, and DVC's run cache remembers its stages (a second smoke with the
   same code, data and params restores them instead of running them).
-- Its git-tracked outputs (metrics, plots, the report) are in the experiment's commit, from
-  which they are copied to smoke/. Then the experiment is removed: left in `dvc exp show`, the
-  smoke's changed params and all its metrics would widen `--only-changed` for every sweep (one
-  learning-rate sweep: from 11 columns to 52). `--keep-experiment` keeps it (`dvc exp apply
-  smoke` then puts all of it, models included, in the workspace).
+- Its git-tracked outputs (metrics, plots) are in the experiment's commit, from which they
+  are copied to smoke/, with the report from DVC's cache. Then the experiment is removed:
+  left in `dvc exp show`, the smoke's changed params and all its metrics would widen
+  `--only-changed` for every sweep (one learning-rate sweep: from 11 columns to 52).
+  `--keep-experiment` keeps it (`dvc exp apply smoke` then puts all of it, models included,
+  in the workspace).
 - In an experiment a failed stage fails the whole run (also with --keep-going: nothing is
   kept), so without ImageNet weights the stages that need them are left out of the targets
   up front, and named at the end. The exit status is 0 then too; non-zero only when a stage
@@ -40,7 +41,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "smoke"
 WEIGHTS_STAGE = "download@resnet50"
-RESULTS = ["metrics", "plots", "reports", "params.yaml"]   # copied from the experiment's commit
+RESULTS = ["metrics", "plots", "params.yaml"]   # copied from the experiment's commit (git)
+CACHED = ["reports"]                             # and from DVC's cache at that commit
 
 
 def say(message):
@@ -122,13 +124,16 @@ def weights_missing(repo, stage):
 
 
 def copy_results(rev, out):
-    """The experiment's git-tracked results (metrics, plots, report, params) into `out`."""
+    """The experiment's results into `out`: what git tracks (metrics, plots, params) from its
+    commit, and the report, a DVC output, from the cache as that commit's dvc.lock names it."""
+    from dvc.api import DVCFileSystem
+
     present = set(git("ls-tree", "--name-only", rev).stdout.split())
     names = [name for name in RESULTS if name in present]
     archive = subprocess.run(["git", "archive", "--format=tar", rev, "--", *names], cwd=ROOT,
                              capture_output=True, check=True).stdout
     out.mkdir(parents=True, exist_ok=True)
-    for name in RESULTS:
+    for name in RESULTS + CACHED:
         path = out / name
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
@@ -136,6 +141,33 @@ def copy_results(rev, out):
             path.unlink()
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(out, filter="data")
+    fs = DVCFileSystem(str(ROOT), rev=rev)
+    for name in CACHED:
+        if fs.exists(name):
+            fs.get(name, str(out / name), recursive=True)
+
+
+# Who DVC's experiment commits name when git knows nobody (a fresh Colab runtime, a new
+# container): set through git's own variables for the commands this script runs, never
+# written to any git config. Both of DVC's git backends read them (pygit2's would otherwise
+# stop with "Git user name and email must be configured").
+FALLBACK_IDENTITY = {"GIT_AUTHOR_NAME": "DVC experiment", "GIT_AUTHOR_EMAIL": "dvc@localhost",
+                     "GIT_COMMITTER_NAME": "DVC experiment",
+                     "GIT_COMMITTER_EMAIL": "dvc@localhost"}
+
+
+def with_git_identity(env, cwd=ROOT):
+    """`env`, plus FALLBACK_IDENTITY's variables that neither `env` nor git's configuration
+    (user.name, user.email) provides."""
+    env = dict(env)
+    configured = {key: subprocess.run(["git", "config", "--get", f"user.{key}"], cwd=cwd,
+                                      env=env, capture_output=True, text=True).stdout.strip()
+                  for key in ("name", "email")}
+    for variable, value in FALLBACK_IDENTITY.items():
+        key = variable.rsplit("_", 1)[1].lower()
+        if not env.get(variable) and not configured[key]:
+            env[variable] = value
+    return env
 
 
 def duration(seconds):
@@ -158,7 +190,7 @@ def main(argv=None):
         os.environ["DATASETS_MIRROR"] = str(Path(os.environ["DATASETS_MIRROR"]).expanduser()
                                             .resolve())
     os.chdir(ROOT)   # DVC names stages relative to the current folder
-    env = dict(os.environ)
+    env = with_git_identity(os.environ)   # the experiment is a commit
     # the `python` in dvc.yaml's commands is this one
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
 

@@ -41,6 +41,23 @@ def keep_freed_memory():
         pass
 
 
+SEED_PURPOSES = ("global", "loader", "augment")
+
+
+def seed_for(seed, purpose, rank=0):
+    """The seed of one random stream: `purpose` (SEED_PURPOSES: torch's global generator, a
+    DataLoader's workers, the resident-tensor augmentation) on process `rank`. Every (purpose,
+    rank) gets its own stream (numpy's SeedSequence mixes them), so that no two collide. The
+    streams of a single process keep `seed` itself (what `seed` in params.yaml has always
+    meant), except the augmentation of a run on several processes."""
+    import numpy as np
+
+    if rank == 0 and purpose != "augment":
+        return seed
+    entropy = [seed, SEED_PURPOSES.index(purpose), rank]
+    return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
 class Terminated(BaseException):
     """SIGTERM (or the death of the process that started the stage) arrived: unwind, so that
     every `finally` removes its temporary files, then exit 143."""

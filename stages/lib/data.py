@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .common import StageError, one_line
+from .common import StageError, seed_for
+from .files import load_torch
 
 MNIST_CLASSES = [str(d) for d in range(10)]
 # Per-channel mean and std of the training images, in [0, 1] units.
@@ -145,27 +146,18 @@ def tensor_record(images, labels, classes):
 
 def load_tensors(folder, split, mmap=False):
     path = Path(folder) / f"{split}.pt"
-    if not path.is_file():
-        raise StageError(f"{path} not found: run `dvc repro download@{Path(folder).name}` first")
-    try:
-        record = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as error:  # unpickling errors come in many types
-        raise StageError(f"{path} is not a prepared tensor file: {error}") from None
+    rerun = f"dvc repro -f download@{Path(folder).name}"
+    record = load_torch(path, "a prepared tensor file", rerun, mmap=mmap)
     if not isinstance(record, dict) or {"images", "labels", "classes"} - set(record):
-        raise StageError(f"{path} is not a prepared tensor file (needs images, labels, classes)")
+        raise StageError(f"{path} is not a prepared tensor file (needs images, labels, "
+                         f"classes): run `{rerun}`")
     return record
 
 
 def load_features(split):
     """data/features/<split>.pt as the features stage wrote it, checked."""
     path = FEATURES / f"{split}.pt"
-    if not path.is_file():
-        raise StageError(f"{path} not found: run `dvc repro features` first")
-    try:
-        record = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:   # torch.load raises many types for a damaged file
-        raise StageError(f"{path} is not a features file ({one_line(error)[:200]}): run "
-                         "`dvc repro -f features`") from None
+    record = load_torch(path, "a features file", "dvc repro -f features")
     if not (isinstance(record, dict) and isinstance(record.get("features"), torch.Tensor)
             and isinstance(record.get("labels"), torch.Tensor) and record["features"].ndim == 2
             and len(record["features"]) == len(record["labels"])
@@ -209,7 +201,7 @@ def batches(images, labels, batch_size, *, generator=None, mean, std, augment=Fa
     order = torch.randperm(n, generator=generator, device="cpu") if generator is not None \
         else torch.arange(n)
     if world > 1:
-        order = torch.cat([order, order[:(-n) % world]])[rank::world]
+        order = pad_to_multiple(order, world)[rank::world]
         batch_size //= world
     order = order.to(images.device)
     mean = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
@@ -220,6 +212,17 @@ def batches(images, labels, batch_size, *, generator=None, mean, std, augment=Fa
         if augment:
             x = random_crop_flip(x, augment_generator or generator)
         yield (x - mean) / std, labels[idx]
+
+
+def pad_to_multiple(order, world):
+    """`order` with its own items repeated from the start, as often as needed (as torch's
+    DistributedSampler does), up to the next multiple of `world`: every rank gets as many."""
+    n = len(order)
+    need = (-n) % world
+    if need == 0 or n == 0:
+        return order
+    repeats = -(-need // n)
+    return torch.cat([order, order.repeat(repeats)[:need]])
 
 
 def random_crop_flip(x, generator, pad=4):
@@ -274,6 +277,10 @@ def load_image(path):
         with open(path, "rb") as f:
             image = Image.open(f)
             return image.convert("RGB")
+    except Image.DecompressionBombError:
+        raise StageError(f"image {path} is too large to decode safely (more than "
+                         f"{2 * Image.MAX_IMAGE_PIXELS:,} pixels: a decompression bomb?); "
+                         "remove it from the dataset") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise StageError(f"cannot read image {path}: {error}") from None
 
@@ -342,8 +349,8 @@ def image_loader(dataset, batch_size, *, shuffle, num_workers, seed, device, sha
         batch_size //= world
     elif world > 1:
         dataset = Subset(dataset, range(rank, len(dataset), world))
-    # rank r > 0 seeds its workers' augmentation apart from rank 0's
-    generator = torch.Generator().manual_seed(seed + 1_000_003 * rank)
+    # the workers' augmentation: each rank a stream of its own (common.seed_for)
+    generator = torch.Generator().manual_seed(seed_for(seed, "loader", rank))
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
         pin_memory=device.type == "cuda", generator=generator, persistent_workers=False)

@@ -24,11 +24,12 @@ each rank's own random stream, BatchNorm statistics are each rank's own (on CPUs
 in another order, as are the gradients."""
 import datetime
 import os
+import sys
 import time
 from dataclasses import dataclass
 
 from . import params
-from .common import LAUNCHED_ENV, StageError, Terminated, is_worker, one_line
+from .common import LAUNCHED_ENV, StageError, Terminated, is_worker, one_line, seed_for
 
 BACKENDS = params.BACKENDS
 # seconds a rank waits for the others (rendezvous, then each collective)
@@ -60,24 +61,51 @@ class Context:
         return tensor
 
     def share(self, value):
-        """Rank 0's `value` on every rank (a picklable object: ranks are the same program)."""
+        """Rank 0's `value` on every rank: tensors, numbers, strings, lists and dicts (a
+        training state, run records), sent as the bytes of torch.save and read back with
+        weights_only=True, so that no rank unpickles code another process sent."""
         if self.world == 1:
             return value
+        import torch
         import torch.distributed as dist
 
-        box = [value]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
+        device = self._device()
+        data = _to_bytes(value, device) if self.main else None
+        size = torch.tensor([data.numel() if self.main else 0], dtype=torch.int64,
+                            device=device)
+        dist.broadcast(size, src=0)
+        if not self.main:
+            data = torch.empty(int(size.item()), dtype=torch.uint8, device=device)
+        dist.broadcast(data, src=0)
+        return value if self.main else _from_bytes(data)
 
     def gather(self, value):
-        """Every rank's `value`, as a list on rank 0 (None elsewhere)."""
+        """Every rank's `value` (as share() allows), as a list on rank 0 (None elsewhere)."""
         if self.world == 1:
             return [value]
+        import torch
         import torch.distributed as dist
 
-        out = [None] * self.world if self.main else None
-        dist.gather_object(value, out, dst=0)
-        return out
+        device = self._device()
+        data = _to_bytes(value, device)
+        sizes = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(self.world)]
+        dist.all_gather(sizes, torch.tensor([data.numel()], dtype=torch.int64, device=device))
+        longest = max(int(n.item()) for n in sizes)
+        padded = torch.zeros(longest, dtype=torch.uint8, device=device)
+        padded[:data.numel()] = data
+        everyone = [torch.empty(longest, dtype=torch.uint8, device=device)
+                    for _ in range(self.world)]
+        dist.all_gather(everyone, padded)   # every backend has it (gather is not NCCL's own)
+        if not self.main:
+            return None
+        return [_from_bytes(d[:int(n.item())]) for d, n in zip(everyone, sizes)]
+
+    def _device(self):
+        """Where collectives' tensors live: this rank's GPU under NCCL, else the CPU."""
+        import torch
+
+        return torch.device("cuda", self.local_rank) if self.backend == "nccl" \
+            else torch.device("cpu")
 
     def wrap(self, model):
         """The model to train with: DDP around it on several processes, else itself. With
@@ -112,6 +140,26 @@ class Context:
 
 
 SINGLE = Context()
+
+
+def _to_bytes(value, device):
+    """`value` as a uint8 tensor of torch.save's bytes, on `device`."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return torch.frombuffer(bytearray(buffer.getbuffer()), dtype=torch.uint8).to(device)
+
+
+def _from_bytes(data):
+    """What _to_bytes sent, read with weights_only=True (files.torch_load)."""
+    import io
+
+    from .files import torch_load
+
+    return torch_load(io.BytesIO(data.cpu().numpy().tobytes()))
 
 
 # distributed.* in params.yaml (read with the other sections in params.py)
@@ -223,7 +271,7 @@ def reseed(ctx, seed):
     if ctx.rank:
         import torch
 
-        torch.manual_seed(seed + 1_000_003 * ctx.rank)
+        torch.manual_seed(seed_for(seed, "global", ctx.rank))
 
 
 def launch(module, argv, nproc):
@@ -249,8 +297,10 @@ def launch(module, argv, nproc):
     # c10d's waits (join_timeout, read_timeout) and the static rendezvous's (timeout)
     conf += [f"{key}={seconds:g}" for key in ("join_timeout", "read_timeout", "timeout")
              if not any(c.startswith(f"{key}=") for c in conf)]
+    alone = _nnodes() == 1 and not any(os.environ.get(f"PET_{key}") for key in RENDEZVOUS_KEYS)
+    store, where = _loopback_store(seconds) if alone else (None, [])
     args = parse_args(["--nproc-per-node", str(nproc), "--max-restarts", "0", "--rdzv-conf",
-                       ",".join(conf), "--module", module, *argv])
+                       ",".join(conf), *where, "--module", module, *argv])
     # each worker gets its share of the cores, unless the user says otherwise (torchrun
     # would set 1 and print a warning about it)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
@@ -269,6 +319,7 @@ def launch(module, argv, nproc):
                          if endpoint else "") + " (torchrun, DDP)", flush=True)
     try:
         torchrun(args)
+        del store   # closes the loopback store once the workers are done
     except SignalException:   # SIGTERM: torchrun's agent stopped the workers and says so
         raise Terminated() from None
     except ChildFailedError as error:
@@ -289,6 +340,38 @@ def launch(module, argv, nproc):
         raise StageError(f"cannot start the distributed run: the rendezvous at "
                          f"{endpoint or 'this node'} ({variable or 'torchrun'}) failed within "
                          f"{seconds:g} s ({TIMEOUT_ENV}): {one_line(error)}") from None
+
+
+# torchrun's settings that place a rendezvous elsewhere than this machine's loopback
+RENDEZVOUS_KEYS = ("MASTER_ADDR", "MASTER_PORT", "RDZV_ENDPOINT", "RDZV_BACKEND", "STANDALONE")
+LOOPBACK = "lo0" if sys.platform == "darwin" else "lo"
+
+
+def _loopback_store(seconds):
+    """A run on this node alone listens on 127.0.0.1 only: (the store that torchrun's static
+    rendezvous then uses, the arguments that point torchrun at it).
+
+    torchrun's stores bind to every interface whatever host they are given; a TCPStore made
+    from a socket bound here to 127.0.0.1 (master_listen_fd) and registered for its port
+    (multi_tenant) is the one torchrun's static rendezvous takes for that port. The workers'
+    gloo listeners follow GLOO_SOCKET_IFNAME (loopback, unless the user set it). On a torch
+    without master_listen_fd: (None, []), torchrun's own choice, as before."""
+    import socket
+
+    import torch.distributed as dist
+
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", LOOPBACK)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    port, fd = listener.getsockname()[1], listener.detach()   # the store owns the socket
+    try:
+        store = dist.TCPStore("127.0.0.1", port, is_master=True, multi_tenant=True,
+                              wait_for_workers=False,
+                              timeout=datetime.timedelta(seconds=seconds), master_listen_fd=fd)
+    except TypeError:
+        os.close(fd)
+        return None, []
+    return store, ["--master-addr", "127.0.0.1", "--master-port", str(port)]
 
 
 def _rendezvous(args, conf):

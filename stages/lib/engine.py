@@ -15,26 +15,32 @@ import torch
 import torch.nn.functional as F
 
 from . import cpu_layers, distributed, models
-from .common import StageError, one_line, private_dir
+from .common import StageError, private_dir
+from .files import load_error, load_torch, torch_load
 from .params import OPTIMIZERS
 
 
 def load_checkpoint(path, device):
     """A checkpoint written by a training stage ({arch, classes, state_dict, ...}) as an
     eval-mode model on `device`, and the checkpoint dict."""
-    if not Path(path).is_file():
-        raise StageError(f"{path} not found: run the stage that trains it first (dvc repro)")
+    rerun = f"dvc repro -f {stage_of(path)}"
+    checkpoint = load_torch(path, "a model file of this pipeline", rerun)
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         model = models.build(checkpoint["arch"], len(checkpoint["classes"]))
         model.load_state_dict(checkpoint["state_dict"])
     except StageError:
         raise
-    except Exception as error:   # a damaged file: torch.load and load_state_dict raise many types
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-        raise StageError(f"{path} is not a model file of this pipeline ({first}): rerun the "
-                         "stage that trains it (dvc repro -f)") from None
+    except Exception as error:   # a damaged file: load_state_dict raises many types
+        raise StageError(f"{path} is not a model file of this pipeline "
+                         f"({load_error(error)}): run `{rerun}`") from None
     return prepare(model, device).eval(), checkpoint
+
+
+def stage_of(model_path):
+    """The stage that writes a model file: models/alexnet.pt -> train@alexnet,
+    models/transfer/scratch.pt -> transfer@scratch."""
+    path = Path(model_path)
+    return f"{'transfer' if path.parent.name == 'transfer' else 'train'}@{path.stem}"
 
 
 def cpu_name():
@@ -305,7 +311,12 @@ def fit(model, *, train_batches, val_batches, epochs, optimizer, device, amp_dty
     if checkpoint:
         if ctx.main:
             tidy_checkpoints(checkpoint)
-        state = ctx.share(load_training_state(checkpoint, fingerprint) if ctx.main else None)
+        state = load_training_state(checkpoint, fingerprint) if ctx.main else None
+        if state is not None and (problem := state_problem(state, epochs, ctx.world)):
+            print(f"checkpoint {checkpoint} does not fit this run ({problem}); training from "
+                  "the first epoch", flush=True)
+            state = None
+        state = ctx.share(state)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -367,27 +378,69 @@ def fit(model, *, train_batches, val_batches, epochs, optimizer, device, amp_dty
 # ---------------------------------------------------------------- checkpoints
 
 def fingerprint_of(*parts):
-    """A short SHA-256 over `parts` (params dicts, file paths whose content counts): what a
-    checkpoint must match to be resumed. A folder counts by its files' names and sizes (an
-    ImageFolder set of thousands of images), a file by its content."""
+    """A short SHA-256 over `parts` (params dicts, file and folder paths whose content counts):
+    what a checkpoint must match to be resumed. Files count by their content, a folder by the
+    names and contents of all its files (an image replaced by another of the same size during
+    an interruption is seen); digests are remembered by size and modification time
+    (digests_cache) so that thousands of images are hashed once."""
     import hashlib
     import json
 
+    cache = DigestCache()
     h = hashlib.sha256()
     for part in parts:
         if isinstance(part, Path):
             if part.is_dir():
                 for f in sorted(p for p in part.rglob("*") if p.is_file()):
-                    h.update(f"{f.relative_to(part)}\0{f.stat().st_size}\0".encode())
+                    h.update(f"{f.relative_to(part)}\0{cache.digest(f)}\0".encode())
             elif part.is_file():
-                with open(part, "rb") as f:
-                    h.update(hashlib.file_digest(f, "sha256").digest())
+                h.update(cache.digest(part).encode())
             else:
                 h.update(f"missing {part}".encode())
         else:
             h.update(json.dumps(part, sort_keys=True, default=str).encode())
         h.update(b"\1")
+    cache.save()
     return h.hexdigest()[:16]
+
+
+class DigestCache:
+    """SHA-256 of files, remembered in .dvc/tmp/checkpoints/digests.json by path, size and
+    modification time (as DVC's own state database does): a file is read again only when one
+    of them changed."""
+
+    def __init__(self):
+        import json
+
+        self.path = private_dir("checkpoints") / "digests.json"
+        try:
+            self.known = json.loads(self.path.read_text())
+            if not isinstance(self.known, dict):
+                self.known = {}
+        except (OSError, ValueError):
+            self.known = {}
+        self.changed = False
+
+    def digest(self, path):
+        import hashlib
+
+        stat = path.stat()
+        key, stamp = str(path.resolve()), [stat.st_size, stat.st_mtime_ns]
+        entry = self.known.get(key)
+        if isinstance(entry, list) and entry[:2] == stamp and len(entry) == 3:
+            return entry[2]
+        with open(path, "rb") as f:
+            value = hashlib.file_digest(f, "sha256").hexdigest()
+        self.known[key], self.changed = [*stamp, value], True
+        return value
+
+    def save(self):
+        import json
+
+        from .files import write_atomic
+
+        if self.changed:
+            write_atomic(self.path, json.dumps(self.known).encode())
 
 
 def code_files():
@@ -451,16 +504,40 @@ def load_training_state(path, fingerprint):
     if not path.is_file():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch_load(path)
     except Exception as error:   # torch.load raises many types for a damaged file
-        print(f"checkpoint {path} is unreadable ({one_line(error)[:120]}); training from the "
-              "first epoch", flush=True)
+        print(f"checkpoint {path} is unreadable ({load_error(error)}); training from the first "
+              "epoch", flush=True)
         return None
     if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
         print(f"checkpoint {path} is from other params, code or data; discarded, training from "
               "the first epoch", flush=True)
         return None
     return state
+
+
+STATE_KEYS = ("model", "optimizer", "scheduler", "scaler", "rng", "history", "best_state",
+              "best_accuracy")
+RECORD_KEYS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds")
+
+
+def state_problem(state, epochs, world):
+    """Why a saved training state cannot go on into a run of `epochs` epochs on `world`
+    processes, or None: its keys, its history (1 .. epochs-1 records, numbered 1, 2, ...),
+    one random state per process."""
+    missing = [k for k in STATE_KEYS if k not in state]
+    if missing:
+        return f"it lacks {', '.join(missing)}"
+    history = state["history"]
+    if not isinstance(history, list) or not 0 < len(history) < epochs:
+        return f"its history does not fit a run of {epochs} epochs"
+    for number, record in enumerate(history, 1):
+        if not isinstance(record, dict) or any(k not in record for k in RECORD_KEYS) \
+                or record["epoch"] != number:
+            return f"its history's record {number} is malformed"
+    if not isinstance(state["rng"], list) or len(state["rng"]) != world:
+        return f"it holds the random state of {len(state['rng'])} processes, not {world}"
+    return None
 
 
 def get_rng_state(generators=()):

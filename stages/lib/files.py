@@ -5,7 +5,9 @@ import errno
 import io
 import json
 import os
+import re
 import tempfile
+import warnings
 from pathlib import Path
 
 from .common import StageError
@@ -46,10 +48,54 @@ def write_atomic(path, payload):
 
 def no_space(error, what):
     """The one-line StageError for an OSError raised while writing `what`, or None when the
-    error is not a full disk (or quota)."""
+    error is not a full disk, a quota, or a file-size limit (`ulimit -f`, EFBIG)."""
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         return StageError(f"no space left on device while writing {what}")
+    if isinstance(error, OSError) and error.errno == errno.EFBIG:
+        return StageError(f"file too large for this system's limit while writing {what} "
+                          "(see `ulimit -f`)")
     return None
+
+
+def load_torch(path, what, rerun, mmap=False):
+    """The torch file at `path` (`what`: "a model file of this pipeline", ...) loaded onto the
+    CPU with weights_only=True: tensors, numbers, strings and containers only, never code.
+    Every pipeline file goes through here. A missing, damaged or refused file is one line
+    naming it and `rerun`, the command that writes it again."""
+    path = Path(path)
+    if not path.is_file():   # not made yet: the stage runs without forcing
+        raise StageError(f"{path} not found: run `{rerun.replace(' -f ', ' ')}` first")
+    try:
+        return torch_load(path, mmap)
+    except Exception as error:   # torch.load raises many types for a damaged or hostile file
+        raise StageError(f"{path} is not {what} ({load_error(error)}): run `{rerun}`") from None
+
+
+def torch_load(path, mmap=False):
+    """torch.load of a path or a binary file object onto the CPU with weights_only=True; its
+    exceptions as they come (load_torch turns them into one line)."""
+    import torch
+
+    with warnings.catch_warnings():   # the unpickler's protocol notice is noise here
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def load_error(error):
+    """torch.load's complaint as a short line: the safe unpickler's own reason when it refused
+    the file (without torch's advice to load it unsafely), else the first line of the
+    message, else the error's type; escape sequences removed."""
+    text = _ANSI.sub("", str(error))
+    refused = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(Check the documentation|$)", text,
+                        re.S)
+    if refused:   # its reason, without torch's advice (allowlisting, unsafe loading)
+        reason = re.split(r"\.?\s+(?:Please|Check|To load|If you)\b", refused.group(1))[0]
+        return "refused by the safe loader: " + " ".join(reason.split())[:160]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0][:160] if lines else type(error).__name__
 
 
 def save_torch(obj, path):

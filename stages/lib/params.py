@@ -22,6 +22,7 @@ SVM_GRID = {"C": "numbers > 0", "kernel": f"one of {', '.join(KERNELS)}",
 LANGUAGES = ("en", "es")
 BACKENDS = ("auto", "nccl", "gloo")
 MIN_IMAGE_SIZE = 32   # ResNet-50 halves the side five times: 32 px leaves a 1x1 map
+MAX_IMAGE_SIZE = 1024  # 21x ImageNet's pixels per image: beyond, memory, not accuracy, decides
 
 
 # ---------------------------------------------------------------- reading and checking
@@ -236,7 +237,8 @@ def transfer_data(params, training=True, splits=("train", "val")):
     (their `<split>_samples` keys)."""
     return TransferData(
         dataset=param(params, "transfer.dataset", str),
-        image_size=param(params, "transfer.image_size", int, minimum=MIN_IMAGE_SIZE),
+        image_size=param(params, "transfer.image_size", int, minimum=MIN_IMAGE_SIZE,
+                         maximum=MAX_IMAGE_SIZE),
         batch_size=param(params, "transfer.batch_size", int, minimum=1) if training else None,
         eval_batch_size=param(params, "transfer.eval_batch_size", int, minimum=1),
         num_workers=param(params, "transfer.num_workers", int, minimum=0),
@@ -306,10 +308,11 @@ def tsne(params):
 
 @dataclass(frozen=True)
 class Download:
-    """download.{retries,timeout,max_unpacked_mb}: how every source is fetched."""
+    """download.{retries,timeout,deadline,max_unpacked_mb}: how every source is fetched."""
     retries: int
     timeout: float
-    max_unpacked_mb: int
+    deadline: float         # seconds for one file, every try included
+    max_unpacked_mb: int    # also the most a single download may bring
 
     @property
     def max_unpacked_bytes(self):
@@ -319,6 +322,7 @@ class Download:
 def download(params):
     return Download(retries=param(params, "download.retries", int, minimum=1),
                     timeout=param(params, "download.timeout", float, above=0),
+                    deadline=param(params, "download.deadline", float, above=0),
                     max_unpacked_mb=param(params, "download.max_unpacked_mb", int, minimum=1))
 
 

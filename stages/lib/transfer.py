@@ -6,6 +6,7 @@ import torch
 
 from . import data, models
 from .common import StageError
+from .files import load_torch
 
 WEIGHTS = Path("data/weights/resnet50.pth")
 
@@ -21,16 +22,7 @@ def dataset_root(cfg):
 
 def load_state_dict(path=WEIGHTS):
     """The ImageNet state dict from `path`, loaded without unpickling arbitrary objects."""
-    path = Path(path)
-    if not path.is_file():
-        raise StageError(f"{path} not found: run `dvc repro download@resnet50` (offline, the "
-                         "mirror must hold the torchvision weights file)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch.load raises many types for a file that is not weights
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise StageError(f"{path} is not a PyTorch weights file (expected torchvision's "
-                         f"ResNet-50 ImageNet state dict): {first}") from None
+    state = load_torch(path, "a PyTorch weights file", "dvc repro -f download@resnet50")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise StageError(f"{path} is not a state dict of tensors (expected torchvision's "
                          "ResNet-50 ImageNet state dict)")
