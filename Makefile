@@ -2,6 +2,8 @@
 #                 `dvc exp run --temp`: the workspace's results stay, the smoke's go to smoke/
 # make repro      the whole pipeline (REPRO_FLAGS=--keep-going to run all that can run)
 # make exps       dvc exp show, readable: the params and headline metrics that differ
+# make share      every run computed here, to the DVC remote (tools/push_runs.py): others
+#                 `dvc pull --run-cache`, then `dvc exp run --pull ...` restores instead of training
 # make test       every test, on 2 workers (pytest-xdist); make test-fast: the unit tier
 #                 (pytest -m "not e2e")
 # make lint       ruff, as CI runs it
@@ -26,7 +28,7 @@ endif
 # what `make exps` leaves out: dependency hashes, creation time, t-SNE scores
 EXPS_DROP := Created|stages/|models/|data/|plots/|metrics/tsne/
 
-.PHONY: smoke repro exps test test-fast lint bench
+.PHONY: smoke repro exps share test test-fast lint bench
 
 $(BIN)/.installed: requirements.txt requirements.lock
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -45,6 +47,9 @@ repro: $(BIN)/.installed
 
 exps: $(BIN)/.installed
 	dvc exp show --only-changed --drop '$(EXPS_DROP)' $(EXPS_FLAGS)
+
+share: $(BIN)/.installed
+	python tools/push_runs.py $(SHARE_FLAGS)
 
 test: $(BIN)/.installed-test
 	python -m pytest -n 2 --dist loadfile

@@ -105,7 +105,8 @@ def test_load_errors_are_one_clean_line(error, expected):
     assert files.load_error(error) == expected
 
 
-def test_a_missing_file_names_the_stage_to_run(tmp_path):
+def test_a_missing_file_names_the_stage_to_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(StageError, match=r"models/alexnet\.pt not found: run "
                                          r"`dvc repro train@alexnet` first$"):
         engine.load_checkpoint("models/alexnet.pt", torch.device("cpu"))

@@ -185,7 +185,8 @@ def test_every_declared_plot_renders(pipeline):
         assert {f"plots/{model}/curves.png", f"plots/{model}/confusion.csv",
                 f"plots/{model}/live/plots/metrics/val/accuracy.tsv"} <= drawn
     confusion = shown["data"]["plots/alexnet/confusion.csv"][0]["content"]
-    assert confusion["encoding"]["x"]["field"] == "predicted"   # the confusion_counts template
+    assert confusion["description"].startswith("DVC's `confusion` template")   # counted cells
+    assert '"field": "predicted"' in json.dumps(confusion)
     # the records declared as plots to keep them in git hold no table: nothing is drawn
     assert {name for name in shown["data"] if name not in drawn} == {
         "metrics/datasets.json", "models/simple_cnn.run.json", "models/alexnet.run.json",
@@ -330,9 +331,9 @@ def test_names_from_data_are_text_in_the_report(pipeline, tmp_path):
 
 def test_dvc_killed_mid_training_resumes_on_the_next_repro(pipeline, tmp_path):
     """SIGKILL to `dvc repro` in epoch 2: the stage dies with it (no orphan training beside the
-    next run), its checkpoint survives outside DVC's outputs, and the next `dvc repro` (told
-    not to restore the finished run from the run-cache) resumes and ends with the bytes of the
-    uninterrupted run."""
+    next run), its checkpoint survives outside DVC's outputs, and the next `dvc repro -f` (forced:
+    else DVC restores the finished run of the same params) resumes and ends with the bytes of
+    the uninterrupted run."""
     import signal
     import subprocess
     import time
@@ -363,7 +364,7 @@ def test_dvc_killed_mid_training_resumes_on_the_next_repro(pipeline, tmp_path):
             break
     else:
         raise AssertionError("the training stage outlived the killed dvc")
-    result = dvc(copy, "repro", "--no-run-cache", "train@alexnet", env=env)
+    result = dvc(copy, "repro", "-f", "-s", "train@alexnet", env=env)
     assert "resuming after epoch " in result.stdout, result.stdout
     assert {name: (copy / name).read_bytes() for name in outputs} == expected
     assert "train@alexnet" not in dvc(copy, "status", env=env).stdout

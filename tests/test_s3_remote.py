@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from pathlib import Path
 import pytest
 from small_pipeline import dvc, git, make
 
-from helpers import closed_port, stage_env
+from helpers import ROOT, closed_port, run, stage_env
 
 pytestmark = pytest.mark.e2e
 
@@ -168,6 +169,10 @@ def shared(tmp_path_factory, mirror, s3):
     start = time.monotonic()
     push = dvc(a, "push", "--run-cache", env=env)
     seconds["push"] = time.monotonic() - start
+    # `make share`: the outputs of every run in the run-cache too (DVC's push sends only the
+    # workspace's)
+    shared_runs = run([sys.executable, str(ROOT / "tools/push_runs.py")], a, env)
+    assert "pushed the run-cache (3 runs) and " in shared_runs.stdout, shared_runs.stdout
     pushed = {path: md5(a / path) for path in OUTPUTS}
     shutil.rmtree(a / ".dvc/cache")  # machine A loses its cache: only the bucket has the data
     b = base / "b"
@@ -207,13 +212,14 @@ def test_run_cache_comes_back_with_pull(shared):
 
 
 def test_an_experiment_someone_ran_is_pulled_not_trained(shared):
-    """The README's "share results" recipe: A pushed its run-cache once; D, a fresh clone, pulls
-    it and `dvc exp run` with A's params restores the run instead of training."""
-    d = shared.clone("d")
+    """The README's "share results" recipe: A pushed its runs once (`make share`); a fresh
+    clone pulls the run-cache, and `dvc exp run --pull` with A's params restores the run
+    instead of training."""
+    d = shared.clone("pupil")
     dvc(d, "pull", "--run-cache", env=shared.creds)
     start = time.monotonic()
-    ran = dvc(d, "exp", "run", "-S", f"simple_cnn.lr={SHARED_LR}", "train@simple_cnn",
-              env=shared.creds)
+    ran = dvc(d, "exp", "run", "--pull", "-S", f"simple_cnn.lr={SHARED_LR}",
+              "train@simple_cnn", env=shared.creds)
     seconds = time.monotonic() - start
     assert "Stage 'train@simple_cnn' is cached - skipping run" in ran.stdout, ran.stdout
     assert "Running stage 'train@simple_cnn'" not in ran.stdout and "epoch " not in ran.stdout

@@ -382,7 +382,7 @@ def fingerprint_of(*parts):
     what a checkpoint must match to be resumed. Files count by their content, a folder by the
     names and contents of all its files (an image replaced by another of the same size during
     an interruption is seen); digests are remembered by size and modification time
-    (digests_cache) so that thousands of images are hashed once."""
+    (DigestCache) so that thousands of images are hashed once."""
     import hashlib
     import json
 
@@ -405,14 +405,14 @@ def fingerprint_of(*parts):
 
 
 class DigestCache:
-    """SHA-256 of files, remembered in .dvc/tmp/checkpoints/digests.json by path, size and
+    """SHA-256 of files, remembered in .dvc/tmp/digests/digests.json by path, size and
     modification time (as DVC's own state database does): a file is read again only when one
     of them changed."""
 
     def __init__(self):
         import json
 
-        self.path = private_dir("checkpoints") / "digests.json"
+        self.path = private_dir("digests") / "digests.json"
         try:
             self.known = json.loads(self.path.read_text())
             if not isinstance(self.known, dict):

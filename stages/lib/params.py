@@ -392,8 +392,8 @@ def check_known(data, path="params.yaml"):
     added by `dvc exp run -S`, would otherwise change nothing, silently), naming the closest
     key that exists."""
     downloads = data.get("download")
-    names = [n for n, v in downloads.items() if isinstance(v, dict)] \
-        if isinstance(downloads, dict) else []
+    settings = {f.name for f in fields(Download)}
+    names = [n for n in downloads if n not in settings] if isinstance(downloads, dict) else []
     known = known_keys(names)
     sections = {k.rsplit(".", i)[0] for k in known for i in range(1, k.count(".") + 1)}
 

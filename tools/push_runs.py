@@ -1,0 +1,44 @@
+"""Share every computed run: DVC's run-cache with the outputs of each run in it.
+
+    python tools/push_runs.py [-r REMOTE]     # make share; run from the project's folder
+
+`dvc push --run-cache` (DVC 3) sends the run-cache's records, but of the outputs only those the
+workspace's dvc.lock names: a classmate who pulls the run-cache finds records of runs whose
+outputs are nowhere, and trains again. This sends the records (DVC's own push) and then every
+output they name, from the local cache, through DVC's API (StageCache.get_used_objs, the
+objects `dvc repro --pull` fetches to restore a run).
+
+Elsewhere: `dvc pull --run-cache`, then `dvc exp run --pull -S key=value` restores any run
+someone pushed instead of training it."""
+import argparse
+import os
+import sys
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-r", "--remote", help="the DVC remote (default: the project's)")
+    args = parser.parse_args(argv)
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    try:
+        repo = Repo(os.getcwd())
+        repo.push(remote=args.remote, run_cache=True)
+        root = os.path.join(repo.cache.legacy.path, "runs")
+        runs = [(os.path.basename(folder), name) for folder, _, names in os.walk(root)
+                for name in names]
+        sent = failed = 0
+        for odb, objects in repo.stage_cache.get_used_objs(runs, push=True).items():
+            result = repo.cloud.push(objects, remote=args.remote, odb=odb)
+            sent, failed = sent + len(result.transferred), failed + len(result.failed)
+    except DvcException as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"pushed the run-cache ({len(runs)} runs) and {sent} of their outputs not yet there"
+          + (f"; {failed} failed" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
