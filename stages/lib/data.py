@@ -120,6 +120,8 @@ def read_cifar10(folder):
             and all(isinstance(c, bytes) and c for c in names)):
         raise StageError("CIFAR-10 file batches.meta: 'label_names' must be a list of names")
     classes = [c.decode("utf-8", "replace") for c in names]
+    for name in classes:
+        check_class_name(name, "CIFAR-10 file batches.meta")
     return {"train": stack([f"data_batch_{i}" for i in range(1, 6)]),
             "val": stack(["test_batch"])}, classes
 
@@ -241,6 +243,21 @@ def random_crop_flip(x, generator, pad=4):
 
 # ---------------------------------------------------------------- ImageFolder data
 
+UNSAFE_IN_NAMES = re.compile(r"[<>&\"'\\\x00-\x1f\x7f]")   # markup, quotes, escapes, controls
+FORMULA_START = ("=", "+", "-", "@")   # a spreadsheet reads a cell that starts so as a formula
+
+
+def check_class_name(name, where):
+    """Class names travel into the report's HTML and Markdown, `dvc plots` pages (inside a
+    <script> block) and CSV files opened in spreadsheets: a name with markup characters,
+    quotes, a backslash, a control character or a newline, or one that starts like a formula,
+    is refused, naming it and the rule."""
+    if UNSAFE_IN_NAMES.search(name) or name.startswith(FORMULA_START) or not name.strip():
+        raise StageError(f"{where} has a class named {name!r}: class names must not contain "
+                         "< > & quotes, a backslash or control characters, nor start with "
+                         "= + - @ (they reach HTML, scripts and spreadsheets)")
+
+
 def image_folder_classes(root, label=None):
     """Check an ImageFolder layout (train/<class>/..., val/<class>/...) and return its classes.
     Errors name the dataset as `label` (default: the folder)."""
@@ -254,6 +271,8 @@ def image_folder_classes(root, label=None):
         if not folder.is_dir():
             raise StageError(f"{label} has no {split}/ folder (expected {split}/<class>/<images>)")
         found = sorted(p.name for p in folder.iterdir() if p.is_dir())
+        for name in found:
+            check_class_name(name, f"{label}: class folder {split}/")
         if len(found) < 2:
             raise StageError(f"{label}: {split}/ needs at least two class folders, "
                              f"found {len(found)}")
