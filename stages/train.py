@@ -77,7 +77,9 @@ def main(argv):
     largest, largest_params = models.largest_layer(model)
     optimizer = engine.make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum,
                                       cfg.weight_decay)
-    env = engine.run_info(device, amp_dtype) | ctx.describe(device) \
+    env = engine.run_info(device, amp_dtype,
+                          runtime.precision_choice(device, shared.precision)[1]) \
+        | ctx.describe(device) \
         | {"distributed": asdict(dist_cfg)}
     if ctx.main:
         print(f"{name}: {n_params:,} parameters ({n_weights:,} without biases) on {dataset} "
@@ -106,7 +108,8 @@ def main(argv):
     plots.save(plots.curves_figure(history, name), out / "curves.png")
 
     about = {"arch": name, "classes": classes, "normalization": [list(mean), list(std)]}
-    save_torch({**about, "epoch": summary["best_epoch"], "state_dict": best_state},
+    save_torch({**about, "epoch": summary["best_epoch"],
+                "state_dict": engine.cpu_state(best_state)},
                f"models/{name}.pt")
     write_json(f"models/{name}.run.json",
                {**env, "params": record, "seconds": round(seconds, 1),

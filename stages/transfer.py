@@ -80,7 +80,9 @@ def main(argv):
         return train_loader
 
     n_params, _ = models.count_parameters(model)
-    env = engine.run_info(device, amp_dtype) | ctx.describe(device) \
+    env = engine.run_info(device, amp_dtype,
+                          runtime.precision_choice(device, shared.precision)[1]) \
+        | ctx.describe(device) \
         | {"distributed": asdict(dist_cfg)}
     if ctx.main:
         print(f"transfer@{strategy}: ResNet-50 ({n_params:,} parameters), {data_cfg.dataset} "
@@ -113,7 +115,7 @@ def main(argv):
     mean, std = data.NORMALIZATION["imagenet"]
     save_torch({"arch": "resnet50", "classes": classes, "normalization": [list(mean), list(std)],
                 "image_size": data_cfg.image_size, "epoch": summary["best_epoch"],
-                "state_dict": best_state}, f"models/transfer/{strategy}.pt")
+                "state_dict": engine.cpu_state(best_state)}, f"models/transfer/{strategy}.pt")
     write_json(f"models/transfer/{strategy}.run.json",
                {**env, "params": record, "seconds": round(seconds, 1),
                 "epoch_seconds": [round(r["seconds"], 1) for r in history]})

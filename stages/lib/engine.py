@@ -60,9 +60,11 @@ def precision_name(amp_dtype):
     return str(amp_dtype or torch.float32).removeprefix("torch.")
 
 
-def run_info(device, amp_dtype):
-    """How a stage ran, for models/*.run.json and the report header."""
+def run_info(device, amp_dtype, why=None):
+    """How a stage ran, for models/*.run.json and the report header; `why`: why that
+    precision (runtime.precision_choice)."""
     return {"device": str(device), "precision": precision_name(amp_dtype),
+            "precision_reason": why,
             "torch": torch.__version__, "python": platform.python_version(),
             "cpu": cpu_name(), "cpu_threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
@@ -601,6 +603,18 @@ def predict(model, batches, device, amp_dtype, embed=False, progress="predict"):
     if embed:
         out += (torch.cat(features), torch.cat(logits_all))
     return out
+
+
+def cpu_state(state):
+    """A state dict with every tensor on the CPU: a model trained on a GPU loads anywhere. One
+    already on the CPU is returned as it is (its file keeps the same bytes)."""
+    if all(not isinstance(v, torch.Tensor) or v.device.type == "cpu" for v in state.values()):
+        return state
+    moved = type(state)((key, value.detach().cpu() if isinstance(value, torch.Tensor) else value)
+                        for key, value in state.items())
+    if hasattr(state, "_metadata"):   # state_dict()'s version record, which loading reads
+        moved._metadata = state._metadata
+    return moved
 
 
 def summarize(history):

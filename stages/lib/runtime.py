@@ -12,11 +12,22 @@ def setup(shared):
     return device, autocast_dtype(device, shared.precision)
 
 
+_warned = False
+
+
 def pick_device(name):
-    """`auto` picks CUDA, then MPS, then CPU; an explicit device must be available."""
+    """`auto` picks CUDA, then MPS, then CPU; an explicit device must be available. When an
+    NVIDIA GPU is there but CUDA cannot be used (a driver too old for this torch, a CPU-only
+    torch), `auto` says so in one warning line before it goes on without it."""
     import torch
 
-    available = {"cuda": torch.cuda.is_available(),
+    global _warned
+    cuda, why_not = cuda_usable()
+    if not cuda and why_not and name == "auto" and not _warned:
+        _warned = True   # once per process (a distributed launcher asks several times)
+        print(f"warning: an NVIDIA GPU is present but CUDA cannot be used ({why_not}); "
+              "going on without it", flush=True)
+    available = {"cuda": cuda,
                  "mps": getattr(torch.backends, "mps", None) is not None
                  and torch.backends.mps.is_available(),
                  "cpu": True}
@@ -25,30 +36,70 @@ def pick_device(name):
     elif name not in available:
         raise StageError(f"params.yaml: 'device' must be one of auto, cuda, mps, cpu; got {name!r}")
     elif not available[name]:
-        raise StageError(f"params.yaml: device '{name}' is not available on this machine "
-                         "(use device: auto or cpu)")
+        because = f": {why_not}" if name == "cuda" and why_not else ""
+        raise StageError(f"params.yaml: device '{name}' is not available on this machine"
+                         f"{because} (use device: auto or cpu)")
     return torch.device(name)
 
 
+NVIDIA_PRESENT = ("/proc/driver/nvidia/version", "/dev/nvidia0")
+
+
+def cuda_usable():
+    """(CUDA works, why not when an NVIDIA GPU is present but CUDA does not: torch's own
+    reason, e.g. the driver version it needs, else a general one; None without a GPU)."""
+    import os
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        usable = torch.cuda.is_available()
+    if usable:
+        return True, None
+    if not any(os.path.exists(p) for p in NVIDIA_PRESENT):
+        return False, None
+    reasons = [" ".join(str(w.message).split()) for w in said if "CUDA" in str(w.message)]
+    if reasons:
+        return False, reasons[0][:240]
+    if torch.version.cuda is None:
+        return False, f"this torch {torch.__version__} is built without CUDA"
+    return False, f"torch {torch.__version__} (CUDA {torch.version.cuda}) cannot start it"
+
+
 def autocast_dtype(device, precision):
-    """The autocast dtype for `precision` (auto|fp32|bf16|fp16) on `device`, None for fp32.
-    auto: bf16 on CUDA cards that support it, else fp16; bf16 on CPUs with native bf16
-    instructions (AVX512-BF16/AMX), where it is faster at the same accuracy (see benchmarks/);
-    fp32 elsewhere (MPS, older CPUs)."""
+    """The autocast dtype for `precision` (auto|fp32|bf16|fp16) on `device`, None for fp32
+    (precision_choice says why)."""
+    return precision_choice(device, precision)[0]
+
+
+def precision_choice(device, precision):
+    """(autocast dtype or None for fp32, why), for the run records. auto: bf16 on GPUs that
+    compute it natively (compute capability 8.0 and newer: A100, H100, RTX 30xx...), fp16 with
+    the gradient scaler on older ones (T4, V100: torch would emulate bf16, slowly); bf16 on
+    CPUs with native bf16 instructions (AVX512-BF16/AMX), where it is faster at the same
+    accuracy (see benchmarks/); fp32 elsewhere (MPS, older CPUs)."""
     import torch
 
     if precision == "fp32":
-        return None
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        if device.type == "cpu" and torch.backends.mkldnn.is_available() \
-                and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            return torch.bfloat16
-        return None
+        return None, "fp32: set in params.yaml"
     if precision == "fp16" and device.type == "cpu":
         raise StageError("params.yaml: precision fp16 is for GPUs; use bf16, fp32 or auto on CPU")
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    if precision != "auto":
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision], \
+            f"{precision}: set in params.yaml"
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        if (major, minor) >= (8, 0):
+            return torch.bfloat16, f"auto: bf16, native on compute capability {major}.{minor}"
+        return torch.float16, (f"auto: fp16 with gradient scaling, compute capability "
+                               f"{major}.{minor} has no native bf16")
+    if device.type == "cpu":
+        if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return torch.bfloat16, "auto: bf16, the CPU has native bf16 instructions"
+        return None, "auto: fp32, the CPU has no native bf16 instructions"
+    return None, f"auto: fp32 on {device.type}"
 
 
 def seed_everything(seed):
