@@ -83,3 +83,22 @@ def test_a_gpu_trained_state_loads_without_map_location(tmp_path):
     torch.save(engine.cpu_state(model.state_dict()), buffer)
     loaded = torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
     assert all(t.device.type == "cpu" for t in loaded.values())
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_deterministic_cuda_algorithms(monkeypatch, deterministic):
+    """`deterministic` on a GPU: cuDNN's and cuBLAS's deterministic algorithms and torch's
+    deterministic mode, or cudnn.benchmark for speed (the flags set, no GPU needed)."""
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    calls = []
+    monkeypatch.setattr(torch, "use_deterministic_algorithms",
+                        lambda mode, warn_only=False: calls.append((mode, warn_only)))
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", not deterministic)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", deterministic)
+    runtime.cuda_algorithms(deterministic)
+    assert torch.backends.cudnn.deterministic is deterministic
+    assert torch.backends.cudnn.benchmark is (not deterministic)
+    assert calls == [(deterministic, True)]
+    import os
+
+    assert (os.environ.get("CUBLAS_WORKSPACE_CONFIG") == ":4096:8") is deterministic

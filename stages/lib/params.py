@@ -114,16 +114,18 @@ def record(*sections):
 
 @dataclass(frozen=True)
 class Shared:
-    """seed, device, precision: what every stage that runs a network reads."""
+    """seed, device, precision, deterministic: what every stage that runs a network reads."""
     seed: int
     device: str
     precision: str
+    deterministic: bool   # CUDA: deterministic cuDNN/cuBLAS algorithms (runtime.setup)
 
 
 def shared(params):
     return Shared(seed=param(params, "seed", int, minimum=0),
                   device=param(params, "device", str, choices=DEVICES),
-                  precision=param(params, "precision", str, choices=PRECISIONS))
+                  precision=param(params, "precision", str, choices=PRECISIONS),
+                  deterministic=param(params, "deterministic", bool))
 
 
 def seed(params):

@@ -9,7 +9,27 @@ def setup(shared):
     set-up every stage that runs a network starts with. Returns (device, amp_dtype)."""
     seed_everything(shared.seed)
     device = pick_device(shared.device)
+    if device.type == "cuda":
+        cuda_algorithms(shared.deterministic)
     return device, autocast_dtype(device, shared.precision)
+
+
+def cuda_algorithms(deterministic):
+    """deterministic: the same params give the same bytes on a GPU too: cuDNN's and cuBLAS's
+    deterministic algorithms (cuBLAS reads CUBLAS_WORKSPACE_CONFIG when CUDA starts: set
+    before any CUDA work), cudnn.benchmark off, torch's deterministic mode (warning, not
+    failing, for the few ops that have no deterministic CUDA kernel). False: cudnn.benchmark
+    picks the fastest algorithms for each shape, which may differ from run to run. CPUs are
+    deterministic either way."""
+    import os
+
+    import torch
+
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
 
 
 _warned = False
