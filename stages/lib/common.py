@@ -260,6 +260,11 @@ def run(main):
         if worker:   # a bug: its traceback follows, and the launcher names the rank
             _record_failure(f"{type(error).__name__}: {one_line(error)}")
         raise
+    finally:
+        # the stage is over: a SIGTERM from now on (torchrun ending the other ranks, while
+        # this one already exits) ends the process quietly instead of raising Terminated
+        # inside Python's exit handlers
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _lost_peer(error):

@@ -132,10 +132,14 @@ class Context:
                 and device.type == "cuda"}
 
     def close(self):
+        """Leave the process group together: every rank waits here until all are done (rank
+        0 comes last, after it has evaluated and written), then each destroys its part. A rank
+        that left alone while another still held the group could abort at exit."""
         if self.world > 1:
             import torch.distributed as dist
 
             if dist.is_initialized():
+                dist.barrier()
                 dist.destroy_process_group()
 
 
