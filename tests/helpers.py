@@ -63,6 +63,21 @@ def load_tool(path):
     return module
 
 
+def cifar_folder(tmp_path, meta):
+    """An unpacked CIFAR-10 folder of two-image batches with `meta` as batches.meta."""
+    import pickle
+
+    import numpy as np
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    batch = {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+    return folder
+
+
 DELETE = object()
 
 

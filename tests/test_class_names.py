@@ -3,14 +3,13 @@ block) and CSV files opened in spreadsheets: at download, a name with markup, qu
 backslash or control characters, or one that starts like a formula, is refused in one line
 naming it, by every route a name comes in (an ImageFolder zip or tar, CIFAR-10's meta)."""
 import io
-import pickle
 import tarfile
 import zipfile
 
-import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import cifar_folder
 from stages.lib import data, fetch
 from stages.lib.common import StageError
 
@@ -60,13 +59,7 @@ def test_an_image_folder_archive_with_a_hostile_class_is_refused(tmp_path, write
 
 @pytest.mark.parametrize("bad", HOSTILE + ["</script><script>alert(1)</script>"])
 def test_a_cifar_meta_with_a_hostile_class_is_refused(tmp_path, bad):
-    folder = tmp_path / "cifar-10-batches-py"
-    folder.mkdir()
-    batch = {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]}
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
-    meta = {b"label_names": [b"cat", bad.encode()]}
-    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+    folder = cifar_folder(tmp_path, {b"label_names": [b"cat", bad.encode()]})
     with pytest.raises(StageError, match=rf"^CIFAR-10 file batches\.meta has a class named .*"
                                          rf"{RULE}"):
         data.read_cifar10(folder)

@@ -165,6 +165,7 @@ def state(epochs_done, **change):
     ({k: v for k, v in state(2).items() if k != "optimizer"}, "it lacks optimizer"),
     (state(2, history=[{"epoch": 1}, {"epoch": 2}]), "its history's record 1 is malformed"),
     (state(2, rng=[{}, {}]), "it holds the random state of 2 processes, not 1"),
+    (state(2, rng=5), "it holds the random state of 0 processes, not 1"),
 ])
 def test_a_resumed_state_is_checked_before_use(saved, problem):
     assert engine.state_problem(saved, 50, 1) == problem

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import OUTS, assert_one_line_error, run_stage, stage_env, stage_error
+from helpers import OUTS, assert_one_line_error, cifar_folder, run_stage, stage_env, stage_error
 from stages import download
 from stages.lib import data, fetch
 from stages.lib.common import StageError
@@ -34,16 +34,6 @@ class Exploit:
 
     def __reduce__(self):
         return (os.system, (f"touch {self.marker}",))
-
-
-def cifar_folder(tmp_path, meta):
-    folder = tmp_path / "cifar-10-batches-py"
-    folder.mkdir()
-    batch = {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]}
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
-    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
-    return folder
 
 
 def test_a_pickle_that_runs_code_is_refused_and_runs_nothing(tmp_path):

@@ -537,8 +537,9 @@ def state_problem(state, epochs, world):
         if not isinstance(record, dict) or any(k not in record for k in RECORD_KEYS) \
                 or record["epoch"] != number:
             return f"its history's record {number} is malformed"
-    if not isinstance(state["rng"], list) or len(state["rng"]) != world:
-        return f"it holds the random state of {len(state['rng'])} processes, not {world}"
+    processes = len(state["rng"]) if isinstance(state["rng"], list) else 0
+    if processes != world:
+        return f"it holds the random state of {processes} processes, not {world}"
     return None
 
 

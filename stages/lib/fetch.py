@@ -217,8 +217,9 @@ def _http_get(url, path, timeout, max_bytes=None, stop=None):
         if declared is not None and not declared.strip().isdigit():
             raise ValueError(f"bad Content-Length header {declared[:40]!r}")
         total = int(declared) if declared else None
-        bound = min(b for b in (total, max_bytes) if b is not None) \
-            if (total, max_bytes) != (None, None) else None
+        # http.client reads a declared body to its length and no further: only a body of no
+        # declared size needs the bound while it comes
+        bound = max_bytes if total is None else None
         if max_bytes is not None and total is not None and total > max_bytes:
             raise _TooLarge(f"the server announces {human(total)}, more than the "
                             f"{human(max_bytes)} allowed (download.max_unpacked_mb)")
@@ -236,9 +237,6 @@ def _http_get(url, path, timeout, max_bytes=None, stop=None):
                 bar.update(len(chunk))
                 now = time.monotonic()
                 if bound is not None and out.tell() > bound:
-                    if total is not None and out.tell() > total:
-                        raise EOFError(f"the server sent more than the {total} bytes it "
-                                       "announced")
                     raise _TooLarge(f"the download passed the {human(max_bytes)} allowed "
                                     "(download.max_unpacked_mb)")
                 if stop is not None and now >= stop:

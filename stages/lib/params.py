@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from .common import StageError, one_line
+from .names import TRAINED_STRATEGIES
 
 DEVICES = ("auto", "cuda", "mps", "cpu")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -354,8 +355,6 @@ def distributed(params):
 # ---------------------------------------------------------------- the keys that exist
 
 DOWNLOAD_KEYS = ("format", "url", "sha256", "weights")   # download.<name>.*, by format
-TRAINED = ("simple_cnn", "alexnet")                      # the CNNs' sections
-STRATEGY_SECTIONS = ("scratch", "finetune", "finetune_aug")
 
 
 def known_keys(names=()):
@@ -369,7 +368,7 @@ def known_keys(names=()):
     keys += [f"download.{n}.{k}" for n in names for k in DOWNLOAD_KEYS]
     keys += of(Training, "alexnet.") + of(Training, "simple_cnn.", skip=("augment",))
     keys += of(TransferData, "transfer.") + of(Svm, "transfer.svm.") + of(Tsne, "tsne.")
-    for name in STRATEGY_SECTIONS:
+    for name in TRAINED_STRATEGIES:
         keys += of(Strategy, f"transfer.{name}.", skip=("augment",))
         keys += of(Augment, f"transfer.{name}.augment.")
     return keys + ["report.language"]
