@@ -2,10 +2,13 @@
 
     python -m stages.report
 
-Reads metrics/ (datasets, models, t-SNE, transfer), the per-epoch curves and figures in
-plots/, models/**/*.run.json (the hyperparameters each training stage used, device, run
+Reads metrics/ (datasets, models, t-SNE, transfer), the stages' records in plots/ (dvclive's
+per-epoch curves, confusion counts, t-SNE coordinates, evaluation details),
+models/**/*.run.json (the hyperparameters each training stage used, device, precision, run
 times), the AlexNet definition in stages/lib/models.py and the param `report.language`.
-Writes reports/report.md, reports/report.html and reports/figures/ (the figures it shows).
+Writes reports/report.md, reports/report.html, reports/figures/ (every figure it shows, drawn
+here from those records in the report's language: stages/lib/figures.py) and
+reports/transfer_accuracy.csv (DVC's bar chart of the strategies).
 
 The words are in stages/templates/: the document report.md.j2 (one for all languages), its
 sentences in wording/<language>.yaml and the HTML page report.html.j2. This module reads the
@@ -25,7 +28,7 @@ from pathlib import Path
 import jinja2
 import yaml
 
-from stages.lib import models, params, plots
+from stages.lib import figures, models, params, plots
 from stages.lib.common import StageError, run
 from stages.lib.files import read_json
 from stages.lib.names import MODEL_DATASETS, STRATEGIES, TRAINED_STRATEGIES
@@ -60,6 +63,11 @@ class Language:
 
     def strategy(self, name):
         return self.say(f"strategies.{name}")
+
+    def class_name(self, dataset, name):
+        """A class of `dataset` in this language (wording `class_names`); a class the wording
+        does not list (a dataset of your own) keeps its folder's name."""
+        return self.words["class_names"].get(dataset, {}).get(name, name)
 
     def pct(self, x):
         return self.say("na") if x is None else f"{100 * x:.2f} %".replace(".", self.decimal)
@@ -97,33 +105,6 @@ def to_html(markdown_text):
     return converter.convert(markdown_text)
 
 
-def read_curves(live_dir):
-    """Per-epoch rows {epoch, train_loss, train_accuracy, val_loss, val_accuracy} from the
-    dvclive TSV files of a training stage."""
-    columns = {}
-    for split in ("train", "val"):
-        for what in ("loss", "accuracy"):
-            path = Path(live_dir) / "plots" / "metrics" / split / f"{what}.tsv"
-            if not path.is_file():
-                raise StageError(f"{path} not found: run the training stage first (dvc repro)")
-            with open(path, newline="") as f:
-                rows = list(csv.DictReader(f, delimiter="\t"))
-            columns[f"{split}_{what}"] = [float(row[what]) for row in rows]
-            epochs = [int(row["step"]) for row in rows]   # dvclive's step is the epoch
-    return [{"epoch": epoch, **{k: v[i] for k, v in columns.items()}}
-            for i, epoch in enumerate(epochs)]
-
-
-def figure(source):
-    """Copy a figure next to the report; return its relative link."""
-    source = Path(source)
-    if not source.is_file():
-        raise StageError(f"{source} not found: run the stage that draws it first (dvc repro)")
-    target = FIGURES / "_".join(source.parts[1:])
-    shutil.copyfile(source, target)
-    return target.relative_to(OUT).as_posix()
-
-
 def merged(metrics_path, details_path):
     """A metrics file (headline numbers) with its details file (what `dvc metrics show` does not
     need to show) merged in, one level deep: the whole record a stage wrote."""
@@ -132,20 +113,6 @@ def merged(metrics_path, details_path):
         whole[key] = {**whole[key], **value} if isinstance(value, dict) and \
             isinstance(whole.get(key), dict) else value
     return whole
-
-
-def transfer_accuracy(results, say):
-    """The accuracy of the four strategies: reports/transfer_accuracy.csv (DVC's bar chart
-    reads it) and a PNG for the report. Drawn here, not in `compare`, so that a change to
-    `transfer.svm.*` reruns only `svm` and this stage."""
-    with open(OUT / "transfer_accuracy.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["strategy", "accuracy", "best_accuracy"])
-        writer.writerows((s, r["accuracy"], r.get("best_accuracy", r["accuracy"]))
-                         for s, r in results.items())
-    plots.save(plots.bar_figure({s: r["accuracy"] for s, r in results.items()}, "ResNet-50",
-                                say("accuracy")), FIGURES / "transfer_accuracy.png")
-    return "figures/transfer_accuracy.png"
 
 
 def better_layer(tsne):
@@ -201,24 +168,85 @@ def extremes(separability):
     return order[0], order[-1]
 
 
-def transfer_curves_figure(say):
-    """Validation loss and accuracy per epoch of the trained strategies, side by side."""
-    import matplotlib.pyplot as plt
+def counted(result, confusion_csv):
+    """`result` (a metrics record) with `correct` and `images` from the confusion counts its
+    accuracy was computed from: the report shows both, and they agree by construction."""
+    _, matrix = figures.read_confusion(confusion_csv)
+    return {**result, "correct": int(matrix.trace()), "images": int(matrix.sum())}
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for strategy in TRAINED_STRATEGIES:
-        curves = read_curves(f"plots/transfer/{strategy}/live")
-        for ax, what in zip(axes, ("val_loss", "val_accuracy")):
-            ax.plot([r["epoch"] for r in curves], [r[what] for r in curves], "o-",
-                    label=say(f"strategies.{strategy}"))
-    for ax, what in zip(axes, ("val_loss", "val_accuracy")):
-        ax.set_xlabel(say("epoch"))
-        ax.set_ylabel(say(what))
-        plots.integer_epochs(ax)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    plots.save(fig, FIGURES / "transfer_curves.png")
-    return "figures/transfer_curves.png"
+
+def used_sizes(splits, record):
+    """The dataset summary `splits` (metrics/datasets.json: the whole dataset) with `used`, the
+    images a stage actually used (its record's train_samples/val_samples, after *_samples)."""
+    return {split: {**s, "used": record.get(f"{split}_samples", s["samples"])}
+            for split, s in splits.items()}
+
+
+def model_figures(lang, m):
+    """The figures of part 1 or 2 for model record `m`, in the report's language."""
+    name, dataset, scores = m["name"], m["dataset"], m["tsne"]
+    title = lang.say(f"models.{name}")
+    shown = {
+        "curves": figures.curves(lang, FIGURES, f"{name}_curves.png", f"plots/{name}/live",
+                                 title),
+        "confusion": figures.confusion(
+            lang, FIGURES, f"{name}_confusion.png", f"plots/{name}/confusion.csv", dataset,
+            lang.say("figures.confusion_title", model=title, epoch=m["metrics"]["epochs"]))}
+    points, classes = figures.read_tsne(f"plots/{name}/tsne.csv", "layer")
+    for layer in ("intermediate", "final"):
+        coords, labels = points[layer]
+        shown[f"tsne_{layer}"] = figures.tsne(
+            lang, FIGURES, f"{name}_tsne_{layer}.png", coords, labels, classes, dataset,
+            lang.say("figures.tsne_title", model=title,
+                     layer=lang.say(layer, dims=scores[layer]["dimensions"]),
+                     points=lang.integer(len(labels)),
+                     silhouette=lang.num(scores[layer]["silhouette"]),
+                     probe=lang.pct(scores[layer]["probe"])))
+    return {key: f"figures/{file}" for key, file in shown.items()}
+
+
+def transfer_figures(lang, dataset, results, separability):
+    """The figures of part 3: accuracy by strategy, validation curves, t-SNE grid, one
+    confusion matrix per strategy."""
+    shown = {
+        "accuracy": figures.bars(lang, FIGURES, "transfer_accuracy.png",
+                                 {lang.strategy(s): results[s]["accuracy"] for s in STRATEGIES},
+                                 lang.say("figures.accuracy_title"),
+                                 lang.say("figures.accuracy")),
+        "curves": figures.validation_curves(
+            lang, FIGURES, "transfer_curves.png",
+            {lang.strategy(s): f"plots/transfer/{s}/live" for s in TRAINED_STRATEGIES})}
+    points, classes = figures.read_tsne("plots/transfer/tsne.csv", "strategy")
+    panels = [(*points[s], lang.say("figures.tsne_panel", strategy=lang.strategy(s),
+                                    silhouette=lang.num(separability[s]["silhouette"]),
+                                    probe=lang.pct(separability[s]["probe"])))
+              for s in STRATEGIES]
+    shown["tsne"] = figures.tsne_grid(
+        lang, FIGURES, "transfer_tsne.png", panels, classes, dataset,
+        lang.say("figures.tsne_grid", points=lang.integer(len(panels[0][1]))))
+    for s in STRATEGIES:
+        title = lang.strategy(s) if "best_epoch" not in results[s] else lang.say(
+            "figures.confusion_title", model=lang.strategy(s), epoch=results[s]["epochs"])
+        shown[f"confusion_{s}"] = figures.confusion(
+            lang, FIGURES, f"transfer_{s}_confusion.png",
+            f"plots/transfer/{s}/confusion.csv", dataset, title)
+    return {key: f"figures/{file}" for key, file in shown.items()}
+
+
+def transfer_csv(results):
+    """reports/transfer_accuracy.csv: the accuracy of each strategy, for DVC's bar chart (drawn
+    here, not in `compare`, so that a change to `transfer.svm.*` reruns only `svm` and this
+    stage)."""
+    with open(OUT / "transfer_accuracy.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["strategy", "accuracy", "best_accuracy"])
+        writer.writerows((s, r["accuracy"], r.get("best_accuracy", r["accuracy"]))
+                         for s, r in results.items())
+
+
+def devices(records):
+    """The distinct "device, precision" of some run records, in order."""
+    return list(dict.fromkeys(f"{r['gpu'] or r['device']}, {r['precision']}" for r in records))
 
 
 def templates(language):
@@ -230,18 +258,21 @@ def templates(language):
         trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters.update(text=text, pct=language.pct, num=language.num, integer=language.integer,
                        plain=language.plain, strategy=language.strategy)
-    env.globals.update(t=language.say, figure=figure)
+    env.filters["class_name"] = lambda name, dataset: language.class_name(dataset, name)
+    env.globals.update(t=language.say)
     return env
 
 
 def model(name, datasets, runs):
     """What the report says about a model trained from scratch (parts 1 and 2)."""
+    dataset = MODEL_DATASETS[name]
     tsne = plots.read_scores(f"metrics/tsne/{name}", f"plots/{name}/tsne.json",
                              ("intermediate", "final"))
-    return {"name": name, "splits": datasets[MODEL_DATASETS[name]],
-            "metrics": merged(f"metrics/{name}.json", f"plots/{name}/evaluation.json"),
-            "tsne": tsne,
-            "run": runs[name]["params"], "better_layer": better_layer(tsne)}
+    metrics = counted(merged(f"metrics/{name}.json", f"plots/{name}/evaluation.json"),
+                      f"plots/{name}/confusion.csv")
+    return {"name": name, "dataset": dataset, "splits": used_sizes(datasets[dataset], metrics),
+            "metrics": metrics, "tsne": tsne, "run": runs[name]["params"],
+            "devices": devices([runs[name]]), "better_layer": better_layer(tsne)}
 
 
 def main(argv):
@@ -253,13 +284,16 @@ def main(argv):
     datasets = read_json("metrics/datasets.json")
     simple_cnn, alexnet = model("simple_cnn", datasets, runs), model("alexnet", datasets, runs)
     simple_cnn.update(smaller=smaller(simple_cnn["metrics"], simple_cnn["tsne"]))
-    alexnet.update(curves=read_curves("plots/alexnet/live"),
+    alexnet.update(curves=figures.read_curves("plots/alexnet/live"),
                    confused_pairs=confused_pairs(alexnet["metrics"]["top_confusions"]))
-    results = {s: merged(f"metrics/transfer/{s}.json", f"plots/transfer/{s}/evaluation.json")
+    results = {s: counted(merged(f"metrics/transfer/{s}.json",
+                                 f"plots/transfer/{s}/evaluation.json"),
+                          f"plots/transfer/{s}/confusion.csv")
                for s in STRATEGIES}
     separability = plots.read_scores("metrics/tsne/transfer", "plots/transfer/tsne.json",
                                      STRATEGIES)
-    used = runs[f"transfer@{TRAINED_STRATEGIES[0]}"]["params"]
+    trained = [runs[f"transfer@{s}"] for s in TRAINED_STRATEGIES]
+    used = trained[0]["params"]
     # What identifies this run's configuration: the hyperparameters every stage recorded.
     recorded = {**{stage: r["params"] for stage, r in runs.items()},
                 "svm": {k: results["svm"][k] for k in ("kernel", "C", "gamma")},
@@ -269,6 +303,9 @@ def main(argv):
     if OUT.exists():
         shutil.rmtree(OUT)
     FIGURES.mkdir(parents=True)
+    for m in (simple_cnn, alexnet):
+        m["figures"] = model_figures(words, m)
+    transfer_csv(results)
     env = templates(words)
     markdown_text = env.get_template("report.md.j2").render(
         params_hash=hashlib.sha256(json.dumps(recorded, sort_keys=True).encode()).hexdigest()[:12],
@@ -277,11 +314,12 @@ def main(argv):
         simple_cnn=simple_cnn, alexnet=alexnet, strategies=STRATEGIES,
         alexnet_source=inspect.getsource(models.AlexNet).rstrip(),
         transfer={"dataset": used["dataset"], "image_size": used["image_size"],
-                  "splits": datasets[used["dataset"]], "results": results,
+                  "splits": used_sizes(datasets[used["dataset"]], results["svm"]),
+                  "results": results, "devices": devices(trained),
                   "separability": separability, "ranking": ranking(results),
                   "extremes": extremes(separability),
-                  "curves_figure": transfer_curves_figure(words.say),
-                  "accuracy_figure": transfer_accuracy(results, words.say)}).strip() + "\n"
+                  "figures": transfer_figures(words, used["dataset"], results,
+                                              separability)}).strip() + "\n"
     (OUT / "report.md").write_text(markdown_text)
     (OUT / "report.html").write_text(env.get_template("report.html.j2").render(
         language=language, title=words.say("title"), body=to_html(markdown_text)))

@@ -53,8 +53,8 @@ def main(argv):
     accuracy = float((preds == y_val).mean())
     plots.write_evaluation(OUT, "metrics/transfer/svm.json", y_val, preds, classes,
                            "ImageNet features + SVM",
-                           headline={"accuracy": accuracy},
-                           details={"train_accuracy":
+                           details={"train_samples": len(y_train), "val_samples": len(y_val),
+                                    "train_accuracy":
                                     float((model.predict(x_train) == y_train).mean()),
                                     **result, **chosen})
     print(f"svm ({', '.join(f'{k}={v}' for k, v in chosen.items())}): val accuracy "

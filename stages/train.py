@@ -6,13 +6,14 @@ Reads params `seed`, `device`, `precision`, `<model>.*`, `distributed.*` and
 data/raw/<dataset>/{train,val}.pt. With `distributed.nproc_per_node` > 1 it trains on that many
 processes (torchrun, DDP; stages/lib/distributed.py); rank 0 writes.
 Writes:
-  models/<model>.pt          best epoch's weights (+ classes, normalization, epoch)
+  models/<model>.pt          the last epoch's weights (+ classes, normalization, epoch): the
+                             model every number and figure below describes
   models/<model>.run.json    how it ran: device, precision, seconds per epoch, versions
-  metrics/<model>.json       headline numbers (engine.HEADLINE): accuracy (last epoch),
-                             best_accuracy, best_epoch
+  metrics/<model>.json       headline numbers (engine.HEADLINE): accuracy (of that model),
+                             best_accuracy and best_epoch (the best epoch's, named only)
   plots/<model>/evaluation.json  the rest: losses, overfitting epoch, parameter counts, largest
-                             layer, sample counts, per-class accuracy, most frequent confusions
-                             (best weights)
+                             layer, sample counts used, per-class accuracy, most frequent
+                             confusions
   plots/<model>/live/        per-epoch curves (dvclive; step = epoch)
   plots/<model>/curves.png, confusion.csv (counted cells), confusion.png
 While it trains, the state after each epoch is kept outside the outputs
@@ -93,7 +94,7 @@ def main(argv):
                                         folder / "train.pt", folder / "val.pt",
                                         *engine.code_files())
     checkpoint = engine.checkpoint_path(name, fingerprint)
-    history, best_state, _, seconds = live.fit(
+    history, state, seconds = live.fit(
         out / "live", ctx=ctx, model=model, train_batches=train_batches,
         val_batches=val_batches, epochs=cfg.epochs, optimizer=optimizer, device=device,
         amp_dtype=amp_dtype, lr_key=f"{name}.lr", checkpoint=checkpoint,
@@ -103,20 +104,18 @@ def main(argv):
         return   # rank 0 evaluates and writes
 
     summary = engine.summarize(history)
-    model.load_state_dict(best_state)
     preds, labels = engine.predict(model, val_batches(0, 1), device, amp_dtype)
     plots.save(plots.curves_figure(history, name), out / "curves.png")
 
     about = {"arch": name, "classes": classes, "normalization": [list(mean), list(std)]}
-    save_torch({**about, "epoch": summary["best_epoch"],
-                "state_dict": engine.cpu_state(best_state)},
+    save_torch({**about, "epoch": cfg.epochs, "state_dict": engine.cpu_state(state)},
                f"models/{name}.pt")
     write_json(f"models/{name}.run.json",
                {**env, "params": record, "seconds": round(seconds, 1),
                 "epoch_seconds": [round(r["seconds"], 1) for r in history]})
     plots.write_evaluation(out, f"metrics/{name}.json", labels.numpy(), preds.numpy(), classes,
-                           f"{name}, best epoch {summary['best_epoch']}",
-                           headline={key: summary[key] for key in engine.HEADLINE},
+                           f"{name}, epoch {cfg.epochs} (the last)",
+                           best=summary,
                            details={key: value for key, value in summary.items()
                                     if key not in engine.HEADLINE}
                            | {"params": n_params, "params_no_bias": n_weights,
@@ -125,7 +124,7 @@ def main(argv):
                               "val_samples": len(y_val)})
     engine.finish_checkpoint(checkpoint)
     ctx.close()
-    print(f"{name}: val accuracy {summary['accuracy']:.4f} (last epoch), best "
+    print(f"{name}: val accuracy {history[-1]['val_accuracy']:.4f} (last epoch), best "
           f"{summary['best_accuracy']:.4f} at epoch {summary['best_epoch']}, {seconds:.0f} s",
           flush=True)
 

@@ -11,10 +11,11 @@ Reads params `seed`, `device`, `precision`, `transfer.{dataset,image_size,batch_
 eval_batch_size,num_workers,train_samples,val_samples}`, `transfer.<strategy>.*`,
 `distributed.*` and data/raw/<transfer.dataset>/. With `distributed.nproc_per_node` > 1 it
 trains on that many processes (torchrun, DDP; stages/lib/distributed.py); rank 0 writes.
-Writes models/transfer/<strategy>.pt (best epoch), .run.json,
-metrics/transfer/<strategy>.json (engine.HEADLINE: accuracy = last epoch, best_accuracy,
-best_epoch),
-plots/transfer/<strategy>/evaluation.json (per-class accuracy, top confusions, losses),
+Writes models/transfer/<strategy>.pt (the last epoch's weights: the model every number and
+figure of the stage describes), .run.json, metrics/transfer/<strategy>.json (engine.HEADLINE:
+accuracy of that model, best_accuracy and best_epoch named beside it),
+plots/transfer/<strategy>/evaluation.json (per-class accuracy, top confusions, losses, the
+sample counts used),
 plots/transfer/<strategy>/live/ (dvclive curves), curves.png, confusion.{csv,png}. The
 training state after each epoch is kept outside the outputs (engine.checkpoint_path), to resume
 a killed run, and removed once the stage ends.
@@ -97,7 +98,7 @@ def main(argv):
                                         *([transfer.WEIGHTS] if strategy != "scratch" else []),
                                         *engine.code_files())
     checkpoint = engine.checkpoint_path(f"transfer-{strategy}", fingerprint)
-    history, best_state, _, seconds = live.fit(
+    history, state, seconds = live.fit(
         out / "live", ctx=ctx, model=model, train_batches=train_batches,
         val_batches=lambda: val_share, epochs=cfg.epochs, optimizer=optimizer,
         scheduler=scheduler, device=device, amp_dtype=amp_dtype,
@@ -108,27 +109,26 @@ def main(argv):
         return   # rank 0 evaluates and writes
 
     summary = engine.summarize(history)
-    model.load_state_dict(best_state)
     preds, labels = engine.predict(model, val_loader, device, amp_dtype)
     plots.save(plots.curves_figure(history, f"ResNet-50 {strategy}"), out / "curves.png")
 
     mean, std = data.NORMALIZATION["imagenet"]
     save_torch({"arch": "resnet50", "classes": classes, "normalization": [list(mean), list(std)],
-                "image_size": data_cfg.image_size, "epoch": summary["best_epoch"],
-                "state_dict": engine.cpu_state(best_state)}, f"models/transfer/{strategy}.pt")
+                "image_size": data_cfg.image_size, "epoch": cfg.epochs,
+                "state_dict": engine.cpu_state(state)}, f"models/transfer/{strategy}.pt")
     write_json(f"models/transfer/{strategy}.run.json",
                {**env, "params": record, "seconds": round(seconds, 1),
                 "epoch_seconds": [round(r["seconds"], 1) for r in history]})
     plots.write_evaluation(
         out, f"metrics/transfer/{strategy}.json", labels.numpy(), preds.numpy(), classes,
-        f"ResNet-50 {strategy}, best epoch {summary['best_epoch']}",
-        headline={key: summary[key] for key in engine.HEADLINE},
+        f"ResNet-50 {strategy}, epoch {cfg.epochs} (the last)", best=summary,
         details={"epochs": cfg.epochs, "final_val_loss": summary["final_val_loss"],
                  "final_train_accuracy": summary["final_train_accuracy"],
-                 "image_size": data_cfg.image_size})
+                 "image_size": data_cfg.image_size, "train_samples": len(train_set),
+                 "val_samples": len(val_loader.dataset)})
     engine.finish_checkpoint(checkpoint)
     ctx.close()
-    print(f"transfer@{strategy}: val accuracy {summary['accuracy']:.4f} (last epoch), best "
+    print(f"transfer@{strategy}: val accuracy {history[-1]['val_accuracy']:.4f} (last epoch), best "
           f"{summary['best_accuracy']:.4f} at epoch {summary['best_epoch']}, {seconds:.0f} s",
           flush=True)
 

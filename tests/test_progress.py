@@ -45,7 +45,7 @@ def train(epochs=2):
     model = engine.prepare(Tiny(), CPU)
     optimizer = engine.make_optimizer("adam", model.parameters(), 0.01)
     generator = torch.Generator().manual_seed(0)
-    _, _, last = engine.fit(
+    _, last = engine.fit(
         model, train_batches=lambda e: data.batches(x, y, 16, generator=generator, **NORM),
         val_batches=lambda: data.batches(x, y, 32, **NORM), epochs=epochs, optimizer=optimizer,
         device=CPU, amp_dtype=None)

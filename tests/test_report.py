@@ -14,7 +14,6 @@ from stages.lib.names import STRATEGIES, TRAINED_STRATEGIES
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDING = ROOT / "stages" / "templates" / "wording"
-PNG = b"\x89PNG\r\n\x1a\n"  # the report copies figures, it does not read them
 
 
 def write(path, content):
@@ -99,19 +98,42 @@ def write_inputs(root, language="en", classes=("ants", "bees")):
         else:
             result.update(kernel="rbf", C=1.0, gamma="scale")
         write(root / f"metrics/transfer/{strategy}.json", result)
+    curves(root / "plots/simple_cnn/live", [(1.0, 0.5, 0.5, 0.75)])
     curves(root / "plots/alexnet/live", [(1.0, 0.5, 0.5, 0.75), (0.25, 0.75, 0.625, 0.7)])
     for strategy in TRAINED_STRATEGIES:
         curves(root / f"plots/transfer/{strategy}/live",
                [(1.0, 0.5, 0.75, 0.5), (0.5, 0.75, 0.5, 0.75)])
+    # the confusion counts (accuracy 0.75 of the models: 3 of 4 right) and t-SNE coordinates
+    confusion(root / "plots/simple_cnn/confusion.csv", list("0123456789"), 3, 1)
+    confusion(root / "plots/alexnet/confusion.csv", ["cat", "dog"], 3, 1)
+    tsne(root / "plots/simple_cnn/tsne.csv", "layer", ("intermediate", "final"),
+         list("0123456789"))
+    tsne(root / "plots/alexnet/tsne.csv", "layer", ("intermediate", "final"), ["cat", "dog"])
+    tsne(root / "plots/transfer/tsne.csv", "strategy", STRATEGIES, classes)
+    for i, strategy in enumerate(STRATEGIES):   # accuracy 0.5 + 0.125 i: 4 + i of 8 right
+        confusion(root / f"plots/transfer/{strategy}/confusion.csv", classes, 4 + i, 4 - i)
+    # the details beside the metrics: what the stages used (the datasets above are whole)
     for name in ("simple_cnn", "alexnet"):
-        for figure in ("curves", "confusion", "tsne_intermediate", "tsne_final"):
-            write(root / f"plots/{name}/{figure}.png", PNG)
-    for figure in ["tsne"] + [f"{s}/confusion" for s in STRATEGIES]:
-        write(root / f"plots/transfer/{figure}.png", PNG)
-    # the details files beside the metrics: the records above hold everything already
-    for details in ["simple_cnn/evaluation", "alexnet/evaluation"] + \
-            [f"transfer/{s}/evaluation" for s in STRATEGIES]:
-        write(root / f"plots/{details}.json", {})
+        write(root / f"plots/{name}/evaluation.json",
+              {"train_samples": 200 if name == "simple_cnn" else 1000, "val_samples": 100})
+    for strategy in STRATEGIES:
+        write(root / f"plots/transfer/{strategy}/evaluation.json",
+              {"train_samples": 12, "val_samples": 8, "epochs": 2})
+
+
+def confusion(path, classes, right, wrong):
+    """A confusion.csv with `right` answers on the first class and `wrong` first-taken-for-
+    second ones, every other cell 0."""
+    counts = {(classes[0], classes[0]): right, (classes[0], classes[1]): wrong}
+    write(path, "actual,predicted,count\n" + "".join(
+        f"{a},{p},{counts.get((a, p), 0)}\n" for a in classes for p in classes))
+
+
+def tsne(path, group, groups, classes):
+    """A tsne.csv: two points of each class per group."""
+    write(path, f"{group},index,x,y,label,class\n" + "".join(
+        f"{g},{i},{i * 1.5},{-i * 0.5},{i % len(classes)},{classes[i % len(classes)]}\n"
+        for g in groups for i in range(2 * len(classes))))
 
 
 def render(root, monkeypatch):
@@ -207,7 +229,114 @@ def test_every_sentence_is_used(tmp_path, monkeypatch):
         if variant:
             variant(root)
         render(root, monkeypatch)
-    assert said == set(leaves(wording("en")))
+    # class names are said where the data has them (test_class_names_are_translated)
+    assert said == {key for key in leaves(wording("en")) if not key.startswith("class_names.")}
+
+
+CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+           "truck"]   # the names in CIFAR-10's batches.meta
+
+
+def test_class_names_are_translated():
+    """Every language names each class of CIFAR-10 and hymenoptera; a class it does not know
+    (a dataset of your own) keeps its folder's name."""
+    from stages import report
+
+    for language in ("en", "es"):
+        names = wording(language)["class_names"]
+        assert list(names["cifar10"]) == CIFAR10 and list(names["hymenoptera"]) == ["ants", "bees"]
+    spanish = report.Language("es")
+    assert [spanish.class_name("cifar10", c) for c in ("airplane", "bird", "cat")] == \
+        ["avión", "pájaro", "gato"]
+    assert spanish.class_name("cifar10", "zebra") == "zebra"
+    assert spanish.class_name("my_photos", "ants") == "ants"
+
+
+def figure_texts(monkeypatch):
+    """Patch the report's figure saving to collect, per file, every text matplotlib draws in
+    the figure (titles, axis labels, tick labels, legends, cell counts)."""
+    import matplotlib.text
+
+    from stages.lib import plots
+
+    texts, save = {}, plots.save
+
+    def collecting(fig, path):
+        fig.canvas.draw()
+        texts[Path(path).name] = [t.get_text() for t in fig.findobj(matplotlib.text.Text)
+                                  if t.get_visible() and t.get_text().strip()]
+        save(fig, path)
+
+    monkeypatch.setattr(plots, "save", collecting)
+    return texts
+
+
+@pytest.mark.parametrize("language", ["en", "es"])
+def test_every_word_in_the_figures_comes_from_the_wording(tmp_path, monkeypatch, language):
+    """Each figure the report shows is drawn by the report, and each word in it (titles, axis
+    labels, ticks, legends, class names) is a sentence or class name of the report's language:
+    taking those out of every text leaves no letter."""
+    from stages import report
+
+    said, say, class_name = set(), report.Language.say, report.Language.class_name
+    monkeypatch.setattr(report.Language, "say", lambda self, key, **f: said.add(
+        out := say(self, key, **f)) or out)
+    monkeypatch.setattr(report.Language, "class_name", lambda self, d, n: said.add(
+        out := class_name(self, d, n)) or out)
+    texts = figure_texts(monkeypatch)
+    write_inputs(tmp_path, language, classes=("ants", "bees"))
+    # AlexNet's classes: two of CIFAR-10's
+    confusion(tmp_path / "plots/alexnet/confusion.csv", ["airplane", "bird"], 3, 1)
+    tsne(tmp_path / "plots/alexnet/tsne.csv", "layer", ("intermediate", "final"),
+         ["airplane", "bird"])
+    markdown, _ = render(tmp_path, monkeypatch)
+
+    shown = sorted(re.findall(r"!\[[^\]]*\]\(figures/([^)]+)\)", markdown))
+    assert sorted(texts) == sorted(set(shown)) and len(texts) == 15
+    pieces = sorted((s for s in said if s.strip()), key=len, reverse=True)
+    for name, found in texts.items():
+        for text in found:
+            rest = text
+            for piece in pieces:
+                rest = rest.replace(piece, " ")
+            assert not re.search(r"[^\W\d_]", rest), f"{name}: {text!r} leaves {rest!r}"
+    everything = " ".join(t for found in texts.values() for t in found)
+    if language == "es":
+        for english in ("epoch", "loss", "accuracy", "train", "validation", "label",
+                        "airplane", "bird", "ants", "bees", "silhouette", "fine-tun",
+                        "scratch"):
+            assert english not in everything.lower(), english
+        for spanish in ("época", "pérdida", "exactitud", "avión", "pájaro", "hormigas",
+                        "abejas", "clase real", "clase predicha", "ajuste fino"):
+            assert spanish in everything, spanish
+        assert "0,5" in everything and not re.search(r"\d\.\d", everything)
+
+
+def test_every_image_has_its_caption_as_alt_text(tmp_path, monkeypatch):
+    write_inputs(tmp_path, "es")
+    markdown, html = render(tmp_path, monkeypatch)
+    images = re.findall(r"<img[^>]*>", html)
+    assert len(images) == 15
+    for image in images:
+        alt = re.search(r'alt="([^"]*)"', image)
+        assert alt and len(alt.group(1)) > 20, image
+
+
+def test_one_model_behind_each_number(tmp_path, monkeypatch):
+    """The final accuracy in the transfer table, and each model's, sits beside the right
+    answers counted in the confusion matrix it was computed from; the sizes are those used."""
+    write_inputs(tmp_path)
+    markdown, _ = render(tmp_path, monkeypatch)
+    for i, strategy in enumerate(STRATEGIES):
+        row = next(line for line in markdown.splitlines()
+                   if line.startswith(f"| {report.Language('en').strategy(strategy)} |"))
+        accuracy = json.loads((tmp_path / f"metrics/transfer/{strategy}.json").read_text())
+        assert f"| {100 * accuracy['accuracy']:.2f} % | {4 + i} / 8 |" in row
+    assert "**75.00 %** (3 of 4 images right)" in markdown
+    assert "the best epoch was 1, with 87.50 %" in markdown
+    assert "| training | 28 | 28 | 1 | 200 | 10 |" in markdown   # all of MNIST's (made-up) 200
+    assert "| training | 32 | 32 | 3 | 1,000 (of 1,500) | 2 |" in markdown
+    assert "Trained on: cpu, bfloat16." in markdown
 
 
 @pytest.mark.parametrize("language, expected", [
@@ -218,14 +347,15 @@ def test_every_sentence_is_used(tmp_path, monkeypatch):
             "The only confusion is cat taken for dog (1 time).",
             "device: cpu (1 thread of Test CPU); precision: bfloat16",
             "Trainable parameters: **1,234,567** (1,234,000 without biases).",
-            "| train | 32 | 32 | 3 | 1,500 | 2 |",
-            "Best validation accuracy: **87.50 %** at epoch 1 of 2 (final epoch: 75.00 %).",
+            "| training | 32 | 32 | 3 | 1,000 (of 1,500) | 2 |",
+            "Validation accuracy of the final model, after epoch 2: **75.00 %** (3 of 4 images "
+            "right).",
             "logistic regression on those features (2 folds).",
             "| intermediate layer (2048-d) | 2048 | 0.250 | 80.00 % |",
             "overfitting starts after epoch 1.",
             "12 training and 8 validation images, classes ants, bees, seen at 32×32 pixels.",
-            "| fine-tuning + augmentation | 87.50 % | 100.00 % | 1 | 0.400 | 90.00 % |",
-            "| ImageNet features + SVM | 62.50 % | 62.50 % | — | 0.200 | 70.00 % |",
+            "| fine-tuning + augmentation | 87.50 % | 7 / 8 | 100.00 % | 1 | 0.400 | 90.00 % |",
+            "| ImageNet features + SVM | 62.50 % | 5 / 8 | 62.50 % | — | 0.200 | 70.00 % |",
             "total 53.2 min"]),
     ("es", ["Entrenamiento: 1 época, tamaño de lote 32, adam con tasa de aprendizaje 0,0005.",
             "Entrenamiento: 2 épocas, tamaño de lote 32, sgd con tasa de aprendizaje 0,0005, "
@@ -233,11 +363,12 @@ def test_every_sentence_is_used(tmp_path, monkeypatch):
             "7 tomado por 2 (2 veces) y 1 tomado por 2 (1 vez).",
             "dispositivo: cpu (1 hilo de Test CPU); precisión: bfloat16",
             "Parámetros entrenables: **1.234.567** (1.234.000 sin sesgos).",
-            "| train | 32 | 32 | 3 | 1.500 | 2 |",
-            "Mejor exactitud de validación: **87,50 %** en la época 1 de 2 (última época: "
-            "75,00 %).",
+            "| entrenamiento | 32 | 32 | 3 | 1.000 (de 1.500) | 2 |",
+            "Exactitud de validación del modelo final, tras la época 2: **75,00 %** (3 de 4 "
+            "imágenes acertadas).",
+            "tomado por", "Entrenado en: cpu, bfloat16.",
             "(2 particiones)",
-            "| ajuste fino + aumento | 87,50 % | 100,00 % | 1 | 0,400 | 90,00 % |",
+            "| ajuste fino + aumento | 87,50 % | 7 / 8 | 100,00 % | 1 | 0,400 | 90,00 % |",
             "total 53,2 min"]),
 ])
 def test_report_sentences(tmp_path, monkeypatch, language, expected):
@@ -249,7 +380,7 @@ def test_report_sentences(tmp_path, monkeypatch, language, expected):
     assert "commit" not in markdown.lower()
     if language == "es":
         assert not re.search(r"\d\.\d\d %", markdown) and "1,234" not in markdown
-    for link in re.findall(r"!\[\]\(([^)]+)\)", markdown):
+    for link in re.findall(r"!\[[^\]]+\]\(([^)]+)\)", markdown):
         assert (tmp_path / "reports" / link).is_file(), link
     assert html.startswith(f'<!DOCTYPE html>\n<html lang="{language}">')
     assert "<table>" in html and "figures/transfer_tsne.png" in html
@@ -271,12 +402,12 @@ def test_names_from_data_are_text_in_the_html(tmp_path, monkeypatch):
     assert "<img" not in markdown and "](javascript" not in markdown
 
 
-def test_a_missing_figure_stops_the_stage(tmp_path, monkeypatch):
+def test_a_missing_record_stops_the_stage(tmp_path, monkeypatch):
     from stages.lib.common import StageError
 
     write_inputs(tmp_path)
-    (tmp_path / "plots/transfer/tsne.png").unlink()
-    with pytest.raises(StageError, match=r"plots/transfer/tsne\.png not found"):
+    (tmp_path / "plots/transfer/tsne.csv").unlink()
+    with pytest.raises(StageError, match=r"plots/transfer/tsne\.csv not found"):
         render(tmp_path, monkeypatch)
 
 

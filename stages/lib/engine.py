@@ -288,10 +288,11 @@ def run_epoch(model, batches, device, amp_dtype, optimizer=None, scaler=None, pr
 def fit(model, *, train_batches, val_batches, epochs, optimizer, device, amp_dtype,
         scheduler=None, on_epoch=None, lr_key="lr", checkpoint=None, fingerprint="",
         generators=(), ctx=distributed.SINGLE):
-    """Train `epochs` epochs, validating after each. Returns (history, best_state, last_state):
-    history has one dict per epoch (epoch, train_loss, train_accuracy, val_loss, val_accuracy,
-    seconds); best_state is the state dict of the epoch with the highest val accuracy (the
-    earliest on ties). A loss or accuracy that is not finite stops training with a StageError.
+    """Train `epochs` epochs, validating after each. Returns (history, state): history has one
+    dict per epoch (epoch, train_loss, train_accuracy, val_loss, val_accuracy, seconds); state
+    is the model's state dict after the last epoch, the one model every number of the stage
+    describes (the best epoch is only named, by summarize). A loss or accuracy that is not
+    finite stops training with a StageError.
 
     With `checkpoint` (a path), the whole training state is saved there after every epoch
     (see save_training_state) and a run that finds a checkpoint of the same `fingerprint`
@@ -305,9 +306,9 @@ def fit(model, *, train_batches, val_batches, epochs, optimizer, device, amp_dty
     `val_batches()` give this rank's share, the model trains wrapped in DDP, the history holds
     the numbers of all ranks together, and only rank 0 reads and writes the checkpoint (it
     holds every rank's random state; rank 0 hands it out on resume), shows progress, and
-    returns the states (None elsewhere)."""
+    returns the state (None elsewhere)."""
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
-    history, best_state, best_accuracy = [], None, -1.0
+    history = []
     net = ctx.wrap(model)   # what trains: DDP around the model on several processes
     state = None
     if checkpoint:
@@ -327,8 +328,7 @@ def fit(model, *, train_batches, val_batches, epochs, optimizer, device, amp_dty
         if scaler is not None:
             scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"][ctx.rank], generators)
-        history, best_state, best_accuracy = state["history"], state["best_state"], \
-            state["best_accuracy"]
+        history = state["history"]
         if ctx.main:
             print(f"resuming after epoch {len(history)} of {epochs} from {checkpoint}",
                   flush=True)
@@ -362,19 +362,15 @@ def fit(model, *, train_batches, val_batches, epochs, optimizer, device, amp_dty
                   "val_loss": val_loss, "val_accuracy": val_accuracy,
                   "seconds": time.perf_counter() - start}
         history.append(record)
-        if val_accuracy > best_accuracy:
-            best_accuracy = val_accuracy
-            best_state = copy.deepcopy(model.state_dict()) if ctx.main else None
         if checkpoint:
             rng = ctx.gather(get_rng_state(generators))   # every rank takes part
             if ctx.main:
                 save_training_state(checkpoint, fingerprint, model=model, optimizer=optimizer,
                                     scheduler=scheduler, scaler=scaler, rng=rng,
-                                    history=history, best_state=best_state,
-                                    best_accuracy=best_accuracy)
+                                    history=history)
         if on_epoch is not None:
             on_epoch(record)
-    return history, best_state, copy.deepcopy(model.state_dict()) if ctx.main else None
+    return history, model.state_dict() if ctx.main else None
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -452,7 +448,7 @@ def code_files():
 
 
 def save_training_state(path, fingerprint, *, model, optimizer, scheduler, scaler, rng,
-                        history, best_state, best_accuracy):
+                        history):
     """Everything the next epoch depends on, written atomically (a kill during the save leaves
     the previous checkpoint as it was). Loadable with weights_only=True: tensors, numbers,
     strings, lists and dicts only. `rng`: every rank's get_rng_state(), in rank order."""
@@ -462,8 +458,7 @@ def save_training_state(path, fingerprint, *, model, optimizer, scheduler, scale
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 "scaler": scaler.state_dict() if scaler is not None else None,
-                "rng": rng, "history": history,
-                "best_state": best_state, "best_accuracy": best_accuracy}, path)
+                "rng": rng, "history": history}, path)
 
 
 CHECKPOINTS_KEPT = 2   # unfinished runs of one stage whose state is kept, to resume them
@@ -518,8 +513,7 @@ def load_training_state(path, fingerprint):
     return state
 
 
-STATE_KEYS = ("model", "optimizer", "scheduler", "scaler", "rng", "history", "best_state",
-              "best_accuracy")
+STATE_KEYS = ("model", "optimizer", "scheduler", "scaler", "rng", "history")
 RECORD_KEYS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds")
 
 

@@ -7,7 +7,7 @@ from . import distributed, engine
 def fit(live_dir, ctx=distributed.SINGLE, **fit_args):
     """Run engine.fit(**fit_args), logging train/val loss and accuracy per epoch with dvclive
     in `live_dir` (its plots/metrics/{train,val}/{loss,accuracy}.tsv feed `dvc plots`).
-    Returns (history, best_state, last_state, seconds).
+    Returns (history, state, seconds): engine.fit's and the time it took.
 
     dvclive's step is the epoch number (1, 2, ...), so `dvc plots` and the metrics files name
     an epoch alike. The logs are written afresh each run (dvclive clears `live_dir`): a run
@@ -20,8 +20,8 @@ def fit(live_dir, ctx=distributed.SINGLE, **fit_args):
 
     start = time.perf_counter()
     if not ctx.main:
-        history, best_state, last_state = engine.fit(ctx=ctx, **fit_args)
-        return history, best_state, last_state, time.perf_counter() - start
+        history, state = engine.fit(ctx=ctx, **fit_args)
+        return history, state, time.perf_counter() - start
     epochs = fit_args["epochs"]
     # dvcyaml=False, save_dvc_exp=False: the stage's outputs are declared in dvc.yaml, and
     # experiments are DVC's business (`dvc exp run`), not dvclive's.
@@ -36,5 +36,5 @@ def fit(live_dir, ctx=distributed.SINGLE, **fit_args):
                   f"acc {r['train_accuracy']:.4f}  val loss {r['val_loss']:.4f} "
                   f"acc {r['val_accuracy']:.4f}  {r['seconds']:.1f} s", flush=True)
 
-        history, best_state, last_state = engine.fit(on_epoch=on_epoch, ctx=ctx, **fit_args)
-    return history, best_state, last_state, time.perf_counter() - start
+        history, state = engine.fit(on_epoch=on_epoch, ctx=ctx, **fit_args)
+    return history, state, time.perf_counter() - start

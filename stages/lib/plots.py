@@ -14,7 +14,13 @@ def save(fig, path):
     plt.close(fig)
 
 
-def confusion_figure(matrix, classes, title):
+# The words inside the figures, English for the stages' own PNGs (`dvc plots`); the report
+# draws its figures with the same functions and its language's words (stages/lib/figures.py).
+WORDS = {"epoch": "epoch", "loss": "loss", "accuracy": "accuracy", "train": "train",
+         "validation": "validation", "actual": "true label", "predicted": "predicted label"}
+
+
+def confusion_figure(matrix, classes, title, words=WORDS):
     from sklearn.metrics import ConfusionMatrixDisplay
 
     size = max(4.0, 0.55 * len(classes) + 2)
@@ -22,6 +28,8 @@ def confusion_figure(matrix, classes, title):
     ConfusionMatrixDisplay(matrix, display_labels=classes).plot(
         ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45 if len(classes) > 4 else 0,
         values_format="d")
+    ax.set_xlabel(words["predicted"])
+    ax.set_ylabel(words["actual"])
     ax.set_title(title)
     return fig
 
@@ -45,15 +53,19 @@ def write_confusion(out_dir, labels, preds, classes, title):
     return metrics
 
 
-def write_evaluation(out_dir, metrics_path, labels, preds, classes, title, headline, details):
-    """write_confusion, then two files: `metrics_path` with the `headline` numbers only (what
-    `dvc metrics show` and `dvc exp show` put in columns), and out_dir/evaluation.json with the
-    `details`, per-class accuracy and the most frequent confusions (what the report reads).
+def write_evaluation(out_dir, metrics_path, labels, preds, classes, title, details, best=None):
+    """write_confusion, then two files: `metrics_path` with the headline numbers only (what
+    `dvc metrics show` and `dvc exp show` put in columns): the accuracy of these predictions,
+    so that it always equals the confusion counts, and for a trained model the `best` epoch's
+    accuracy and number (engine.summarize's); and out_dir/evaluation.json with the `details`,
+    per-class accuracy and the most frequent confusions (what the report reads).
     Returns the evaluation."""
     from .files import write_json
 
     evaluation = write_confusion(out_dir, labels, preds, classes, title)
-    write_json(metrics_path, headline)
+    write_json(metrics_path, {"accuracy": evaluation["accuracy"]}
+               | ({"best_accuracy": best["best_accuracy"], "best_epoch": best["best_epoch"]}
+                  if best else {}))
     write_json(out_dir / "evaluation.json",
                {**details, "per_class_accuracy": evaluation["per_class_accuracy"],
                 "top_confusions": evaluation["top_confusions"]})
@@ -89,15 +101,15 @@ def read_scores(metrics_dir, details_path, names):
                for name in names}, "settings": details["settings"]}
 
 
-def curves_figure(history, title):
+def curves_figure(history, title, words=WORDS):
     """Loss and accuracy per epoch, train and validation overlaid."""
     epochs = [r["epoch"] for r in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, what in zip(axes, ("loss", "accuracy")):
-        ax.plot(epochs, [r[f"train_{what}"] for r in history], "o-", label="train")
-        ax.plot(epochs, [r[f"val_{what}"] for r in history], "o-", label="validation")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(what)
+        ax.plot(epochs, [r[f"train_{what}"] for r in history], "o-", label=words["train"])
+        ax.plot(epochs, [r[f"val_{what}"] for r in history], "o-", label=words["validation"])
+        ax.set_xlabel(words["epoch"])
+        ax.set_ylabel(words[what])
         integer_epochs(ax)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -148,13 +160,26 @@ def tsne_grid(panels, classes, title):
     return fig
 
 
-def bar_figure(values, title, ylabel):
-    """values: {name: number}."""
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    names = list(values)
-    bars = ax.bar(names, [values[n] for n in names], color="tab:blue")
-    ax.bar_label(bars, fmt="%.3f")
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel(ylabel)
+def bar_figure(values, title, xlabel, number="{:.3f}".format):
+    """values: {name: number between 0 and 1}, one horizontal bar each, top to bottom, labelled
+    with `number`(value) (long names fit on the left)."""
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(values) + 1.4))
+    names = list(values)[::-1]
+    bars = ax.barh(names, [values[n] for n in names], color="tab:blue")
+    ax.bar_label(bars, labels=[number(values[n]) for n in names], padding=3)
+    ax.set_xlim(0, 1.15)
+    ax.set_xlabel(xlabel)
     ax.set_title(title)
     return fig
+
+
+def decimal_ticks(fig, decimal):
+    """Write the numbers on every numeric axis of `fig` with `decimal` as the decimal mark
+    (matplotlib writes 0.5 whatever the language)."""
+    from matplotlib.ticker import FuncFormatter, ScalarFormatter
+
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            if isinstance(axis.get_major_formatter(), ScalarFormatter):
+                axis.set_major_formatter(FuncFormatter(
+                    lambda value, _: f"{value:g}".replace(".", decimal).replace("-", "\u2212")))

@@ -1,0 +1,123 @@
+"""The report's figures in the report's language, drawn from the data files the other stages
+write: dvclive's curves, the confusion counts, the t-SNE coordinates and the accuracies. Every
+title, axis label, legend, tick label and class name comes from the wording
+(stages/templates/wording/<language>.yaml, through `lang`, a report.Language); the numbers are
+written the language's way. The stages' own PNGs, in English, keep serving `dvc plots`.
+
+Each function draws one figure into `folder` and returns its file name."""
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from . import plots
+from .common import StageError
+
+
+def read_rows(path, delimiter=","):
+    """The rows of a CSV or TSV file a stage wrote, as dicts; one line if it is missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise StageError(f"{path} not found: run the stage that writes it first (dvc repro)")
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f, delimiter=delimiter))
+
+
+def read_curves(live_dir):
+    """Per-epoch rows {epoch, train_loss, train_accuracy, val_loss, val_accuracy} from the
+    dvclive TSV files of a training stage."""
+    columns = {}
+    for split in ("train", "val"):
+        for what in ("loss", "accuracy"):
+            rows = read_rows(Path(live_dir) / "plots" / "metrics" / split / f"{what}.tsv", "\t")
+            columns[f"{split}_{what}"] = [float(row[what]) for row in rows]
+            epochs = [int(row["step"]) for row in rows]   # dvclive's step is the epoch
+    return [{"epoch": epoch, **{k: v[i] for k, v in columns.items()}}
+            for i, epoch in enumerate(epochs)]
+
+
+def read_confusion(path):
+    """A stage's confusion.csv (actual, predicted, count: every cell) as (classes, matrix),
+    the classes in the file's order."""
+    rows = read_rows(path)
+    classes = list(dict.fromkeys(row["actual"] for row in rows))
+    index = {name: i for i, name in enumerate(classes)}
+    matrix = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    for row in rows:
+        matrix[index[row["actual"]], index[row["predicted"]]] = int(row["count"])
+    return classes, matrix
+
+
+def read_tsne(path, group):
+    """A t-SNE coordinates file (tsne.csv: `group`, index, x, y, label, class) as
+    {group value: (coords (n, 2), labels (n,))} and the class names in label order."""
+    rows = read_rows(path)
+    classes = {int(row["label"]): row["class"] for row in rows}
+    points = {}
+    for row in rows:
+        points.setdefault(row[group], []).append(row)
+    return ({key: (np.array([[float(r["x"]), float(r["y"])] for r in kept]),
+                   np.array([int(r["label"]) for r in kept]))
+             for key, kept in points.items()},
+            [classes[i] for i in sorted(classes)])
+
+
+def words(lang):
+    """plots.WORDS in the report's language."""
+    return {key: lang.say(f"figures.{key}") for key in plots.WORDS}
+
+
+def save(fig, lang, folder, name):
+    plots.decimal_ticks(fig, lang.decimal)
+    plots.save(fig, Path(folder) / name)
+    return name
+
+
+def curves(lang, folder, name, live_dir, title):
+    """Training and validation loss and accuracy per epoch."""
+    fig = plots.curves_figure(read_curves(live_dir), title, words(lang))
+    return save(fig, lang, folder, name)
+
+
+def confusion(lang, folder, name, path, dataset, title):
+    """A confusion matrix with counts, from its confusion.csv; classes in the language."""
+    classes, matrix = read_confusion(path)
+    fig = plots.confusion_figure(matrix, [lang.class_name(dataset, c) for c in classes], title,
+                                 words(lang))
+    return save(fig, lang, folder, name)
+
+
+def tsne(lang, folder, name, coords, labels, classes, dataset, title):
+    """One t-SNE scatter plot, coloured by class, with its legend in the language."""
+    fig = plots.tsne_figure(coords, labels, [lang.class_name(dataset, c) for c in classes],
+                            title)
+    return save(fig, lang, folder, name)
+
+
+def tsne_grid(lang, folder, name, panels, classes, dataset, title):
+    """panels: [(coords, labels, subtitle)], one shared legend."""
+    fig = plots.tsne_grid(panels, [lang.class_name(dataset, c) for c in classes], title)
+    return save(fig, lang, folder, name)
+
+
+def validation_curves(lang, folder, name, runs):
+    """runs: {label: live dir}: validation loss and accuracy per epoch, one line per run."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for label, live_dir in runs.items():
+        rows = read_curves(live_dir)
+        for ax, what in zip(axes, ("val_loss", "val_accuracy")):
+            ax.plot([r["epoch"] for r in rows], [r[what] for r in rows], "o-", label=label)
+    for ax, what in zip(axes, ("val_loss", "val_accuracy")):
+        ax.set_xlabel(lang.say("figures.epoch"))
+        ax.set_ylabel(lang.say(f"figures.{what}"))
+        plots.integer_epochs(ax)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return save(fig, lang, folder, name)
+
+
+def bars(lang, folder, name, values, title, xlabel):
+    """values: {label: accuracy}, one bar each, labelled as a percentage."""
+    return save(plots.bar_figure(values, title, xlabel, lang.pct), lang, folder, name)
