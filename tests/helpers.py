@@ -163,3 +163,22 @@ class Tiny(nn.Module):
 
     def forward(self, x):
         return self.head(self.embed(x))
+
+
+def figure_texts(monkeypatch):
+    """Patch plots.save to collect, per file name, every text matplotlib draws in the figure
+    it saves (titles, axis labels, tick labels, legends, cell counts); returns that dict."""
+    import matplotlib.text
+
+    from stages.lib import plots
+
+    texts, save = {}, plots.save
+
+    def collecting(fig, path):
+        fig.canvas.draw()
+        texts[Path(path).name] = [t.get_text() for t in fig.findobj(matplotlib.text.Text)
+                                  if t.get_visible() and t.get_text().strip()]
+        save(fig, path)
+
+    monkeypatch.setattr(plots, "save", collecting)
+    return texts

@@ -353,3 +353,62 @@ def test_confusion_counts_draws_the_same_cells_as_confusion(repo, tmp_path):
     assert len(expected) == 2 * len(CLASSES) ** 2
     assert {tuple(cell) for cell in drawn["raw"]} == expected
     assert {tuple(cell) for cell in drawn["counts"]} == expected
+
+
+# Names from data in a page of `dvc plots show`: DVC puts the plot data, class names included,
+# inside a <script> block as JSON, unescaped; a name holding "</script>" would end the block.
+
+SCRIPT_PAYLOAD = "</script><script>document.title='PWNED'</script>"
+ADMITTED = ["javascript:alert(1)", "${alert(2)}", "{{constructor.constructor(3)()}}",
+            "a/*b*/c", "niño (ñ)", "x: y; z", "100%"]   # odd, yet allowed by the rule
+
+
+def test_the_writers_refuse_a_name_that_would_end_the_script_block(tmp_path):
+    import numpy as np
+
+    from stages.lib import data, plots
+    from stages.lib.common import StageError
+
+    with pytest.raises(StageError, match="class names must not contain"):
+        data.check_class_name(SCRIPT_PAYLOAD, "test")
+    with pytest.raises(StageError, match="class named .*</script>"):
+        plots.write_confusion(tmp_path, np.array([0, 1]), np.array([0, 1]),
+                              ["cat", SCRIPT_PAYLOAD], "title")
+    assert not (tmp_path / "confusion.csv").exists()
+
+
+def test_a_plots_page_runs_no_script_from_class_names(tmp_path):
+    """The oddest names the download rule admits, written by the stages' own confusion writer
+    and shown with `dvc plots show`: in a browser the chart is drawn, the page's scripts are
+    the template's (none added by data), its title is its own, and the names are data
+    (strings in the chart's JSON), not code."""
+    import numpy as np
+
+    from stages.lib import data, plots
+
+    for name in ADMITTED:
+        data.check_class_name(name, "test")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    env = stage_env()
+    run(["git", "init", "-q"], repo, env)
+    dvc(repo, "init", "-q")
+    shutil.copy2(ROOT / ".dvc" / "config", repo / ".dvc" / "config")
+    shutil.copytree(PLOTS_DIR, repo / ".dvc" / "plots", dirs_exist_ok=True)
+    (repo / "dvc.yaml").write_text("plots:\n  - confusion.csv:\n      template: confusion_counts"
+                                   "\n      x: predicted\n      y: actual\n")
+    labels = np.arange(3 * len(ADMITTED)) % len(ADMITTED)
+    plots.write_confusion(repo, labels, np.roll(labels, 1), ADMITTED, "odd names")
+    dvc(repo, "plots", "show", "-o", "show")
+    source = page(repo, "show")
+    dom, console = browse((repo / "show" / "index.html").as_uri(), tmp_path)
+    assert [line for line in console if re.search(r"Uncaught|Error|ERROR", line)] == []
+    assert len(re.findall(r'<canvas[^>]*class="marks"', dom)) == 1
+    # the template's own scripts, and no other (vegaEmbed replaces the chart's <div>, its
+    # inline script included, by the drawn chart)
+    template = (PLOTS_DIR / "offline.html").read_text()
+    assert len(re.findall(r"<script", dom)) == len(re.findall(r"<script", template)) == 3
+    assert "PWNED" not in dom and re.search(r"<title>DVC Plot</title>", dom)
+    (spec,) = embedded_specs(source).values()
+    shown = {row["actual"] for row in spec["data"]["values"]}
+    assert shown == set(ADMITTED)

@@ -247,14 +247,16 @@ def test_report_numbers_come_from_the_metrics(pipeline):
                         **read(project, f"plots/{m}/evaluation.json")}
                        for m in ("simple_cnn", "alexnet"))
     datasets = read(project, "metrics/datasets.json")
-    assert "| train | 28 | 28 | 1 | 200 | 10 |" in report
-    assert "| val | 32 | 32 | 3 | 100 | 10 |" in report
+    assert "| training | 28 | 28 | 1 | 200 | 10 |" in report
+    assert "| validation | 32 | 32 | 3 | 100 | 10 |" in report
     assert "Trainable parameters: **813,802** (813,600 without biases)." in report
     assert "Trainable parameters: **6,199,498** (6,194,704 without biases)." in report
-    for m in (simple, alexnet):
-        assert (f"Best validation accuracy: **{pct(m['best_accuracy'])}** at epoch "
-                f"{m['best_epoch']} of {m['epochs']} (final epoch: "
-                f"{pct(m['accuracy'])}).") in report
+    for name, m in (("simple_cnn", simple), ("alexnet", alexnet)):
+        correct, images = counted(project / f"plots/{name}/confusion.csv")
+        assert m["accuracy"] == correct / images   # one model behind the number and the matrix
+        assert (f"Validation accuracy of the final model, after epoch {m['epochs']}: "
+                f"**{pct(m['accuracy'])}** ({correct:,} of {images:,} images right).") in report
+        assert f"the best epoch was {m['best_epoch']}, with {pct(m['best_accuracy'])}." in report
     first, second = list(simple["top_confusions"].values())[:2]
     assert (f"{first['true']} taken for {first['predicted']} ({first['count']} times) and "
             f"{second['true']} taken for {second['predicted']}") in report
@@ -275,12 +277,17 @@ def test_report_numbers_come_from_the_metrics(pipeline):
         m = read(project, f"metrics/transfer/{strategy}.json")
         sep = read(project, f"metrics/tsne/transfer/{strategy}.json")
         best = pct(m.get("best_accuracy", m["accuracy"]))
-        assert (f"| {name} | {pct(m['accuracy'])} | {best} | {m.get('best_epoch', '—')} | "
-                f"{sep['silhouette']:.3f} | {pct(sep['probe'])} |") in report
+        correct, images = counted(project / f"plots/transfer/{strategy}/confusion.csv")
+        assert m["accuracy"] == correct / images
+        assert (f"| {name} | {pct(m['accuracy'])} | {correct} / {images} | {best} | "
+                f"{m.get('best_epoch', '—')} | {sep['silhouette']:.3f} | "
+                f"{pct(sep['probe'])} |") in report
     hymenoptera = datasets["hymenoptera"]
     assert (f"{hymenoptera['train']['samples']} training and {hymenoptera['val']['samples']} "
             "validation images, classes ants, bees, seen at 32×32 pixels") in report
-    for link in __import__("re").findall(r"!\[\]\(([^)]+)\)", report):
+    links = __import__("re").findall(r"!\[[^\]]+\]\(([^)]+)\)", report)
+    assert len(links) == 15
+    for link in links:
         assert (project / "reports" / link).is_file(), link
     html = (project / "reports/report.html").read_text()
     assert "<table>" in html and "figures/transfer_tsne.png" in html
@@ -298,13 +305,47 @@ def test_report_in_spanish(pipeline):
         simple = read(project, "metrics/simple_cnn.json")
         assert report.startswith("# Clasificación de imágenes")
         assert "Parámetros entrenables: **813.802** (813.600 sin sesgos)." in report
-        best = f"{100 * simple['best_accuracy']:.2f} %".replace(".", ",")
-        assert f"Mejor exactitud de validación: **{best}**" in report
+        final = f"{100 * simple['accuracy']:.2f} %".replace(".", ",")
+        assert f"Exactitud de validación del modelo final, tras la época 3: **{final}**" in report
         assert "<html lang=\"es\">" in (project / "reports/report.html").read_text()
         assert " hilos de " in report and "threads of" not in report
     finally:
         (project / "params.yaml").write_text(original)
         dvc(project, "repro", "report", env=env)
+
+
+def counted(confusion_csv):
+    """(right answers, images) of a confusion.csv."""
+    import csv
+
+    with open(confusion_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return (sum(int(r["count"]) for r in rows if r["actual"] == r["predicted"]),
+            sum(int(r["count"]) for r in rows))
+
+
+def test_spanish_figures_of_a_whole_run_have_no_english_word(pipeline, tmp_path, monkeypatch):
+    """The report stage, run on a copy of the whole pipeline's outputs in Spanish: every text
+    in every figure it draws (titles, axes, ticks, legends, class names) is Spanish."""
+    from helpers import figure_texts
+
+    from stages import report
+
+    project, _, _ = pipeline
+    copy = shutil.copytree(project, tmp_path / "copy", ignore=shutil.ignore_patterns(".git"))
+    edit_params(copy, {"report.language": "es"})
+    texts = figure_texts(monkeypatch)
+    monkeypatch.chdir(copy)
+    report.main([])
+    assert len(texts) == 15
+    everything = " ".join(t for found in texts.values() for t in found).lower()
+    for english in ("epoch", "loss", "accuracy", "train", "validation", "label", "ants",
+                    "bees", "airplane", "bird", "truck", "silhouette", "linear", "fine-tun",
+                    "scratch", "features", "images", "true", "predicted"):
+        assert english not in everything, english
+    for spanish in ("época", "pérdida", "exactitud", "entrenamiento", "validación",
+                    "hormigas", "abejas", "clase real", "clase predicha", "ajuste fino"):
+        assert spanish in everything, spanish
 
 
 def test_names_from_data_are_text_in_the_report(pipeline, tmp_path):

@@ -6,6 +6,7 @@ import re
 import string
 from pathlib import Path
 
+import helpers
 import pytest
 import yaml
 
@@ -252,25 +253,6 @@ def test_class_names_are_translated():
     assert spanish.class_name("my_photos", "ants") == "ants"
 
 
-def figure_texts(monkeypatch):
-    """Patch the report's figure saving to collect, per file, every text matplotlib draws in
-    the figure (titles, axis labels, tick labels, legends, cell counts)."""
-    import matplotlib.text
-
-    from stages.lib import plots
-
-    texts, save = {}, plots.save
-
-    def collecting(fig, path):
-        fig.canvas.draw()
-        texts[Path(path).name] = [t.get_text() for t in fig.findobj(matplotlib.text.Text)
-                                  if t.get_visible() and t.get_text().strip()]
-        save(fig, path)
-
-    monkeypatch.setattr(plots, "save", collecting)
-    return texts
-
-
 @pytest.mark.parametrize("language", ["en", "es"])
 def test_every_word_in_the_figures_comes_from_the_wording(tmp_path, monkeypatch, language):
     """Each figure the report shows is drawn by the report, and each word in it (titles, axis
@@ -283,7 +265,7 @@ def test_every_word_in_the_figures_comes_from_the_wording(tmp_path, monkeypatch,
         out := say(self, key, **f)) or out)
     monkeypatch.setattr(report.Language, "class_name", lambda self, d, n: said.add(
         out := class_name(self, d, n)) or out)
-    texts = figure_texts(monkeypatch)
+    texts = helpers.figure_texts(monkeypatch)
     write_inputs(tmp_path, language, classes=("ants", "bees"))
     # AlexNet's classes: two of CIFAR-10's
     confusion(tmp_path / "plots/alexnet/confusion.csv", ["airplane", "bird"], 3, 1)

@@ -40,7 +40,10 @@ def write_confusion(out_dir, labels, preds, classes, title):
     out_dir/confusion.png (counts). Returns the metrics of analysis.evaluation_metrics:
     accuracy, per-class accuracy, top confusions."""
     from . import analysis
+    from .data import check_class_name
 
+    for name in classes:   # checked at download; again here, where they reach CSV and pages
+        check_class_name(name, "the evaluated model")
     matrix, metrics = analysis.evaluation_metrics(labels, preds, classes)
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "confusion.csv", "w", newline="") as f:
