@@ -8,6 +8,8 @@
 #                 (pytest -m "not e2e")
 # make lint       ruff, as CI runs it
 # make bench      the speed benchmarks, written to docs/benchmarks.md (BENCH_FLAGS for epoch_speed.py)
+# make gpu-check  on a machine with an NVIDIA GPU: tools/gpu_check.sh (GPU_CHECK_FLAGS, e.g.
+#                 --mirror DIR), its summary in gpu_check/gpu_check.md
 # Each creates .venv first when needed. On Linux x86_64 with Python 3.11 it installs the exact
 # versions of requirements.lock (+ requirements-test.lock for tests and lint); elsewhere the
 # ranges of requirements.txt (+ requirements-test.txt). tools/lock.py rewrites the lock files.
@@ -28,7 +30,7 @@ endif
 # what `make exps` leaves out: dependency hashes, creation time, t-SNE scores
 EXPS_DROP := Created|stages/|models/|data/|plots/|metrics/tsne/
 
-.PHONY: smoke repro exps share test test-fast lint bench
+.PHONY: smoke repro exps share test test-fast lint bench gpu-check
 
 $(BIN)/.installed: requirements.txt requirements.lock
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -67,3 +69,6 @@ bench: $(BIN)/.installed
 	  echo "the same process. History: \`git log -p docs/benchmarks.md\`."; echo; echo '```'; \
 	  python benchmarks/conv_weight_grad.py && python benchmarks/epoch_speed.py $(BENCH_FLAGS); \
 	  echo '```'; } > docs/benchmarks.md.part && mv docs/benchmarks.md.part docs/benchmarks.md
+
+gpu-check: $(BIN)/.installed-test
+	tools/gpu_check.sh $(GPU_CHECK_FLAGS)

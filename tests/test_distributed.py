@@ -89,6 +89,7 @@ def test_nccl_without_gpus_is_refused():
         distributed.start(cfg, "auto", 64, "simple_cnn.batch_size", "stages.train", [])
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_more_processes_than_gpus_is_refused():
     cfg = distributed.Settings(nproc_per_node=torch.cuda.device_count() + 1, backend="auto",

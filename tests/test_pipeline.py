@@ -328,7 +328,6 @@ def test_spanish_figures_of_a_whole_run_have_no_english_word(pipeline, tmp_path,
     """The report stage, run on a copy of the whole pipeline's outputs in Spanish: every text
     in every figure it draws (titles, axes, ticks, legends, class names) is Spanish."""
     from helpers import figure_texts
-
     from stages import report
 
     project, _, _ = pipeline

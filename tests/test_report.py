@@ -6,10 +6,10 @@ import re
 import string
 from pathlib import Path
 
-import helpers
 import pytest
 import yaml
 
+import helpers
 from stages import report
 from stages.lib.names import STRATEGIES, TRAINED_STRATEGIES
 

@@ -74,6 +74,7 @@ def test_saved_states_hold_cpu_tensors():
     assert state["w"].device.type == "cpu" and state["n"] == 3
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_a_gpu_trained_state_loads_without_map_location(tmp_path):
     import io

@@ -5,7 +5,6 @@ for a fresh pass each epoch. Mixed precision: autocast to `amp_dtype` (None = fp
 GradScaler for fp16. channels_last memory layout on CUDA and CPU, where oneDNN and cuDNN
 convolutions prefer it (benchmarks/epoch_speed.py compares).
 """
-import copy
 import math
 import platform
 import time
