@@ -7,7 +7,8 @@
 # make test       every test, on 2 workers (pytest-xdist); make test-fast: the unit tier
 #                 (pytest -m "not e2e")
 # make lint       ruff, as CI runs it
-# make bench      the speed benchmarks, written to docs/benchmarks.md (BENCH_FLAGS for epoch_speed.py)
+# make bench      the speed benchmarks, written to docs/benchmarks.md (BENCH_FLAGS for
+#                 epoch_speed.py); gets MNIST and CIFAR-10 through their download stages first
 # make gpu-check  on a machine with an NVIDIA GPU: tools/gpu_check.sh (GPU_CHECK_FLAGS, e.g.
 #                 --mirror DIR), its summary in gpu_check/gpu_check.md
 # Each creates .venv first when needed. On Linux x86_64 with Python 3.11 it installs the exact
@@ -63,12 +64,18 @@ lint: $(BIN)/.installed-test
 	ruff check .
 
 bench: $(BIN)/.installed
+	dvc repro download@mnist download@cifar10 || { echo "make bench: the benchmarks need \
+	MNIST and CIFAR-10: set DATASETS_MIRROR (docs/data.md) or go online, then run it again"; \
+	exit 1; }
 	{ echo "# Benchmarks"; echo; \
 	  echo "Written by \`make bench\` on $$(date -u +%Y-%m-%d) ($$(python -c 'from stages.lib.engine import cpu_name; print(cpu_name())'), $$(nproc) cores, load average $$(cut -d' ' -f1-3 /proc/loadavg) at the start)."; \
 	  echo "Each line is the benchmark's own output; ratios compare against a reference run in"; \
 	  echo "the same process. History: \`git log -p docs/benchmarks.md\`."; echo; echo '```'; \
-	  python benchmarks/conv_weight_grad.py && python benchmarks/epoch_speed.py $(BENCH_FLAGS); \
-	  echo '```'; } > docs/benchmarks.md.part && mv docs/benchmarks.md.part docs/benchmarks.md
+	  python benchmarks/conv_weight_grad.py && python benchmarks/epoch_speed.py $(BENCH_FLAGS) \
+	  && echo '```'; } > docs/benchmarks.md.part \
+	  && mv docs/benchmarks.md.part docs/benchmarks.md \
+	  || { rm -f docs/benchmarks.md.part; echo "make bench: a benchmark failed; \
+	docs/benchmarks.md is unchanged"; exit 1; }
 
 gpu-check: $(BIN)/.installed-test
 	tools/gpu_check.sh $(GPU_CHECK_FLAGS)

@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stages.lib import cpu_layers, models  # noqa: E402
-from stages.lib.common import keep_freed_memory  # noqa: E402
+from stages.lib.common import StageError, keep_freed_memory  # noqa: E402
 
 
 def layer_pair(conv):
@@ -123,4 +123,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except StageError as error:   # missing or damaged data: one line, as the stages say it
+        sys.exit(f"error: {error}")

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from stages.lib import data, engine, models  # noqa: E402
-from stages.lib.common import keep_freed_memory  # noqa: E402
+from stages.lib.common import StageError, keep_freed_memory  # noqa: E402
 from stages.lib.names import MODEL_DATASETS as DATASETS  # noqa: E402
 from stages.lib.runtime import autocast_dtype  # noqa: E402
 
@@ -198,4 +198,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except StageError as error:   # missing or damaged data: one line, as the stages say it
+        sys.exit(f"error: {error}")

@@ -110,3 +110,23 @@ def test_reference_samples_match_the_engine_batches(channels):
         image, label = train[i]
         assert label == labels[i]
         torch.testing.assert_close(image, expected[i])
+
+
+def test_missing_data_is_one_line_naming_the_stage_to_run(tmp_path, monkeypatch, capsys):
+    """A fresh clone without the datasets: `make bench` first runs the download stages; were
+    the data still missing, the benchmark says in one line what to run (no traceback)."""
+    import runpy
+    import shutil
+    import sys
+
+    shutil.copy(epoch_speed.ROOT / "params.yaml", tmp_path / "params.yaml")
+    script = tmp_path / "benchmarks" / "epoch_speed.py"
+    script.parent.mkdir()
+    shutil.copy(epoch_speed.__file__, script)
+    monkeypatch.setattr(sys, "argv", [str(script), "--models", "simple_cnn"])
+    monkeypatch.syspath_prepend(str(epoch_speed.ROOT))
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(str(script), run_name="__main__")
+    message = str(exit_.value.code)
+    assert message.startswith("error: ") and "\n" not in message
+    assert "data/raw/mnist/train.pt not found" in message and "dvc repro download@mnist" in message
