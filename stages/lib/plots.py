@@ -124,7 +124,7 @@ def integer_epochs(ax):
     """Ticks on whole epochs only (a run of 1 or 2 epochs would get 1.25, 1.5, ...)."""
     from matplotlib.ticker import MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))   # one epoch too
 
 
 def tsne_axes(ax, coords, labels, classes, title):
