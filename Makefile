@@ -8,7 +8,8 @@
 #                 (pytest -m "not e2e")
 # make lint       ruff, as CI runs it
 # make bench      the speed benchmarks, written to docs/benchmarks.md (BENCH_FLAGS for
-#                 epoch_speed.py); gets MNIST and CIFAR-10 through their download stages first
+#                 epoch_speed.py); gets the three datasets through their download stages first.
+#                 benchmarks/analysis_speed.py (probe, t-SNE) needs a trained model: by hand
 # make gpu-check  on a machine with an NVIDIA GPU: tools/gpu_check.sh (GPU_CHECK_FLAGS, e.g.
 #                 --mirror DIR), its summary in gpu_check/gpu_check.md
 # Each creates .venv first when needed. On Linux x86_64 with Python 3.11 it installs the exact
@@ -64,14 +65,15 @@ lint: $(BIN)/.installed-test
 	ruff check .
 
 bench: $(BIN)/.installed
-	dvc repro download@mnist download@cifar10 || { echo "make bench: the benchmarks need \
-	MNIST and CIFAR-10: set DATASETS_MIRROR (docs/data.md) or go online, then run it again"; \
-	exit 1; }
+	dvc repro download@mnist download@cifar10 download@hymenoptera || { echo "make bench: \
+	the benchmarks need MNIST, CIFAR-10 and hymenoptera: set DATASETS_MIRROR (docs/data.md) \
+	or go online, then run it again"; exit 1; }
 	{ echo "# Benchmarks"; echo; \
 	  echo "Written by \`make bench\` on $$(date -u +%Y-%m-%d) ($$(python -c 'from stages.lib.engine import cpu_name; print(cpu_name())'), $$(nproc) cores, load average $$(cut -d' ' -f1-3 /proc/loadavg) at the start)."; \
 	  echo "Each line is the benchmark's own output; ratios compare against a reference run in"; \
 	  echo "the same process. History: \`git log -p docs/benchmarks.md\`."; echo; echo '```'; \
 	  python benchmarks/conv_weight_grad.py && python benchmarks/epoch_speed.py $(BENCH_FLAGS) \
+	  && python benchmarks/transfer_speed.py \
 	  && echo '```'; } > docs/benchmarks.md.part \
 	  && mv docs/benchmarks.md.part docs/benchmarks.md \
 	  || { rm -f docs/benchmarks.md.part; echo "make bench: a benchmark failed; \

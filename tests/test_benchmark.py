@@ -112,21 +112,29 @@ def test_reference_samples_match_the_engine_batches(channels):
         torch.testing.assert_close(image, expected[i])
 
 
-def test_missing_data_is_one_line_naming_the_stage_to_run(tmp_path, monkeypatch, capsys):
-    """A fresh clone without the datasets: `make bench` first runs the download stages; were
-    the data still missing, the benchmark says in one line what to run (no traceback)."""
+@pytest.mark.parametrize("script, args, missing, command", [
+    ("epoch_speed", ["--models", "simple_cnn"], "data/raw/mnist/train.pt not found",
+     "dvc repro download@mnist"),
+    ("transfer_speed", [], "data/raw/hymenoptera not found", "dvc repro download@hymenoptera"),
+    ("analysis_speed", [], "models/alexnet.pt", "train@alexnet"),
+])
+def test_missing_data_is_one_line_naming_the_stage_to_run(tmp_path, monkeypatch, script, args,
+                                                          missing, command):
+    """A fresh clone without the data: `make bench` first runs the download stages; were the
+    data still missing, a benchmark says in one line what to run (no traceback)."""
     import runpy
     import shutil
     import sys
 
     shutil.copy(epoch_speed.ROOT / "params.yaml", tmp_path / "params.yaml")
-    script = tmp_path / "benchmarks" / "epoch_speed.py"
-    script.parent.mkdir()
-    shutil.copy(epoch_speed.__file__, script)
-    monkeypatch.setattr(sys, "argv", [str(script), "--models", "simple_cnn"])
+    copy = tmp_path / "benchmarks" / f"{script}.py"
+    copy.parent.mkdir()
+    shutil.copy(epoch_speed.ROOT / "benchmarks" / f"{script}.py", copy)
+    monkeypatch.setattr(sys, "argv", [str(copy), *args])
     monkeypatch.syspath_prepend(str(epoch_speed.ROOT))
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_:
-        runpy.run_path(str(script), run_name="__main__")
+        runpy.run_path(str(copy), run_name="__main__")
     message = str(exit_.value.code)
     assert message.startswith("error: ") and "\n" not in message
-    assert "data/raw/mnist/train.pt not found" in message and "dvc repro download@mnist" in message
+    assert missing in message and command in message
