@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from stages.lib import data, engine, models  # noqa: E402
 from stages.lib.common import StageError, keep_freed_memory  # noqa: E402
 from stages.lib.names import MODEL_DATASETS as DATASETS  # noqa: E402
-from stages.lib.runtime import autocast_dtype  # noqa: E402
+from stages.lib.runtime import autocast_dtype, precision_name  # noqa: E402
 
 
 class ReferenceDataset(torch.utils.data.Dataset):
@@ -120,7 +120,7 @@ def engine_run(name, cfg, precision, train_data, val_data):
             data.batches(val_data["images"], val_data["labels"], cfg["eval_batch_size"],
                          mean=mean, std=std), max_batches), device, amp_dtype)
 
-    return train, validate, engine.precision_name(amp_dtype)
+    return train, validate, precision_name(amp_dtype)
 
 
 def timed_epochs(runs, train_batches, val_batches, chunk):

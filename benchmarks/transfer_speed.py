@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stages.lib import data, engine, models  # noqa: E402
 from stages.lib.common import StageError, keep_freed_memory  # noqa: E402
-from stages.lib.runtime import autocast_dtype  # noqa: E402
+from stages.lib.runtime import autocast_dtype, precision_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 16
@@ -103,7 +103,7 @@ def engine_run(root, workers, eval_batch_size):
     def validate(max_batches):
         engine.run_epoch(model, itertools.islice(val_loader, max_batches), device, amp_dtype)
 
-    return train, validate, engine.precision_name(amp_dtype)
+    return train, validate, precision_name(amp_dtype)
 
 
 def main():

@@ -17,7 +17,7 @@ import re
 import shutil
 from pathlib import Path
 
-from stages.lib import data, fetch, params
+from stages.lib import archives, data, fetch, params
 from stages.lib.common import StageError, run
 from stages.lib.files import save_torch
 from stages.lib.params import param
@@ -76,7 +76,7 @@ def prepare_mnist(name, source, work, settings, limit):
         path = work / filename
         mismatch = get_file(name, filename, [m + filename for m in MNIST.mirrors], path, md5,
                             "md5", settings)
-        raw = fetch.gunzip(path, max_bytes=limit)
+        raw = archives.gunzip(path, max_bytes=limit)
         stem = filename.removesuffix(".gz")
         if mismatch and hashlib.md5(raw).hexdigest() != MNIST_RAW_MD5[stem]:
             fetch.upstream_mismatch(name, f"{filename} from the mirror is not the MNIST release",
@@ -107,9 +107,9 @@ def prepare_cifar10(name, source, work, settings, limit):
                         settings)
     unpacked = work / "unpacked"
     unpacked.mkdir()
-    fetch.extract(archive, unpacked, max_bytes=limit)
+    archives.extract(archive, unpacked, max_bytes=limit)
     archive.unlink()
-    folder = fetch.single_top_folder(unpacked)
+    folder = archives.single_top_folder(unpacked)
     if mismatch:   # a repacked archive of the original batches still matches their MD5s
         inner = [*CIFAR10.train_list, *CIFAR10.test_list,
                  [CIFAR10.meta["filename"], CIFAR10.meta["md5"]]]
@@ -137,9 +137,9 @@ def prepare_imagefolder(name, source, work, settings, limit):
                                 f"sha256 {mismatch}, pinned {source['sha256']}")
     unpacked = work / "unpacked"
     unpacked.mkdir()
-    fetch.extract(archive, unpacked, max_bytes=limit)
+    archives.extract(archive, unpacked, max_bytes=limit)
     archive.unlink()
-    root = fetch.single_top_folder(unpacked)
+    root = archives.single_top_folder(unpacked)
     classes = data.image_folder_classes(root, label=f"{filename} (not an ImageFolder archive)")
     print(f"{name}: ImageFolder with classes {', '.join(classes)}", flush=True)
     return root

@@ -9,7 +9,7 @@ Writes:
   models/<model>.pt          the last epoch's weights (+ classes, normalization, epoch): the
                              model every number and figure below describes
   models/<model>.run.json    how it ran: device, precision, seconds per epoch, versions
-  metrics/<model>.json       headline numbers (engine.HEADLINE): accuracy (of that model),
+  metrics/<model>.json       headline numbers (analysis.HEADLINE): accuracy (of that model),
                              best_accuracy and best_epoch (the best epoch's, named only)
   plots/<model>/evaluation.json  the rest: losses, overfitting epoch, parameter counts, largest
                              layer, sample counts used, per-class accuracy, most frequent
@@ -17,14 +17,25 @@ Writes:
   plots/<model>/live/        per-epoch curves (dvclive; step = epoch)
   plots/<model>/curves.png, confusion.csv (counted cells), confusion.png
 While it trains, the state after each epoch is kept outside the outputs
-(engine.checkpoint_path): a killed run goes on from there; it is removed once the stage ends.
+(checkpoints.checkpoint_path): a killed run goes on from there; it is removed once the stage ends.
 """
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from stages.lib import data, distributed, engine, live, models, params, plots, runtime
+from stages.lib import (
+    analysis,
+    checkpoints,
+    data,
+    distributed,
+    engine,
+    live,
+    models,
+    params,
+    plots,
+    runtime,
+)
 from stages.lib.common import StageError, run, seed_for, writes
 from stages.lib.files import check_writable, save_torch, write_json
 from stages.lib.names import MODEL_DATASETS
@@ -78,7 +89,7 @@ def main(argv):
     largest, largest_params = models.largest_layer(model)
     optimizer = engine.make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum,
                                       cfg.weight_decay)
-    env = engine.run_info(device, amp_dtype,
+    env = runtime.run_info(device, amp_dtype,
                           runtime.precision_choice(device, shared.precision)[1]) \
         | ctx.describe(device) \
         | {"distributed": asdict(dist_cfg)}
@@ -89,11 +100,11 @@ def main(argv):
                                        if ctx.world > 1 else ""), flush=True)
 
     record = params.record(shared, cfg)
-    fingerprint = engine.fingerprint_of(name, record, str(device), str(amp_dtype),
+    fingerprint = checkpoints.fingerprint_of(name, record, str(device), str(amp_dtype),
                                         torch.__version__, ctx.world, asdict(dist_cfg),
                                         folder / "train.pt", folder / "val.pt",
-                                        *engine.code_files())
-    checkpoint = engine.checkpoint_path(name, fingerprint)
+                                        *checkpoints.code_files())
+    checkpoint = checkpoints.checkpoint_path(name, fingerprint)
     history, state, seconds = live.fit(
         out / "live", ctx=ctx, model=model, train_batches=train_batches,
         val_batches=val_batches, epochs=cfg.epochs, optimizer=optimizer, device=device,
@@ -103,7 +114,7 @@ def main(argv):
         ctx.close()
         return   # rank 0 evaluates and writes
 
-    summary = engine.summarize(history)
+    summary = analysis.summarize(history)
     preds, labels = engine.predict(model, val_batches(0, 1), device, amp_dtype)
     plots.save(plots.curves_figure(history, name), out / "curves.png")
 
@@ -117,12 +128,12 @@ def main(argv):
                            f"{name}, epoch {cfg.epochs} (the last)",
                            best=summary,
                            details={key: value for key, value in summary.items()
-                                    if key not in engine.HEADLINE}
+                                    if key not in analysis.HEADLINE}
                            | {"params": n_params, "params_no_bias": n_weights,
                               "largest_layer": largest, "largest_layer_params": largest_params,
                               "epochs": cfg.epochs, "train_samples": len(y_train),
                               "val_samples": len(y_val)})
-    engine.finish_checkpoint(checkpoint)
+    checkpoints.finish_checkpoint(checkpoint)
     ctx.close()
     print(f"{name}: val accuracy {history[-1]['val_accuracy']:.4f} (last epoch), best "
           f"{summary['best_accuracy']:.4f} at epoch {summary['best_epoch']}, {seconds:.0f} s",

@@ -12,12 +12,12 @@ eval_batch_size,num_workers,train_samples,val_samples}`, `transfer.<strategy>.*`
 `distributed.*` and data/raw/<transfer.dataset>/. With `distributed.nproc_per_node` > 1 it
 trains on that many processes (torchrun, DDP; stages/lib/distributed.py); rank 0 writes.
 Writes models/transfer/<strategy>.pt (the last epoch's weights: the model every number and
-figure of the stage describes), .run.json, metrics/transfer/<strategy>.json (engine.HEADLINE:
+figure of the stage describes), .run.json, metrics/transfer/<strategy>.json (analysis.HEADLINE:
 accuracy of that model, best_accuracy and best_epoch named beside it),
 plots/transfer/<strategy>/evaluation.json (per-class accuracy, top confusions, losses, the
 sample counts used),
 plots/transfer/<strategy>/live/ (dvclive curves), curves.png, confusion.{csv,png}. The
-training state after each epoch is kept outside the outputs (engine.checkpoint_path), to resume
+training state after each epoch is kept outside the outputs (checkpoints.checkpoint_path), to resume
 a killed run, and removed once the stage ends.
 """
 from dataclasses import asdict
@@ -25,7 +25,19 @@ from pathlib import Path
 
 import torch
 
-from stages.lib import data, distributed, engine, live, models, params, plots, runtime, transfer
+from stages.lib import (
+    analysis,
+    checkpoints,
+    data,
+    distributed,
+    engine,
+    live,
+    models,
+    params,
+    plots,
+    runtime,
+    transfer,
+)
 from stages.lib.common import StageError, run, writes
 from stages.lib.files import check_writable, save_torch, write_json
 from stages.lib.names import TRAINED_STRATEGIES
@@ -81,7 +93,7 @@ def main(argv):
         return train_loader
 
     n_params, _ = models.count_parameters(model)
-    env = engine.run_info(device, amp_dtype,
+    env = runtime.run_info(device, amp_dtype,
                           runtime.precision_choice(device, shared.precision)[1]) \
         | ctx.describe(device) \
         | {"distributed": asdict(dist_cfg)}
@@ -93,11 +105,11 @@ def main(argv):
                                        if ctx.world > 1 else ""), flush=True)
 
     record = params.record(shared, data_cfg, cfg)
-    fingerprint = engine.fingerprint_of(strategy, record, str(device), str(amp_dtype),
+    fingerprint = checkpoints.fingerprint_of(strategy, record, str(device), str(amp_dtype),
                                         torch.__version__, ctx.world, asdict(dist_cfg), root,
                                         *([transfer.WEIGHTS] if strategy != "scratch" else []),
-                                        *engine.code_files())
-    checkpoint = engine.checkpoint_path(f"transfer-{strategy}", fingerprint)
+                                        *checkpoints.code_files())
+    checkpoint = checkpoints.checkpoint_path(f"transfer-{strategy}", fingerprint)
     history, state, seconds = live.fit(
         out / "live", ctx=ctx, model=model, train_batches=train_batches,
         val_batches=lambda: val_share, epochs=cfg.epochs, optimizer=optimizer,
@@ -108,7 +120,7 @@ def main(argv):
         ctx.close()
         return   # rank 0 evaluates and writes
 
-    summary = engine.summarize(history)
+    summary = analysis.summarize(history)
     preds, labels = engine.predict(model, val_loader, device, amp_dtype)
     plots.save(plots.curves_figure(history, f"ResNet-50 {strategy}"), out / "curves.png")
 
@@ -126,7 +138,7 @@ def main(argv):
                  "final_train_accuracy": summary["final_train_accuracy"],
                  "image_size": data_cfg.image_size, "train_samples": len(train_set),
                  "val_samples": len(val_loader.dataset)})
-    engine.finish_checkpoint(checkpoint)
+    checkpoints.finish_checkpoint(checkpoint)
     ctx.close()
     print(f"transfer@{strategy}: val accuracy {history[-1]['val_accuracy']:.4f} (last epoch), best "
           f"{summary['best_accuracy']:.4f} at epoch {summary['best_epoch']}, {seconds:.0f} s",

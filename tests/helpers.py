@@ -46,9 +46,9 @@ def copy_project(dest):
     return dest
 
 
-def checkpoints(project, name):
+def saved_states(project, name):
     """The training states a stage (`alexnet`, `transfer-scratch`) keeps in `project` while it
-    is unfinished (engine.checkpoint_path), newest first."""
+    is unfinished (checkpoints.checkpoint_path), newest first."""
     folder = Path(project) / ".dvc/tmp/checkpoints"
     return sorted(folder.glob(f"{name}.*.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
 
@@ -182,3 +182,24 @@ def figure_texts(monkeypatch):
 
     monkeypatch.setattr(plots, "save", collecting)
     return texts
+
+
+def fails(project, monkeypatch, pattern, module, *args):
+    """Run stage `module` in `project` in-process; its one error line, which must match
+    `pattern` (stage_error checks it is one line)."""
+    message = stage_error(project, module, *args, monkeypatch=monkeypatch)
+    assert re.search(pattern, message), message
+    return message
+
+
+def tiny_dataset(n=96, seed=0):
+    """Two easy classes of 1x8x8 uint8 images (bright top half or bright bottom half), for
+    engine tests with Tiny."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 2
+    images = torch.randint(0, 60, (n, 1, 8, 8), generator=g, dtype=torch.uint8)
+    images[labels == 0, :, :4] += 150
+    images[labels == 1, :, 4:] += 150
+    return images, labels

@@ -8,19 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import OUTS, assert_one_line_error, edit_params, run_stage, stage_error
+from helpers import OUTS, assert_one_line_error, edit_params, fails, run_stage
 from stages.lib import engine, files
 from stages.lib.common import StageError
 from tiny_mirror import write_sha256sums
-
-
-def fails(project, monkeypatch, pattern, module, *args):
-    import re
-
-    message = stage_error(project, module, *args, monkeypatch=monkeypatch)
-    assert re.search(pattern, message), message
-    return message
-
 
 # ---------------------------------------------------------------- params.yaml
 
@@ -205,7 +196,7 @@ def test_an_unknown_key_is_named_with_the_closest_known_one(key, hint):
     import yaml
 
     from helpers import ROOT
-    from stages.lib import params
+    from stages.lib import param_keys
     from stages.lib.common import StageError
 
     data = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -216,7 +207,7 @@ def test_an_unknown_key_is_named_with_the_closest_known_one(key, hint):
     expected = f"params.yaml: '{key}' is not a parameter of this pipeline" + \
         (f"; did you mean '{hint}'?" if hint else "")
     with pytest.raises(StageError) as error:
-        params.check_known(data)
+        param_keys.check_known(data)
     assert str(error.value) == expected
 
 
@@ -226,15 +217,15 @@ def test_every_key_of_params_yaml_is_known_and_users_may_add_sources():
     import yaml
 
     from helpers import ROOT
-    from stages.lib import params
+    from stages.lib import param_keys
 
     data = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params.check_known(data)
+    param_keys.check_known(data)
     data["download"]["flowers"] = {"format": "imagefolder", "url": "https://x/f.zip",
                                    "sha256": "none"}
     data["transfer"]["svm"]["grid"] = {"C": [0.1, 1], "kernel": ["rbf"]}
-    params.check_known(data)
-    assert "download.flowers.url" in params.known_keys(["flowers"])
+    param_keys.check_known(data)
+    assert "download.flowers.url" in param_keys.known_keys(["flowers"])
 
 
 def test_a_stage_refuses_an_unknown_key_before_any_work(project, monkeypatch):

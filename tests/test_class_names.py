@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from helpers import cifar_folder
-from stages.lib import data, fetch
+from stages.lib import archives, data, names
 from stages.lib.common import StageError
 
 HOSTILE = ["<img src=x onerror=alert(1)>", "ants\n# injected heading", "=HYPERLINK(1)",
@@ -51,9 +51,9 @@ def test_an_image_folder_archive_with_a_hostile_class_is_refused(tmp_path, write
     write(archive, bad)
     unpacked = tmp_path / "unpacked"
     unpacked.mkdir()
-    fetch.extract(archive, unpacked, max_bytes=1 << 30)
+    archives.extract(archive, unpacked, max_bytes=1 << 30)
     with pytest.raises(StageError, match=RULE) as error:
-        data.image_folder_classes(fetch.single_top_folder(unpacked), label="set.zip")
+        data.image_folder_classes(archives.single_top_folder(unpacked), label="set.zip")
     assert repr(bad) in str(error.value)
 
 
@@ -68,4 +68,4 @@ def test_a_cifar_meta_with_a_hostile_class_is_refused(tmp_path, bad):
 @pytest.mark.parametrize("name", ["ants", "bees", "gato", "pájaro", "0", "sea lion",
                                   "t-shirt", "5 o_clock"])
 def test_ordinary_names_pass(name):
-    data.check_class_name(name, "set")
+    names.check_class_name(name, "set")

@@ -5,22 +5,13 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import Tiny
-from stages.lib import data, engine
+from helpers import Tiny, tiny_dataset
+from stages.lib import analysis, data, engine, runtime
 from stages.lib.common import StageError
 from stages.lib.runtime import seed_everything
 
 CPU = torch.device("cpu")
 
-
-def tiny_dataset(n=96, seed=0):
-    """Two easy classes of 1x8x8 uint8 images: bright top half or bright bottom half."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % 2
-    images = torch.randint(0, 60, (n, 1, 8, 8), generator=g, dtype=torch.uint8)
-    images[labels == 0, :, :4] += 150
-    images[labels == 1, :, 4:] += 150
-    return images, labels
 
 
 def train_tiny(seed, epochs=3, lr=0.01, amp_dtype=None, images=None):
@@ -59,7 +50,7 @@ def test_the_state_is_the_last_epochs_also_when_an_earlier_one_was_better():
     """A learning rate that overshoots after a good first epoch: the state returned (the one
     model every number describes) is still the last epoch's; summarize names the best."""
     history, state = train_tiny(0, epochs=2, lr=1.0)
-    summary = engine.summarize(history)
+    summary = analysis.summarize(history)
     assert summary["best_epoch"] == 1   # seeded: this run peaks before its last epoch
     assert summary["best_accuracy"] > history[-1]["val_accuracy"]
     assert evaluated(state) == history[-1]["val_accuracy"] == summary["accuracy"]
@@ -120,8 +111,20 @@ def test_random_crop_flip_shifts_and_flips_whole_images():
     out = data.random_crop_flip(x, torch.Generator().manual_seed(0), pad=0)
     for i in range(2):
         assert torch.equal(out[i], x[i]) or torch.equal(out[i], x[i].flip(-1))
+    # pad=2: each image is a window of the zero-padded image, shifted by -2..2 pixels each
+    # way, possibly flipped; over many images every shift and both flips occur
+    x = torch.arange(64 * 3 * 6 * 6, dtype=torch.float32).view(64, 3, 6, 6) + 1
     shifted = data.random_crop_flip(x, torch.Generator().manual_seed(3), pad=2)
-    assert shifted.shape == x.shape
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    seen = set()
+    for i in range(len(x)):
+        found = [(dy, dx, flip) for dy in range(5) for dx in range(5) for flip in (False, True)
+                 if torch.equal(shifted[i], (lambda w: w.flip(-1) if flip else w)(
+                     padded[i, :, dy:dy + 6, dx:dx + 6]))]
+        assert len(found) == 1, i
+        seen.add(found[0])
+    assert {(dy, dx) for dy, dx, _ in seen} >= {(0, 0), (4, 4), (0, 4), (4, 0)}
+    assert {flip for *_, flip in seen} == {False, True}
 
 
 def history(val_losses, train_losses):
@@ -135,12 +138,12 @@ def history(val_losses, train_losses):
     ([1.0, 0.6, 0.7, 0.8], [1.0, 0.7, 0.8, 0.9], None),             # both got worse
 ])
 def test_overfitting_epoch(val, train, expected):
-    assert engine.overfitting_epoch(history(val, train)) == expected
+    assert analysis.overfitting_epoch(history(val, train)) == expected
 
 
 def test_summarize_prefers_earliest_best():
     h = history([0.5, 0.4, 0.4], [0.9, 0.8, 0.7])
-    summary = engine.summarize(h)
+    summary = analysis.summarize(h)
     assert summary["best_epoch"] == 2 and summary["best_accuracy"] == pytest.approx(0.6)
     assert summary["accuracy"] == pytest.approx(0.6)
     assert summary["min_val_loss_epoch"] == 2
@@ -195,14 +198,14 @@ def test_optimizer_groups_may_hold_generators():
 
 
 def test_run_info_records_the_cpu_model():
-    info = engine.run_info(CPU, torch.bfloat16)
+    info = runtime.run_info(CPU, torch.bfloat16)
     assert info["precision"] == "bfloat16" and info["device"] == "cpu"
     assert isinstance(info["cpu"], str) and info["cpu"].strip()
     assert info["cpu_threads"] == torch.get_num_threads() and info["gpu"] is None
 
 
 def test_precision_name_is_the_dtype_without_its_module():
-    assert engine.precision_name(None) == "float32"
-    assert engine.precision_name(torch.bfloat16) == "bfloat16"
-    assert engine.precision_name(torch.float16) == "float16"
-    assert engine.run_info(CPU, None)["precision"] == "float32"
+    assert runtime.precision_name(None) == "float32"
+    assert runtime.precision_name(torch.bfloat16) == "bfloat16"
+    assert runtime.precision_name(torch.float16) == "float16"
+    assert runtime.run_info(CPU, None)["precision"] == "float32"

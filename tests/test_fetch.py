@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from helpers import closed_port
-from stages.lib import fetch
+from stages.lib import archives, fetch
 from stages.lib.common import StageError
 
 PAYLOAD = b"hello, dataset\n" * 1000
@@ -208,7 +208,7 @@ def test_unsafe_tar_refused_before_writing(tmp_path, build, what):
     dest = tmp_path / "dest"
     dest.mkdir()
     with pytest.raises(StageError, match=f"unsafe archive bad.tar.gz: .*{what}"):
-        fetch.extract(archive, dest, max_bytes=LIMIT)
+        archives.extract(archive, dest, max_bytes=LIMIT)
     assert leftovers(dest) == [] and not (tmp_path / "evil.txt").exists()
 
 
@@ -236,7 +236,7 @@ def test_unsafe_zip_refused_before_writing(tmp_path, entry, what):
     dest = tmp_path / "dest"
     dest.mkdir()
     with pytest.raises(StageError, match=f"unsafe archive bad.zip: .*{what}"):
-        fetch.extract(archive, dest, max_bytes=LIMIT)
+        archives.extract(archive, dest, max_bytes=LIMIT)
     assert leftovers(dest) == []
 
 
@@ -246,9 +246,9 @@ def test_safe_archives_extract(tmp_path):
     for archive, rel, content in ((zipped, "top/a/b.txt", b"zip"), (tarred, "top/c.txt", b"tar")):
         dest = tmp_path / f"dest-{archive.name}"
         dest.mkdir()
-        fetch.extract(archive, dest, max_bytes=LIMIT)
+        archives.extract(archive, dest, max_bytes=LIMIT)
         assert (dest / rel).read_bytes() == content
-        assert fetch.single_top_folder(dest) == dest / "top"
+        assert archives.single_top_folder(dest) == dest / "top"
 
 
 def test_tar_extraction_without_pep706_filters(tmp_path, monkeypatch):
@@ -265,19 +265,19 @@ def test_tar_extraction_without_pep706_filters(tmp_path, monkeypatch):
     monkeypatch.setattr(tarfile.TarFile, "extractall", extractall_without_filter)
     good = tar_with(tmp_path / "ok.tar.gz", lambda t: add_file(t, "top/c.txt", b"tar"))
     (tmp_path / "good").mkdir()
-    fetch.extract(good, tmp_path / "good", max_bytes=LIMIT)
+    archives.extract(good, tmp_path / "good", max_bytes=LIMIT)
     assert (tmp_path / "good/top/c.txt").read_bytes() == b"tar"
     bad = tar_with(tmp_path / "bad.tar.gz", lambda t: add_link(t, "top/link", "/etc/passwd"))
     (tmp_path / "bad").mkdir()
     with pytest.raises(StageError, match="unsafe archive bad.tar.gz: link"):
-        fetch.extract(bad, tmp_path / "bad", max_bytes=LIMIT)
+        archives.extract(bad, tmp_path / "bad", max_bytes=LIMIT)
     assert leftovers(tmp_path / "bad") == []
     truncated = tar_with(tmp_path / "cut.tar.gz",
                          lambda t: add_file(t, "top/a.bin", os.urandom(200_000)))
     truncated.write_bytes(truncated.read_bytes()[:100_000])
     (tmp_path / "cut").mkdir()
     with pytest.raises(StageError, match="corrupt or truncated archive cut.tar.gz"):
-        fetch.extract(truncated, tmp_path / "cut", max_bytes=LIMIT)
+        archives.extract(truncated, tmp_path / "cut", max_bytes=LIMIT)
 
 
 @pytest.mark.parametrize("name", ["ok.zip", "ok.tar.gz"])
@@ -292,13 +292,13 @@ def test_truncated_archive_is_a_clear_error(tmp_path, name):
     dest.mkdir()
     with pytest.raises(StageError,
                        match=f"(corrupt|truncated).*{name}|{name}.*(corrupt|truncated)"):
-        fetch.extract(archive, dest, max_bytes=LIMIT)
+        archives.extract(archive, dest, max_bytes=LIMIT)
 
 
 def test_not_an_archive(tmp_path):
     (tmp_path / "x.zip").write_bytes(b"not an archive at all")
     with pytest.raises(StageError, match="neither zip nor tar"):
-        fetch.extract(tmp_path / "x.zip", tmp_path, max_bytes=LIMIT)
+        archives.extract(tmp_path / "x.zip", tmp_path, max_bytes=LIMIT)
 
 
 # ---------------------------------------------------------------- a hostile or broken server

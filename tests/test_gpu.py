@@ -79,8 +79,8 @@ def test_a_model_saved_on_the_gpu_loads_where_cuda_is_hidden(tmp_path):
 
 NCCL = """
 import datetime, torch, torch.distributed as dist
-from stages.lib import distributed
-store, _ = distributed._loopback_store(60)
+from stages.lib import distributed, launcher
+store, _ = launcher._loopback_store(60)
 assert store is not None, "this torch has no TCPStore(master_listen_fd=...)"
 dist.init_process_group("nccl", store=store, rank=0, world_size=1,
                         timeout=datetime.timedelta(seconds=60),

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from stages.lib import common, data, engine, files
+from stages.lib import checkpoints, common, data, engine, files
 from stages.lib.common import StageError
 
 
@@ -54,27 +54,27 @@ def test_a_same_size_image_swapped_in_changes_the_fingerprint(tmp_path, monkeypa
     folder.mkdir(parents=True)
     (folder / "a.jpg").write_bytes(b"A" * 100)
     (folder / "b.jpg").write_bytes(b"B" * 100)
-    before = engine.fingerprint_of({"lr": 0.1}, tmp_path / "images")
-    assert engine.fingerprint_of({"lr": 0.1}, tmp_path / "images") == before   # cached
+    before = checkpoints.fingerprint_of({"lr": 0.1}, tmp_path / "images")
+    assert checkpoints.fingerprint_of({"lr": 0.1}, tmp_path / "images") == before   # cached
     (folder / "b.jpg").write_bytes(b"C" * 100)   # same size, other content
-    assert engine.fingerprint_of({"lr": 0.1}, tmp_path / "images") != before
+    assert checkpoints.fingerprint_of({"lr": 0.1}, tmp_path / "images") != before
 
 
 def test_the_digest_cache_is_used_until_size_or_time_change(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "x.bin"
     path.write_bytes(b"x" * 10)
-    cache = engine.DigestCache()
+    cache = checkpoints.DigestCache()
     first = cache.digest(path)
     cache.save()
     reads = []
     real_open = open
     monkeypatch.setattr("builtins.open", lambda *a, **k: reads.append(a[0]) or real_open(*a, **k))
-    assert engine.DigestCache().digest(path) == first and path not in reads
+    assert checkpoints.DigestCache().digest(path) == first and path not in reads
     stamp = path.stat()
     path.write_bytes(b"y" * 10)
     os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 10**9))
-    assert engine.DigestCache().digest(path) != first
+    assert checkpoints.DigestCache().digest(path) != first
 
 
 def test_a_hostile_pickle_is_refused_in_one_line_without_torch_s_advice(tmp_path):
@@ -152,7 +152,7 @@ def test_image_size_has_an_upper_bound():
 def state(epochs_done, **change):
     record = {"epoch": 1, "train_loss": 1.0, "train_accuracy": 0.5, "val_loss": 1.0,
               "val_accuracy": 0.5, "seconds": 1.0}
-    whole = {k: None for k in engine.STATE_KEYS}
+    whole = {k: None for k in checkpoints.STATE_KEYS}
     whole.update(history=[dict(record, epoch=e) for e in range(1, epochs_done + 1)], rng=[{}])
     whole.update(change)
     return whole
@@ -168,7 +168,7 @@ def state(epochs_done, **change):
     (state(2, rng=5), "it holds the random state of 0 processes, not 1"),
 ])
 def test_a_resumed_state_is_checked_before_use(saved, problem):
-    assert engine.state_problem(saved, 50, 1) == problem
+    assert checkpoints.state_problem(saved, 50, 1) == problem
 
 
 def test_compare_checks_lengths_before_labels():

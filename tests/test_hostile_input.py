@@ -21,7 +21,7 @@ import pytest
 
 from helpers import OUTS, assert_one_line_error, cifar_folder, run_stage, stage_env, stage_error
 from stages import download
-from stages.lib import data, fetch
+from stages.lib import archives, data, fetch
 from stages.lib.common import StageError
 from tiny_mirror import write_sha256sums
 
@@ -189,7 +189,7 @@ def test_a_zip_that_unpacks_past_the_limit_is_refused_before_writing(tmp_path):
     with pytest.raises(StageError, match=r"archive bomb\.zip unpacks to 3\.0 MiB, more than "
                                          r"the limit of 1\.0 MiB \(params\.yaml: "
                                          r"download\.max_unpacked_mb\)"):
-        fetch.extract(archive, dest, max_bytes=1 << 20)
+        archives.extract(archive, dest, max_bytes=1 << 20)
     assert list(dest.iterdir()) == []
 
 
@@ -203,7 +203,7 @@ def test_a_tar_that_unpacks_past_the_limit_is_refused_before_writing(tmp_path):
     dest = tmp_path / "out"
     dest.mkdir()
     with pytest.raises(StageError, match=r"unpacks to 3\.0 MiB, more than the limit of 2\.0 MiB"):
-        fetch.extract(archive, dest, max_bytes=2 << 20)
+        archives.extract(archive, dest, max_bytes=2 << 20)
     assert list(dest.iterdir()) == []
 
 
@@ -214,8 +214,8 @@ def test_a_gzip_bomb_stops_at_the_limit(tmp_path):
             f.write(b"\0" * (1 << 20))
     with pytest.raises(StageError, match=r"train-images-idx3-ubyte\.gz unpacks to more than the "
                                          r"limit of 4\.0 MiB"):
-        fetch.gunzip(path, max_bytes=4 << 20)
-    assert fetch.gunzip(path, max_bytes=8 << 20) == b"\0" * (8 << 20)
+        archives.gunzip(path, max_bytes=4 << 20)
+    assert archives.gunzip(path, max_bytes=8 << 20) == b"\0" * (8 << 20)
 
 
 def test_a_full_disk_is_named_with_needed_and_free(tmp_path, monkeypatch):
@@ -227,7 +227,7 @@ def test_a_full_disk_is_named_with_needed_and_free(tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10, 9, 1000))
     with pytest.raises(StageError, match=r"^no space left on device for unpacking a\.zip "
                                          r"\(needed 4\.9 KiB, free 1000 B in "):
-        fetch.extract(archive, dest, max_bytes=1 << 30)
+        archives.extract(archive, dest, max_bytes=1 << 30)
     assert list(dest.iterdir()) == []
 
 
@@ -250,7 +250,7 @@ def test_the_limit_is_a_param(project, mirror):
 def test_a_stray_file_beside_the_archive_folder_is_fine(tmp_path):
     (tmp_path / "hymenoptera_data" / "train").mkdir(parents=True)
     (tmp_path / "README.txt").write_text("hello")
-    assert fetch.single_top_folder(tmp_path) == tmp_path / "hymenoptera_data"
+    assert archives.single_top_folder(tmp_path) == tmp_path / "hymenoptera_data"
 
 
 # ---------------------------------------------------------------- leftovers, orphans, locks

@@ -65,9 +65,20 @@ def test_load_imagenet_names_what_does_not_fit():
     assert torch.equal(model.backbone.conv1.weight, before)  # nothing loaded
 
 
-@pytest.mark.parametrize("name, classes", [("simple_cnn", 10), ("alexnet", 10), ("resnet50", 2)])
-def test_build(name, classes):
-    assert isinstance(models.build(name, classes), models.MODELS[name])
+@pytest.mark.parametrize("name, kind, classes, image", [
+    ("simple_cnn", models.SimpleCNN, 10, (1, 28, 28)),
+    ("alexnet", models.AlexNet, 10, (3, 32, 32)),
+    ("resnet50", models.ResNet50, 2, (3, 64, 64))])
+def test_build(name, kind, classes, image):
+    """Each name builds its model, whose logits have one column per class and are head(embed)."""
+    torch.manual_seed(0)
+    model = models.build(name, classes).eval()
+    assert type(model) is kind
+    x = torch.randn(2, *image)
+    with torch.no_grad():
+        logits = model(x)
+        assert logits.shape == (2, classes)
+        assert torch.allclose(model.head(model.embed(x)), logits)
 
 
 def test_dropout_matches_nn_dropout_semantics():

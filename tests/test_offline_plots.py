@@ -366,11 +366,11 @@ ADMITTED = ["javascript:alert(1)", "${alert(2)}", "{{constructor.constructor(3)(
 def test_the_writers_refuse_a_name_that_would_end_the_script_block(tmp_path):
     import numpy as np
 
-    from stages.lib import data, plots
+    from stages.lib import names, plots
     from stages.lib.common import StageError
 
     with pytest.raises(StageError, match="class names must not contain"):
-        data.check_class_name(SCRIPT_PAYLOAD, "test")
+        names.check_class_name(SCRIPT_PAYLOAD, "test")
     with pytest.raises(StageError, match="class named .*</script>"):
         plots.write_confusion(tmp_path, np.array([0, 1]), np.array([0, 1]),
                               ["cat", SCRIPT_PAYLOAD], "title")
@@ -384,10 +384,10 @@ def test_a_plots_page_runs_no_script_from_class_names(tmp_path):
     (strings in the chart's JSON), not code."""
     import numpy as np
 
-    from stages.lib import data, plots
+    from stages.lib import names, plots
 
     for name in ADMITTED:
-        data.check_class_name(name, "test")
+        names.check_class_name(name, "test")
     repo = tmp_path / "repo"
     repo.mkdir()
     env = stage_env()

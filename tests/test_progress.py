@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import Tiny
-from stages.lib import analysis, data, engine, fetch
+from helpers import Tiny, tiny_dataset
+from stages.lib import analysis, archives, data, engine, fetch, progress
 from stages.lib.common import StageError
 from stages.lib.runtime import seed_everything
 
@@ -28,20 +28,11 @@ class Terminal(io.StringIO):
         return True
 
 
-def tiny_data(n=64):
-    g = torch.Generator().manual_seed(0)
-    labels = torch.arange(n) % 2
-    images = torch.randint(0, 60, (n, 1, 8, 8), generator=g, dtype=torch.uint8)
-    images[labels == 0, :, :4] += 150
-    images[labels == 1, :, 4:] += 150
-    return images, labels
-
-
 def train(epochs=2):
     """engine.fit on a tiny model (16 samples a batch: 4 train, 2 val batches an epoch); the
     final state dict."""
     seed_everything(0)
-    x, y = tiny_data()
+    x, y = tiny_dataset(64)
     model = engine.prepare(Tiny(), CPU)
     optimizer = engine.make_optimizer("adam", model.parameters(), 0.01)
     generator = torch.Generator().manual_seed(0)
@@ -61,7 +52,7 @@ def on_a_terminal(monkeypatch):
 
 
 def test_log_gets_a_flushed_line_per_interval_with_rate_and_eta(monkeypatch, capsys):
-    monkeypatch.setenv(engine.PROGRESS_ENV, "0")   # a line after every batch
+    monkeypatch.setenv(progress.PROGRESS_ENV, "0")   # a line after every batch
     train(epochs=2)
     out, err = capsys.readouterr()
     lines = out.splitlines()
@@ -78,20 +69,20 @@ def test_log_gets_a_flushed_line_per_interval_with_rate_and_eta(monkeypatch, cap
 
 
 def test_lines_wait_for_the_interval(monkeypatch, capsys):
-    monkeypatch.delenv(engine.PROGRESS_ENV, raising=False)   # 30 s: a tiny run prints nothing
+    monkeypatch.delenv(progress.PROGRESS_ENV, raising=False)   # 30 s: a tiny run prints nothing
     train(epochs=1)
     assert capsys.readouterr() == ("", "")
 
 
 def test_progress_never_changes_the_weights(monkeypatch):
     terminal = on_a_terminal(monkeypatch)
-    monkeypatch.setenv(engine.PROGRESS_ENV, "off")
+    monkeypatch.setenv(progress.PROGRESS_ENV, "off")
     silent = train()
-    monkeypatch.setenv(engine.PROGRESS_ENV, "0")
+    monkeypatch.setenv(progress.PROGRESS_ENV, "0")
     monkeypatch.setattr(sys, "stderr", io.StringIO())     # a log: lines
     logged = train()
     monkeypatch.setattr(sys, "stderr", terminal)          # a terminal: a bar reading the loss
-    monkeypatch.setattr(engine, "BAR_LOSS_INTERVAL", 0.0)
+    monkeypatch.setattr(progress, "BAR_LOSS_INTERVAL", 0.0)
     shown = train()
     assert "loss " in terminal.getvalue()
     for key in silent:
@@ -100,7 +91,7 @@ def test_progress_never_changes_the_weights(monkeypatch):
 
 def test_terminal_gets_a_bar_per_pass_and_no_lines(monkeypatch, capsys):
     terminal = on_a_terminal(monkeypatch)
-    monkeypatch.setenv(engine.PROGRESS_ENV, "0")
+    monkeypatch.setenv(progress.PROGRESS_ENV, "0")
     train(epochs=2)
     bar = terminal.getvalue()
     assert "epoch 1/2 train" in bar and "epoch 2/2 val" in bar and "batch/s" in bar
@@ -109,38 +100,38 @@ def test_terminal_gets_a_bar_per_pass_and_no_lines(monkeypatch, capsys):
 
 
 def test_run_epoch_takes_the_total_from_len_and_draws_on_the_given_file():
-    x, y = tiny_data()
+    x, y = tiny_dataset(64)
     batches = list(data.batches(x, y, 16, **NORM))   # has len(), as a DataLoader does
     model = engine.prepare(Tiny(), CPU)
     stream = io.StringIO()
     engine.run_epoch(model, batches, CPU, None,
-                     progress=engine.Progress("check", file=stream, disable=False))
+                     progress=progress.Progress("check", file=stream, disable=False))
     assert "check:   0%|          | 0/4 " in stream.getvalue()
     stream = io.StringIO()   # not a terminal: lines, into the same file
     engine.run_epoch(model, batches, CPU, None,
-                     progress=engine.Progress("check", file=stream, interval=0))
+                     progress=progress.Progress("check", file=stream, interval=0))
     lines = stream.getvalue().splitlines()
     assert [line.split(",")[0] for line in lines] == [f"  check: batch {i}/4" for i in (1, 2, 3, 4)]
 
 
 def test_disabled_shows_nothing(monkeypatch, capsys):
     terminal = on_a_terminal(monkeypatch)
-    x, y = tiny_data()
+    x, y = tiny_dataset(64)
     model = engine.prepare(Tiny(), CPU)
-    monkeypatch.setenv(engine.PROGRESS_ENV, "0")
+    monkeypatch.setenv(progress.PROGRESS_ENV, "0")
     engine.run_epoch(model, data.batches(x, y, 16, **NORM), CPU, None)   # progress=None
     engine.run_epoch(model, data.batches(x, y, 16, **NORM), CPU, None,
-                     progress=engine.Progress("x", disable=True))
+                     progress=progress.Progress("x", disable=True))
     engine.predict(model, data.batches(x, y, 16, **NORM), CPU, None, progress=None)
-    monkeypatch.setenv(engine.PROGRESS_ENV, "off")   # off: neither lines nor a bar
+    monkeypatch.setenv(progress.PROGRESS_ENV, "off")   # off: neither lines nor a bar
     train(epochs=1)
     engine.predict(model, data.batches(x, y, 16, **NORM), CPU, None)
     assert terminal.getvalue() == "" and capsys.readouterr() == ("", "")
 
 
 def test_predict_shows_progress_too(monkeypatch, capsys):
-    x, y = tiny_data()
-    monkeypatch.setenv(engine.PROGRESS_ENV, "0")
+    x, y = tiny_dataset(64)
+    monkeypatch.setenv(progress.PROGRESS_ENV, "0")
     preds, labels = engine.predict(engine.prepare(Tiny(), CPU), data.batches(x, y, 16, **NORM),
                                    CPU, None)
     assert len(preds) == 64 and torch.equal(labels, y)
@@ -149,9 +140,10 @@ def test_predict_shows_progress_too(monkeypatch, capsys):
 
 @pytest.mark.parametrize("value", ["soon", "-1", "inf", "nan"])
 def test_a_bad_interval_is_one_line(monkeypatch, value):
-    monkeypatch.setenv(engine.PROGRESS_ENV, value)
-    with pytest.raises(StageError, match=rf"^{engine.PROGRESS_ENV}={value}: expected the seconds"):
-        engine.Progress("x")
+    monkeypatch.setenv(progress.PROGRESS_ENV, value)
+    with pytest.raises(StageError,
+                       match=rf"^{progress.PROGRESS_ENV}={value}: expected the seconds"):
+        progress.Progress("x")
 
 
 # ---------------------------------------------------------------- downloads, archives, t-SNE
@@ -174,7 +166,7 @@ def test_download_says_what_and_how_far_in_a_log(monkeypatch, capsys, tmp_path):
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
-        monkeypatch.setenv(engine.PROGRESS_ENV, "0")
+        monkeypatch.setenv(progress.PROGRESS_ENV, "0")
         monkeypatch.setattr(fetch, "CHUNK", len(PAYLOAD) // 4)
         url = f"http://127.0.0.1:{httpd.server_address[1]}/data.bin"
         fetch.download([url], tmp_path / "data.bin", checksum=hashlib.sha256(PAYLOAD).hexdigest(),
@@ -194,7 +186,7 @@ def test_extraction_says_when_it_starts_and_ends(tmp_path, capsys):
             info.size = 2048
             tf.addfile(info, io.BytesIO(b"x" * 2048))
     (tmp_path / "out").mkdir()
-    fetch.extract(archive, tmp_path / "out", max_bytes=1 << 20)
+    archives.extract(archive, tmp_path / "out", max_bytes=1 << 20)
     first, last = capsys.readouterr().out.splitlines()
     assert first.startswith("extracting set.tar (") and "2 entries, 4.0 KiB into " in first
     assert last.startswith("extracted set.tar: 4.0 KiB in ") and last.endswith(" s")

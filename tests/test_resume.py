@@ -12,8 +12,8 @@ import sys
 import pytest
 import torch
 
-from helpers import checkpoints, copy_project, edit_params, run_stage, stage_env
-from stages.lib import engine, files
+from helpers import copy_project, edit_params, run_stage, saved_states, stage_env
+from stages.lib import checkpoints, files
 from stages.lib.common import StageError
 
 SMALL = {"alexnet.epochs": 3, "alexnet.batch_size": 32, "alexnet.eval_batch_size": 64}
@@ -67,7 +67,7 @@ def kill_in_epoch_2(project):
             break
     process.wait(timeout=60)
     assert process.returncode == -signal.SIGKILL, process.stderr.read()
-    [path] = checkpoints(project, "alexnet")
+    [path] = saved_states(project, "alexnet")
     state = torch.load(path, weights_only=True)
     assert 1 <= state["epoch"] < 3 and len(state["history"]) == state["epoch"]
     assert not (project / "metrics/alexnet.json").exists()
@@ -77,40 +77,40 @@ def kill_in_epoch_2(project):
 def test_killed_mid_epoch_resumes_to_identical_bytes(reference, cifar, tmp_path):
     project = make(tmp_path / "project", cifar)
     epoch = kill_in_epoch_2(project)
-    [path] = checkpoints(project, "alexnet")
+    [path] = saved_states(project, "alexnet")
     result = run_stage(project, "stages.train", "alexnet", "cifar10")
     assert result.returncode == 0, result.stderr
     assert f"resuming after epoch {epoch} of 3 from {path.relative_to(project)}" in result.stdout
     assert contents(project) == contents(reference)
-    assert checkpoints(project, "alexnet") == []   # a finished run keeps no training state
+    assert saved_states(project, "alexnet") == []   # a finished run keeps no training state
 
 
 def test_a_checkpoint_of_other_params_is_discarded(reference, cifar, tmp_path):
     project = make(tmp_path / "project", cifar)
     kill_in_epoch_2(project)
-    [first] = checkpoints(project, "alexnet")
+    [first] = saved_states(project, "alexnet")
     edit_params(project, {"alexnet.lr": 0.001})
     result = run_stage(project, "stages.train", "alexnet", "cifar10")
     assert result.returncode == 0, result.stderr
     assert "resuming" not in result.stdout
     # the other params' state stays, to resume when they come back; this run's own is gone
-    assert checkpoints(project, "alexnet") == [first]
+    assert saved_states(project, "alexnet") == [first]
     # a state whose file name matches but whose content names other params is not used
-    assert engine.load_training_state(first, "1" * 16) is None
+    assert checkpoints.load_training_state(first, "1" * 16) is None
 
 
 def test_older_unfinished_runs_are_removed_beyond_the_newest(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".dvc").mkdir()
-    states = [engine.checkpoint_path("alexnet", f"{i:016x}") for i in range(4)]
+    states = [checkpoints.checkpoint_path("alexnet", f"{i:016x}") for i in range(4)]
     for i, path in enumerate(states):
         files.save_torch({"epoch": 1}, path)
         os.utime(path, (1000 + i, 1000 + i))
     leftover = path.parent / ".alexnet.0000000000000009.pt.abcd"   # a save killed midway
     leftover.write_bytes(b"x")
-    other = engine.checkpoint_path("simple_cnn", "f" * 16)
+    other = checkpoints.checkpoint_path("simple_cnn", "f" * 16)
     files.save_torch({"epoch": 1}, other)
-    engine.tidy_checkpoints(states[0])
+    checkpoints.tidy_checkpoints(states[0])
     kept = sorted(p.name for p in path.parent.iterdir())
     assert kept == sorted([states[0].name, states[3].name, states[2].name, other.name])
     assert f"removed the training state of an older unfinished run: {states[1]}" \
@@ -123,20 +123,20 @@ def test_the_fingerprint_follows_params_code_and_data(tmp_path):
     code, data = tmp_path / "code.py", tmp_path / "train.pt"
     code.write_text("x = 1\n")
     data.write_bytes(b"data")
-    base = engine.fingerprint_of({"lr": 0.1}, code, data)
-    assert engine.fingerprint_of({"lr": 0.1}, code, data) == base
-    assert engine.fingerprint_of({"lr": 0.2}, code, data) != base
+    base = checkpoints.fingerprint_of({"lr": 0.1}, code, data)
+    assert checkpoints.fingerprint_of({"lr": 0.1}, code, data) == base
+    assert checkpoints.fingerprint_of({"lr": 0.2}, code, data) != base
     code.write_text("x = 2\n")
-    assert engine.fingerprint_of({"lr": 0.1}, code, data) != base
+    assert checkpoints.fingerprint_of({"lr": 0.1}, code, data) != base
     code.write_text("x = 1\n")
     data.write_bytes(b"other")
-    assert engine.fingerprint_of({"lr": 0.1}, code, data) != base
+    assert checkpoints.fingerprint_of({"lr": 0.1}, code, data) != base
 
 
 def test_a_damaged_checkpoint_is_not_resumed(reference, cifar, tmp_path):
     project = make(tmp_path / "project", cifar)
     kill_in_epoch_2(project)
-    [path] = checkpoints(project, "alexnet")
+    [path] = saved_states(project, "alexnet")
     path.write_bytes(path.read_bytes()[:1000])
     result = run_stage(project, "stages.train", "alexnet", "cifar10")
     assert result.returncode == 0, result.stderr
@@ -173,10 +173,10 @@ def test_rng_state_round_trips_through_a_weights_only_file(tmp_path):
     import numpy as np
 
     generator = torch.Generator().manual_seed(3)
-    files.save_torch(engine.get_rng_state([generator]), tmp_path / "rng.pt")
+    files.save_torch(checkpoints.get_rng_state([generator]), tmp_path / "rng.pt")
     expected = (torch.rand(3), torch.rand(2, generator=generator), np.random.rand(2),
                 random.random())
-    engine.set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True), [generator])
+    checkpoints.set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True), [generator])
     again = (torch.rand(3), torch.rand(2, generator=generator), np.random.rand(2),
              random.random())
     assert torch.equal(expected[0], again[0]) and torch.equal(expected[1], again[1])

@@ -1,17 +1,11 @@
 """Bad input stops a stage before any work, with one clear line and exit status 1."""
-import re
 import shutil
 
 import pytest
 import torch
 import torchvision
 
-from helpers import DELETE, assert_one_line_error, copy_project, edit_params, run_stage, stage_error
-
-
-def fails(project, monkeypatch, pattern, module, *args):
-    message = stage_error(project, module, *args, monkeypatch=monkeypatch)
-    assert re.search(pattern, message), message
+from helpers import DELETE, assert_one_line_error, copy_project, edit_params, fails, run_stage
 
 
 @pytest.mark.parametrize("key, value, pattern", [

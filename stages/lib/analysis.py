@@ -102,3 +102,33 @@ def judge(features, labels, cfg, seed):
 
 def fmt(value):
     return "n/a" if value is None else f"{value:.3f}"
+
+
+def summarize(history):
+    """The numbers a training history comes to. `accuracy` is the last epoch's validation
+    accuracy (what the practical reports), `best_accuracy` and `best_epoch` the best epoch's
+    (the earliest on ties): the keys of every trained model's metrics file."""
+    best = max(history, key=lambda r: (r["val_accuracy"], -r["epoch"]))
+    last = history[-1]
+    min_val_loss = min(history, key=lambda r: (r["val_loss"], r["epoch"]))
+    return {"accuracy": last["val_accuracy"], "best_accuracy": best["val_accuracy"],
+            "best_epoch": best["epoch"], "final_val_loss": last["val_loss"],
+            "final_train_accuracy": last["train_accuracy"], "final_train_loss": last["train_loss"],
+            "min_val_loss": min_val_loss["val_loss"], "min_val_loss_epoch": min_val_loss["epoch"],
+            "overfitting_from_epoch": overfitting_epoch(history)}
+
+
+HEADLINE = ("accuracy", "best_accuracy", "best_epoch")   # metrics/**.json of a trained model
+
+
+def overfitting_epoch(history):
+    """The epoch after which validation loss stops improving while training loss keeps
+    falling: the epoch of the minimum val loss, provided it is not the last epoch and the
+    training loss at the end is below its value then; None otherwise (no sign of overfitting)."""
+    best = min(range(len(history)), key=lambda i: (history[i]["val_loss"], i))
+    if best == len(history) - 1:
+        return None
+    later = history[best + 1:]
+    if later[-1]["train_loss"] < history[best]["train_loss"]:
+        return history[best]["epoch"]
+    return None

@@ -10,6 +10,7 @@ import torch
 
 from .common import StageError, seed_for
 from .files import load_torch
+from .names import check_class_name
 
 MNIST_CLASSES = [str(d) for d in range(10)]
 # Per-channel mean and std of the training images, in [0, 1] units.
@@ -242,21 +243,6 @@ def random_crop_flip(x, generator, pad=4):
 
 
 # ---------------------------------------------------------------- ImageFolder data
-
-UNSAFE_IN_NAMES = re.compile(r"[<>&\"'\\\x00-\x1f\x7f]")   # markup, quotes, escapes, controls
-FORMULA_START = ("=", "+", "-", "@")   # a spreadsheet reads a cell that starts so as a formula
-
-
-def check_class_name(name, where):
-    """Class names travel into the report's HTML and Markdown, `dvc plots` pages (inside a
-    <script> block) and CSV files opened in spreadsheets: a name with markup characters,
-    quotes, a backslash, a control character or a newline, or one that starts like a formula,
-    is refused, naming it and the rule."""
-    if UNSAFE_IN_NAMES.search(name) or name.startswith(FORMULA_START) or not name.strip():
-        raise StageError(f"{where} has a class named {name!r}: class names must not contain "
-                         "< > & quotes, a backslash or control characters, nor start with "
-                         "= + - @ (they reach HTML, scripts and spreadsheets)")
-
 
 def image_folder_classes(root, label=None):
     """Check an ImageFolder layout (train/<class>/..., val/<class>/...) and return its classes.

@@ -6,7 +6,6 @@ GradScaler for fp16. channels_last memory layout on CUDA and CPU, where oneDNN a
 convolutions prefer it (benchmarks/epoch_speed.py compares).
 """
 import math
-import platform
 import time
 from pathlib import Path
 
@@ -14,9 +13,18 @@ import torch
 import torch.nn.functional as F
 
 from . import cpu_layers, distributed, models
-from .common import StageError, private_dir
-from .files import load_error, load_torch, torch_load
+from .checkpoints import (
+    get_rng_state,
+    load_training_state,
+    save_training_state,
+    set_rng_state,
+    state_problem,
+    tidy_checkpoints,
+)
+from .common import StageError
+from .files import load_error, load_torch
 from .params import OPTIMIZERS
+from .progress import Progress
 
 
 def load_checkpoint(path, device):
@@ -40,33 +48,6 @@ def stage_of(model_path):
     models/transfer/scratch.pt -> transfer@scratch."""
     path = Path(model_path)
     return f"{'transfer' if path.parent.name == 'transfer' else 'train'}@{path.stem}"
-
-
-def cpu_name():
-    """The CPU model ("model name" in /proc/cpuinfo on Linux), else what platform knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def precision_name(amp_dtype):
-    """"bfloat16", "float16" or "float32" (amp_dtype None: no autocast)."""
-    return str(amp_dtype or torch.float32).removeprefix("torch.")
-
-
-def run_info(device, amp_dtype, why=None):
-    """How a stage ran, for models/*.run.json and the report header; `why`: why that
-    precision (runtime.precision_choice)."""
-    return {"device": str(device), "precision": precision_name(amp_dtype),
-            "precision_reason": why,
-            "torch": torch.__version__, "python": platform.python_version(),
-            "cpu": cpu_name(), "cpu_threads": torch.get_num_threads(),
-            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
 
 
 def make_optimizer(name, groups, lr, momentum=0.9, weight_decay=0.0):
@@ -128,117 +109,6 @@ def _to_device(x, y, device):
     if device.type in ("cuda", "cpu") and x.ndim == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     return x, y.to(device, non_blocking=True)
-
-
-PROGRESS_ENV = "PROGRESS_INTERVAL"
-# Seconds between progress lines when the output is a log, not a terminal (default 30; 0:
-# after every batch; "off": no progress at all, bar included). An environment variable, not a
-# params.yaml key: it changes no result, and DVC reruns a stage when one of its params changes.
-DEFAULT_PROGRESS_INTERVAL = 30.0
-# Seconds between reads of the running loss shown in a terminal's bar (each read waits for
-# the device on CUDA; the bar itself reads nothing from the device).
-BAR_LOSS_INTERVAL = 2.0
-
-
-def progress_interval():
-    """PROGRESS_ENV's seconds between progress lines in a log; None when it says "off"."""
-    import os
-
-    value = os.environ.get(PROGRESS_ENV, "").strip()
-    if not value:
-        return DEFAULT_PROGRESS_INTERVAL
-    if value.lower() == "off":
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = math.nan
-    if not (0 <= seconds < math.inf):
-        raise StageError(f"{PROGRESS_ENV}={value}: expected the seconds between progress lines "
-                         "(0: every batch) or 'off'")
-    return seconds
-
-
-class Progress:
-    """Progress through one pass over batches, shown while it runs: a tqdm bar (batches, rate,
-    ETA, running loss) when the output is a terminal, else (a log: `dvc exp run --queue`, a
-    pipe) a flushed line at most every `interval` seconds. It never changes what the pass
-    computes, and reads nothing from the device but the running loss, every so often.
-
-    desc: what the pass is ("epoch 3/15 train"); total: its number of batches, when known
-    (run_epoch and predict take len(batches) where there is one). interval: seconds between
-    lines in a log, by default from PROGRESS_ENV. file: the stream of the bar and the lines
-    (default: the bar on stderr, as tqdm, the lines on stdout). disable: True shows nothing;
-    None (tqdm's meaning) a bar only when `file` is a terminal, else lines; False a bar always.
-    `n` is the number of batches done."""
-
-    def __init__(self, desc, total=None, *, interval=None, file=None, disable=None):
-        self.desc, self.total, self.file, self.disable, self.n = desc, total, file, disable, 0
-        self.interval, self.bar = interval, None
-        if disable is not True and interval is None:
-            self.interval = progress_interval()
-            if self.interval is None:   # PROGRESS_ENV=off
-                self.disable = True
-
-    @classmethod
-    def of(cls, progress, batches):
-        """`progress` (None: nothing shown, a string: its description, or a Progress) as a
-        Progress, its total taken from len(batches) when it has none."""
-        if not isinstance(progress, Progress):
-            progress = cls("", disable=True) if progress is None else cls(progress)
-        if progress.total is None and progress.disable is not True:
-            try:
-                progress.total = len(batches)
-            except TypeError:   # a generator: the number of batches is not known
-                pass
-        return progress
-
-    def __enter__(self):
-        self.start = self.shown = time.monotonic()
-        if self.disable is not True:
-            from tqdm import tqdm
-
-            bar = tqdm(total=self.total, desc=self.desc, unit="batch", leave=False,
-                       file=self.file, disable=self.disable, dynamic_ncols=True)
-            self.bar = None if bar.disable else bar
-        return self
-
-    def step(self, loss_sum=None, count=0):
-        """One batch done; `loss_sum` (a tensor) over `count` samples is the running loss."""
-        self.n += 1
-        if self.disable is True:
-            return
-        now = time.monotonic()
-        if self.bar is not None:
-            if loss_sum is not None and now - self.shown >= BAR_LOSS_INTERVAL:
-                self.shown = now
-                self.bar.set_postfix_str(f"loss {loss_sum.item() / count:.4f}")  # redraws now
-            self.bar.update()
-        elif self.interval is not None and now - self.shown >= self.interval:
-            self.shown = now
-            print(self.line(now, loss_sum, count), file=self.file, flush=True)
-
-    def line(self, now, loss_sum=None, count=0):
-        """"  epoch 3/15 train: batch 120/782, 4.10 batch/s, 2:41 left, loss 1.2345" (indented:
-        the per-epoch summary lines stay the only ones that start with "epoch")."""
-        from tqdm import tqdm
-
-        elapsed = now - self.start
-        rate = self.n / elapsed if elapsed > 0 else 0.0
-        parts = [f"batch {self.n}" + (f"/{self.total}" if self.total else ""),
-                 f"{rate:.2f} batch/s"]
-        if self.total and rate > 0:
-            parts.append(f"{tqdm.format_interval(max(self.total - self.n, 0) / rate)} left")
-        else:
-            parts.append(f"{tqdm.format_interval(elapsed)} elapsed")
-        if loss_sum is not None and count:
-            parts.append(f"loss {loss_sum.item() / count:.4f}")
-        return f"  {self.desc}: {', '.join(parts)}"
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.close()
-        return False
 
 
 def run_epoch(model, batches, device, amp_dtype, optimizer=None, scaler=None, progress=None,
@@ -372,205 +242,6 @@ def fit(model, *, train_batches, val_batches, epochs, optimizer, device, amp_dty
     return history, model.state_dict() if ctx.main else None
 
 
-# ---------------------------------------------------------------- checkpoints
-
-def fingerprint_of(*parts):
-    """A short SHA-256 over `parts` (params dicts, file and folder paths whose content counts):
-    what a checkpoint must match to be resumed. Files count by their content, a folder by the
-    names and contents of all its files (an image replaced by another of the same size during
-    an interruption is seen); digests are remembered by size and modification time
-    (DigestCache) so that thousands of images are hashed once."""
-    import hashlib
-    import json
-
-    cache = DigestCache()
-    h = hashlib.sha256()
-    for part in parts:
-        if isinstance(part, Path):
-            if part.is_dir():
-                for f in sorted(p for p in part.rglob("*") if p.is_file()):
-                    h.update(f"{f.relative_to(part)}\0{cache.digest(f)}\0".encode())
-            elif part.is_file():
-                h.update(cache.digest(part).encode())
-            else:
-                h.update(f"missing {part}".encode())
-        else:
-            h.update(json.dumps(part, sort_keys=True, default=str).encode())
-        h.update(b"\1")
-    cache.save()
-    return h.hexdigest()[:16]
-
-
-class DigestCache:
-    """SHA-256 of files, remembered in .dvc/tmp/digests/digests.json by path, size and
-    modification time (as DVC's own state database does): a file is read again only when one
-    of them changed."""
-
-    def __init__(self):
-        import json
-
-        self.path = private_dir("digests") / "digests.json"
-        try:
-            self.known = json.loads(self.path.read_text())
-            if not isinstance(self.known, dict):
-                self.known = {}
-        except (OSError, ValueError):
-            self.known = {}
-        self.changed = False
-
-    def digest(self, path):
-        import hashlib
-
-        stat = path.stat()
-        key, stamp = str(path.resolve()), [stat.st_size, stat.st_mtime_ns]
-        entry = self.known.get(key)
-        if isinstance(entry, list) and entry[:2] == stamp and len(entry) == 3:
-            return entry[2]
-        with open(path, "rb") as f:
-            value = hashlib.file_digest(f, "sha256").hexdigest()
-        self.known[key], self.changed = [*stamp, value], True
-        return value
-
-    def save(self):
-        import json
-
-        from .files import write_atomic
-
-        if self.changed:
-            write_atomic(self.path, json.dumps(self.known).encode())
-
-
-def code_files():
-    """The pipeline's own source files: a checkpoint written by other code is not resumed."""
-    root = Path(__file__).resolve().parents[1]
-    return sorted(root.rglob("*.py"))
-
-
-def save_training_state(path, fingerprint, *, model, optimizer, scheduler, scaler, rng,
-                        history):
-    """Everything the next epoch depends on, written atomically (a kill during the save leaves
-    the previous checkpoint as it was). Loadable with weights_only=True: tensors, numbers,
-    strings, lists and dicts only. `rng`: every rank's get_rng_state(), in rank order."""
-    from .files import save_torch
-
-    save_torch({"fingerprint": fingerprint, "epoch": len(history),
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "rng": rng, "history": history}, path)
-
-
-CHECKPOINTS_KEPT = 2   # unfinished runs of one stage whose state is kept, to resume them
-
-
-def checkpoint_path(name, fingerprint):
-    """Where a training stage keeps its state after each epoch: a file named for the stage and
-    its fingerprint in .dvc/tmp/checkpoints/ (common.private_dir), outside DVC's outputs, so
-    that DVC can restore the stage from its run-cache. A run killed with one set of params and
-    a run with another keep separate files: going back to the first resumes it."""
-    return private_dir("checkpoints") / f"{name}.{fingerprint}.pt"
-
-
-def tidy_checkpoints(path):
-    """Before training into checkpoint `path`: remove what killed runs of the same stage left
-    in its folder (the hidden temporary files of an interrupted save; the stage lock says no
-    other run of this stage is alive) and the states of older unfinished runs of other params,
-    code or data beyond the CHECKPOINTS_KEPT newest, each removal said in one line."""
-    path = Path(path)
-    name = path.name.split(".")[0]
-    for leftover in path.parent.glob(f".{name}.*"):
-        leftover.unlink(missing_ok=True)
-    others = sorted((p for p in path.parent.glob(f"{name}.*.pt") if p != path),
-                    key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in others[CHECKPOINTS_KEPT:]:
-        old.unlink(missing_ok=True)
-        print(f"removed the training state of an older unfinished run: {old}", flush=True)
-
-
-def finish_checkpoint(path):
-    """The stage finished: its training state is no longer needed (the next run of the same
-    params is DVC's to restore from the run-cache; `dvc repro -f` trains anew)."""
-    Path(path).unlink(missing_ok=True)
-
-
-def load_training_state(path, fingerprint):
-    """The saved state at `path` when it belongs to an unfinished run with the same
-    fingerprint, else None (with one line saying why it is not used)."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    try:
-        state = torch_load(path)
-    except Exception as error:   # torch.load raises many types for a damaged file
-        print(f"checkpoint {path} is unreadable ({load_error(error)}); training from the first "
-              "epoch", flush=True)
-        return None
-    if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
-        print(f"checkpoint {path} is from other params, code or data; discarded, training from "
-              "the first epoch", flush=True)
-        return None
-    return state
-
-
-STATE_KEYS = ("model", "optimizer", "scheduler", "scaler", "rng", "history")
-RECORD_KEYS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds")
-
-
-def state_problem(state, epochs, world):
-    """Why a saved training state cannot go on into a run of `epochs` epochs on `world`
-    processes, or None: its keys, its history (1 .. epochs-1 records, numbered 1, 2, ...),
-    one random state per process."""
-    missing = [k for k in STATE_KEYS if k not in state]
-    if missing:
-        return f"it lacks {', '.join(missing)}"
-    history = state["history"]
-    if not isinstance(history, list) or not 0 < len(history) < epochs:
-        return f"its history does not fit a run of {epochs} epochs"
-    for number, record in enumerate(history, 1):
-        if not isinstance(record, dict) or any(k not in record for k in RECORD_KEYS) \
-                or record["epoch"] != number:
-            return f"its history's record {number} is malformed"
-    processes = len(state["rng"]) if isinstance(state["rng"], list) else 0
-    if processes != world:
-        return f"it holds the random state of {processes} processes, not {world}"
-    return None
-
-
-def get_rng_state(generators=()):
-    """Every random state training draws from: torch's global (CPU and each CUDA device),
-    `generators`, numpy's and Python's, as tensors and plain lists."""
-    import random
-
-    import numpy as np
-
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    python = random.getstate()
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "generators": [g.get_state() for g in generators],
-            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                      "has_gauss": int(has_gauss), "cached": float(cached)},
-            "python": [python[0], list(python[1]), python[2]]}
-
-
-def set_rng_state(state, generators=()):
-    import random
-
-    import numpy as np
-
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    if len(state["generators"]) != len(generators):
-        raise StageError("checkpoint does not match this stage's random generators")
-    for generator, saved in zip(generators, state["generators"]):
-        generator.set_state(saved)
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"],
-                         n["has_gauss"], n["cached"]))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-
 
 @torch.no_grad()
 def predict(model, batches, device, amp_dtype, embed=False, progress="predict"):
@@ -611,31 +282,3 @@ def cpu_state(state):
     return moved
 
 
-def summarize(history):
-    """The numbers a training history comes to. `accuracy` is the last epoch's validation
-    accuracy (what the practical reports), `best_accuracy` and `best_epoch` the best epoch's
-    (the earliest on ties): the keys of every trained model's metrics file."""
-    best = max(history, key=lambda r: (r["val_accuracy"], -r["epoch"]))
-    last = history[-1]
-    min_val_loss = min(history, key=lambda r: (r["val_loss"], r["epoch"]))
-    return {"accuracy": last["val_accuracy"], "best_accuracy": best["val_accuracy"],
-            "best_epoch": best["epoch"], "final_val_loss": last["val_loss"],
-            "final_train_accuracy": last["train_accuracy"], "final_train_loss": last["train_loss"],
-            "min_val_loss": min_val_loss["val_loss"], "min_val_loss_epoch": min_val_loss["epoch"],
-            "overfitting_from_epoch": overfitting_epoch(history)}
-
-
-HEADLINE = ("accuracy", "best_accuracy", "best_epoch")   # metrics/**.json of a trained model
-
-
-def overfitting_epoch(history):
-    """The epoch after which validation loss stops improving while training loss keeps
-    falling: the epoch of the minimum val loss, provided it is not the last epoch and the
-    training loss at the end is below its value then; None otherwise (no sign of overfitting)."""
-    best = min(range(len(history)), key=lambda i: (history[i]["val_loss"], i))
-    if best == len(history) - 1:
-        return None
-    later = history[best + 1:]
-    if later[-1]["train_loss"] < history[best]["train_loss"]:
-        return history[best]["epoch"]
-    return None

@@ -3,26 +3,23 @@
 
 Every function writes only to the path its caller names, and only through a temporary name
 that is renamed into place once the content is verified."""
-import gzip
 import hashlib
 import http.client
 import os
 import shutil
-import stat
 import sys
-import tarfile
 import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import zipfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from tqdm import tqdm
 
 from .common import StageError, alive
 from .files import no_space
+from .progress import progress_interval
 
 MIRROR_ENV = "DATASETS_MIRROR"
 # Names of download@<name> sources whose files may differ from the checksum their upstream
@@ -225,8 +222,8 @@ def _http_get(url, path, timeout, max_bytes=None, stop=None):
                             f"{human(max_bytes)} allowed (download.max_unpacked_mb)")
         print(f"downloading {url}" + (f" ({human(total)})" if total else ""), flush=True)
         # a bar on a terminal; in a log a line every PROGRESS_INTERVAL seconds (default 30,
-        # "off": none), as engine.Progress does for training
-        interval = _progress_interval()
+        # "off": none), as progress.Progress does for training and inference
+        interval = progress_interval()
         start = shown = time.monotonic()
         with tqdm(total=total, unit="B", unit_scale=True, desc=Path(url).name,
                   disable=None if interval is not None else True) as bar:
@@ -248,19 +245,6 @@ def _http_get(url, path, timeout, max_bytes=None, stop=None):
                           f"{human(done / max(now - start, 1e-9))}/s", flush=True)
         if total is not None and out.tell() != total:
             raise EOFError(f"connection closed after {out.tell()} of {total} bytes")
-
-
-def _progress_interval():
-    """Seconds between progress lines in a log, from PROGRESS_INTERVAL (engine.PROGRESS_ENV:
-    fetch does not import the engine); None for "off", the default 30 for anything unusable."""
-    value = os.environ.get("PROGRESS_INTERVAL", "").strip()
-    if value.lower() == "off":
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return 30.0
-    return seconds if 0 <= seconds < float("inf") else 30.0
 
 
 class _temporary_beside:
@@ -317,114 +301,3 @@ def remove_stale_parts(dest):
 
 def glob_escape(text):
     return "".join(f"[{c}]" if c in "*?[" else c for c in text)
-
-
-def _check_member_name(archive, name):
-    path = PurePosixPath(name.replace("\\", "/"))
-    if path.is_absolute() or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
-        raise StageError(f"unsafe archive {archive}: absolute path {name!r}")
-    if ".." in path.parts:
-        raise StageError(f"unsafe archive {archive}: path {name!r} leaves the target folder")
-
-
-def _check_unpacked_size(archive, dest, total, max_bytes):
-    """The archive's members add up to `total` bytes: refuse more than `max_bytes` (a bomb, or a
-    dataset bigger than the limit allows) and more than the free space at `dest`."""
-    if total > max_bytes:
-        raise StageError(f"archive {archive} unpacks to {human(total)}, more than the limit of "
-                         f"{human(max_bytes)} (params.yaml: download.max_unpacked_mb)")
-    check_free_space(dest, total, f"unpacking {archive}")
-
-
-def extract(archive, dest, *, max_bytes):
-    """Extract a .zip or .tar[.gz|.bz2|.xz] into the existing folder `dest`, refusing absolute
-    paths, '..', links and device files, and archives that unpack to more than `max_bytes` or
-    than the free disk space (every member is checked before anything is written). A zip
-    member's declared size bounds what is written for it (zipfile stops there), a tar member's
-    size is what it holds."""
-    archive = Path(archive)
-    start = time.monotonic()
-    try:
-        if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as zf:
-                infos = zf.infolist()
-                for info in infos:
-                    _check_member_name(archive.name, info.filename)
-                    if stat.S_ISLNK(info.external_attr >> 16):
-                        raise StageError(f"unsafe archive {archive.name}: link {info.filename!r}")
-                total = sum(i.file_size for i in infos)
-                _check_unpacked_size(archive.name, dest, total, max_bytes)
-                _extracting(archive, dest, len(infos), total)
-                bad = zf.testzip()
-                if bad is not None:
-                    raise StageError(f"corrupt archive {archive.name}: bad CRC for {bad}")
-                zf.extractall(dest)
-                _extracted(archive, total, start)
-        elif tarfile.is_tarfile(archive):
-            with tarfile.open(archive) as tf:
-                members, total = [], 0
-                for member in tf:   # reads headers only; stops as soon as the limit is passed
-                    _check_member_name(archive.name, member.name)
-                    if member.issym() or member.islnk():
-                        raise StageError(f"unsafe archive {archive.name}: link {member.name!r}")
-                    if not (member.isfile() or member.isdir()):
-                        raise StageError(f"unsafe archive {archive.name}: special file "
-                                         f"{member.name!r}")
-                    members.append(member)
-                    total += member.size
-                    if total > max_bytes:
-                        _check_unpacked_size(archive.name, dest, total, max_bytes)
-                _check_unpacked_size(archive.name, dest, total, max_bytes)
-                _extracting(archive, dest, len(members), total)
-                if hasattr(tarfile, "data_filter"):   # Python >= 3.11.4 / 3.12 (PEP 706)
-                    tf.extractall(dest, members=members, filter="data")
-                else:   # older patch releases (Debian 12's 3.11.2): the checks above suffice
-                    tf.extractall(dest, members=members)
-                _extracted(archive, total, start)
-        else:
-            raise StageError(f"corrupt or unknown archive {archive.name}: neither zip nor tar")
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as error:
-        if full := no_space(error, f"{archive.name} unpacked into {dest}"):
-            raise full from None
-        if isinstance(error, getattr(tarfile, "FilterError", ())):
-            raise StageError(f"unsafe archive {archive.name}: {error}") from None
-        raise StageError(f"corrupt or truncated archive {archive.name}: {error}") from None
-
-
-def _extracting(archive, dest, members, total):
-    print(f"extracting {archive.name} ({human(archive.stat().st_size)}): {members} entries, "
-          f"{human(total)} into {dest}", flush=True)
-
-
-def _extracted(archive, total, start):
-    print(f"extracted {archive.name}: {human(total)} in {time.monotonic() - start:.1f} s",
-          flush=True)
-
-
-def gunzip(path, *, max_bytes):
-    """The decompressed content of a .gz file, read in chunks and refused past `max_bytes`
-    (a gzip bomb stops at the limit instead of filling the memory)."""
-    path = Path(path)
-    out = bytearray()
-    try:
-        with gzip.open(path, "rb") as f:
-            while chunk := f.read(CHUNK):
-                out += chunk
-                if len(out) > max_bytes:
-                    raise StageError(f"{path.name} unpacks to more than the limit of "
-                                     f"{human(max_bytes)} (params.yaml: download.max_unpacked_mb)")
-    except (OSError, EOFError, gzip.BadGzipFile) as error:
-        raise StageError(f"corrupt or truncated archive {path.name}: {error}") from None
-    return bytes(out)
-
-
-def single_top_folder(folder):
-    """The one folder inside `folder` when an archive wraps its content in a top folder
-    (hymenoptera_data/, cifar-10-batches-py/), else `folder` itself. Stray files beside that
-    folder (a README, macOS's __MACOSX/ and .DS_Store) do not count."""
-    folder = Path(folder)
-    if (folder / "train").is_dir():
-        return folder
-    dirs = [p for p in folder.iterdir() if p.is_dir() and not p.is_symlink()
-            and p.name != "__MACOSX"]
-    return dirs[0] if len(dirs) == 1 else folder

@@ -1,5 +1,9 @@
 """Names that are interface (dvc.yaml's foreach keys, params sections, output paths), defined
-once. Their wording for people is the report's business (stages/templates/)."""
+once, and the rule for the names data brings (class names). Their wording for people is the
+report's business (stages/templates/)."""
+import re
+
+from .common import StageError
 
 # train@<model> and tsne@<model>: each model and the dataset it is trained on
 MODEL_DATASETS = {"simple_cnn": "mnist", "alexnet": "cifar10"}
@@ -10,3 +14,17 @@ TRAINED_STRATEGIES = ("scratch", "finetune", "finetune_aug")
 # all four transfer strategies (the SVM on frozen features included), in the order the
 # metrics, plots and report list them
 STRATEGIES = ("scratch", "svm", "finetune", "finetune_aug")
+
+UNSAFE_IN_NAMES = re.compile(r"[<>&\"'\\\x00-\x1f\x7f]")   # markup, quotes, escapes, controls
+FORMULA_START = ("=", "+", "-", "@")   # a spreadsheet reads a cell that starts so as a formula
+
+
+def check_class_name(name, where):
+    """Class names travel into the report's HTML and Markdown, `dvc plots` pages (inside a
+    <script> block) and CSV files opened in spreadsheets: a name with markup characters,
+    quotes, a backslash, a control character or a newline, or one that starts like a formula,
+    is refused, naming it and the rule."""
+    if UNSAFE_IN_NAMES.search(name) or name.startswith(FORMULA_START) or not name.strip():
+        raise StageError(f"{where} has a class named {name!r}: class names must not contain "
+                         "< > & quotes, a backslash or control characters, nor start with "
+                         "= + - @ (they reach HTML, scripts and spreadsheets)")

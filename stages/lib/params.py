@@ -3,15 +3,13 @@ stops with one line naming the key and what it allows; the stages see typed attr
 
 A stage reads only the sections it declares in dvc.yaml, so `dvc exp run -S key=value` reruns
 exactly the stages that a change affects."""
-import difflib
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
 
 from .common import StageError, one_line
-from .names import TRAINED_STRATEGIES
 
 DEVICES = ("auto", "cuda", "mps", "cpu")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -46,7 +44,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def load(path="params.yaml"):
     """The YAML mapping at `path`; a syntax error names its line and column, a key that no
-    stage reads its closest known key (check_known)."""
+    stage reads its closest known key (param_keys.check_known)."""
     try:
         with open(path) as f:
             data = yaml.load(f, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
@@ -59,6 +57,8 @@ def load(path="params.yaml"):
         raise StageError(f"{where}: not valid YAML: {problem}") from None
     if not isinstance(data, dict):
         raise StageError(f"{path} must be a mapping of keys to values")
+    from .param_keys import check_known  # it reads this module's dataclasses
+
     check_known(data, path)
     return data
 
@@ -350,68 +350,3 @@ def distributed(params):
     return Distributed(nproc_per_node=None if nproc == "auto" else nproc,
                        backend=param(params, "distributed.backend", str, choices=BACKENDS),
                        sync_batchnorm=param(params, "distributed.sync_batchnorm", bool))
-
-
-# ---------------------------------------------------------------- the keys that exist
-
-DOWNLOAD_KEYS = ("format", "url", "sha256", "weights")   # download.<name>.*, by format
-
-
-def known_keys(names=()):
-    """Every dotted key the pipeline reads (the fields of the sections above), with
-    download.<name>.* for each source `names` (download's entries are the user's to add).
-    transfer.svm.grid holds a mapping of its own: it is one key."""
-    def of(cls, prefix, skip=()):
-        return [f"{prefix}{f.name}" for f in fields(cls) if f.name not in skip]
-
-    keys = of(Shared, "") + of(Distributed, "distributed.") + of(Download, "download.")
-    keys += [f"download.{n}.{k}" for n in names for k in DOWNLOAD_KEYS]
-    keys += of(Training, "alexnet.") + of(Training, "simple_cnn.", skip=("augment",))
-    keys += of(TransferData, "transfer.") + of(Svm, "transfer.svm.") + of(Tsne, "tsne.")
-    for name in TRAINED_STRATEGIES:
-        keys += of(Strategy, f"transfer.{name}.", skip=("augment",))
-        keys += of(Augment, f"transfer.{name}.augment.")
-    return keys + ["report.language"]
-
-
-def closest(key, known):
-    """The known key `key` was probably meant to be: a sibling with a similar name
-    ('alexnet.lrr' -> 'alexnet.lr'); under a section that does not exist, the same name in a
-    section with a similar name ('alexnt.lr' -> 'alexnet.lr'); else None."""
-    section, _, name = key.rpartition(".")
-    siblings = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == section}
-    if siblings:
-        close = difflib.get_close_matches(name, siblings, n=1, cutoff=0.7)
-        return siblings[close[0]] if close else None
-    alike = [k for k in known if k.rpartition(".")[2] == name]
-    close = difflib.get_close_matches(key, alike, n=1, cutoff=0.7)
-    return close[0] if close else None
-
-
-def check_known(data, path="params.yaml"):
-    """Stop with one line at the first key of `data` that no stage reads (a typo, or a `+key`
-    added by `dvc exp run -S`, would otherwise change nothing, silently), naming the closest
-    key that exists."""
-    downloads = data.get("download")
-    settings = {f.name for f in fields(Download)}
-    names = [n for n in downloads if n not in settings] if isinstance(downloads, dict) else []
-    known = known_keys(names)
-    sections = {k.rsplit(".", i)[0] for k in known for i in range(1, k.count(".") + 1)}
-
-    def walk(node, prefix):
-        for key, value in node.items():
-            dotted = f"{prefix}{key}"
-            if dotted in known:
-                continue
-            if dotted in sections:
-                if isinstance(value, dict):
-                    walk(value, f"{dotted}.")
-                continue   # a section that is not a mapping: its reader names what it wants
-            while isinstance(value, dict) and value:   # a whole unknown section: its first key
-                key, value = next(iter(value.items()))
-                dotted = f"{dotted}.{key}"
-            close = closest(dotted, known)
-            raise StageError(f"{path}: '{dotted}' is not a parameter of this pipeline"
-                             + (f"; did you mean '{close}'?" if close else ""))
-
-    walk(data, "")

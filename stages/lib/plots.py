@@ -40,7 +40,7 @@ def write_confusion(out_dir, labels, preds, classes, title):
     out_dir/confusion.png (counts). Returns the metrics of analysis.evaluation_metrics:
     accuracy, per-class accuracy, top confusions."""
     from . import analysis
-    from .data import check_class_name
+    from .names import check_class_name
 
     for name in classes:   # checked at download; again here, where they reach CSV and pages
         check_class_name(name, "the evaluated model")
@@ -60,7 +60,7 @@ def write_evaluation(out_dir, metrics_path, labels, preds, classes, title, detai
     """write_confusion, then two files: `metrics_path` with the headline numbers only (what
     `dvc metrics show` and `dvc exp show` put in columns): the accuracy of these predictions,
     so that it always equals the confusion counts, and for a trained model the `best` epoch's
-    accuracy and number (engine.summarize's); and out_dir/evaluation.json with the `details`,
+    accuracy and number (analysis.summarize's); and out_dir/evaluation.json with the `details`,
     per-class accuracy and the most frequent confusions (what the report reads).
     Returns the evaluation."""
     from .files import write_json

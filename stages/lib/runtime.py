@@ -1,5 +1,8 @@
 """Where and how a stage computes: the device, the autocast precision, the seeds."""
+import platform
 import random
+
+import torch
 
 from .common import StageError
 
@@ -129,3 +132,30 @@ def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def cpu_name():
+    """The CPU model ("model name" in /proc/cpuinfo on Linux), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def precision_name(amp_dtype):
+    """"bfloat16", "float16" or "float32" (amp_dtype None: no autocast)."""
+    return str(amp_dtype or torch.float32).removeprefix("torch.")
+
+
+def run_info(device, amp_dtype, why=None):
+    """How a stage ran, for models/*.run.json and the report header; `why`: why that
+    precision (runtime.precision_choice)."""
+    return {"device": str(device), "precision": precision_name(amp_dtype),
+            "precision_reason": why,
+            "torch": torch.__version__, "python": platform.python_version(),
+            "cpu": cpu_name(), "cpu_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
