@@ -5,6 +5,7 @@ run real torchrun jobs on 127.0.0.1 (2 processes; 2 "nodes"; a failing rank; a r
 that is not there) on the tiny mirror."""
 import json
 import os
+import socket
 import sys
 import time
 
@@ -403,3 +404,13 @@ def test_a_one_node_run_listens_on_loopback_only(tmp_path, mnist, mirror):
     assert ranks == 2
     assert {pid for _, pid in listening} - {process.pid}, "no rank was seen listening"
     assert {ip for ip, _ in listening} <= {"127.0.0.1", "::1"}, listening
+
+
+@pytest.mark.parametrize("host, expected", [
+    ("127.0.0.1", True), ("localhost", True), ("::1", True), (socket.gethostname(), True),
+    ("192.0.2.1", False),   # TEST-NET-1: documentation only, never this machine
+    ("no-such-host.invalid", False)])
+def test_a_rendezvous_host_is_this_machine_or_not(host, expected):
+    from stages.lib import launcher
+
+    assert launcher.is_this_machine(host) is expected

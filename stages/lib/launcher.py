@@ -118,15 +118,32 @@ def _rendezvous(args, conf):
     if args.rdzv_backend == "static":
         return (f"{args.master_addr}:{args.master_port or 29500}",
                 "PET_MASTER_ADDR/PET_MASTER_PORT", args.node_rank == 0)
-    from torch.distributed.elastic.rendezvous.utils import _matches_machine_hostname
-
     for item in conf:
         key, _, value = item.partition("=")
         if key == "is_host":
             return args.rdzv_endpoint, "PET_RDZV_ENDPOINT", \
                 value.strip().lower() in ("1", "true", "yes")
     return args.rdzv_endpoint, "PET_RDZV_ENDPOINT", \
-        _matches_machine_hostname(args.rdzv_endpoint.rsplit(":", 1)[0].strip("[]"))
+        is_this_machine(args.rdzv_endpoint.rsplit(":", 1)[0].strip("[]"))
+
+
+def is_this_machine(host):
+    """Whether `host` names this machine: its host name, a loopback address, or a name or
+    address that resolves to one of this machine's own addresses. torchrun's c10d rendezvous
+    serves the store on the node whose endpoint this is (its own check is a private function,
+    not kept across torch versions)."""
+    import ipaddress
+    import socket
+
+    if host in ("localhost", socket.gethostname(), socket.getfqdn()):
+        return True
+    try:
+        theirs = {info[4][0] for info in socket.getaddrinfo(host, None)}
+        ours = {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)}
+    except OSError:   # a name that does not resolve is not this machine
+        return False
+    return bool(theirs & ours) or any(ipaddress.ip_address(ip.split("%")[0]).is_loopback
+                                      for ip in theirs)
 
 
 def _wait_for(endpoint, variable, seconds):
