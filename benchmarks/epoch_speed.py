@@ -82,7 +82,13 @@ def reference_run(name, cfg, train_set, val_set):
     train_batches = iter(torch.utils.data.DataLoader(train_set, batch_size=cfg["batch_size"],
                                                      shuffle=True))
     val_loader = torch.utils.data.DataLoader(val_set, batch_size=cfg["eval_batch_size"])
+    return plain_loop(model, optimizer, train_batches, val_loader)
 
+
+def plain_loop(model, optimizer, train_batches, val_loader):
+    """The tutorials' loop, fp32, no tricks: (train(k): k more steps from the iterator
+    `train_batches`, validate(max_batches): a pass over `val_loader` without gradients). The
+    reference of this benchmark and of transfer_speed.py."""
     def train(k):
         model.train()
         for x, y in itertools.islice(train_batches, k):

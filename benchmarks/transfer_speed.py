@@ -33,6 +33,9 @@ from stages.lib import data, engine, models  # noqa: E402
 from stages.lib.common import StageError, keep_freed_memory  # noqa: E402
 from stages.lib.runtime import autocast_dtype, precision_name  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from epoch_speed import plain_loop  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 16
 IMAGE = 224
@@ -64,22 +67,7 @@ def reference_run(root, workers):
     batches = endless(torch.utils.data.DataLoader(train_set, batch_size=BATCH, shuffle=True,
                                                   num_workers=workers))
     val_loader = torch.utils.data.DataLoader(val_set, batch_size=BATCH, num_workers=workers)
-
-    def train(k):
-        model.train()
-        for x, y in itertools.islice(batches, k):
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-
-    def validate(max_batches):
-        model.eval()
-        with torch.no_grad():
-            for x, _ in itertools.islice(val_loader, max_batches):
-                model(x)
-
-    return train, validate, len(train_set)
+    return (*plain_loop(model, optimizer, batches, val_loader), len(train_set))
 
 
 def engine_run(root, workers, eval_batch_size):

@@ -127,9 +127,8 @@ def test_missing_data_is_one_line_naming_the_stage_to_run(tmp_path, monkeypatch,
     import sys
 
     shutil.copy(epoch_speed.ROOT / "params.yaml", tmp_path / "params.yaml")
+    shutil.copytree(epoch_speed.ROOT / "benchmarks", tmp_path / "benchmarks")
     copy = tmp_path / "benchmarks" / f"{script}.py"
-    copy.parent.mkdir()
-    shutil.copy(epoch_speed.ROOT / "benchmarks" / f"{script}.py", copy)
     monkeypatch.setattr(sys, "argv", [str(copy), *args])
     monkeypatch.syspath_prepend(str(epoch_speed.ROOT))
     monkeypatch.chdir(tmp_path)
