@@ -192,7 +192,8 @@ def model_figures(lang, m):
         "confusion": figures.confusion(
             lang, FIGURES, f"{name}_confusion.png", f"plots/{name}/confusion.csv", dataset,
             lang.say("figures.confusion_title", model=title, epoch=m["metrics"]["epochs"]))}
-    points, classes = figures.read_tsne(f"plots/{name}/tsne.csv", "layer")
+    points = figures.read_tsne(f"plots/{name}/tsne.csv", "layer")
+    classes = m["splits"]["val"]["class_names"]
     for layer in ("intermediate", "final"):
         coords, labels = points[layer]
         shown[f"tsne_{layer}"] = figures.tsne(
@@ -205,9 +206,9 @@ def model_figures(lang, m):
     return {key: f"figures/{file}" for key, file in shown.items()}
 
 
-def transfer_figures(lang, dataset, results, separability):
+def transfer_figures(lang, dataset, classes, results, separability):
     """The figures of part 3: accuracy by strategy, validation curves, t-SNE grid, one
-    confusion matrix per strategy."""
+    confusion matrix per strategy. `classes`: the dataset's, in label order."""
     shown = {
         "accuracy": figures.bars(lang, FIGURES, "transfer_accuracy.png",
                                  {lang.strategy(s): results[s]["accuracy"] for s in STRATEGIES},
@@ -216,7 +217,7 @@ def transfer_figures(lang, dataset, results, separability):
         "curves": figures.validation_curves(
             lang, FIGURES, "transfer_curves.png",
             {lang.strategy(s): f"plots/transfer/{s}/live" for s in TRAINED_STRATEGIES})}
-    points, classes = figures.read_tsne("plots/transfer/tsne.csv", "strategy")
+    points = figures.read_tsne("plots/transfer/tsne.csv", "strategy")
     panels = [(*points[s], lang.say("figures.tsne_panel", strategy=lang.strategy(s),
                                     silhouette=lang.num(separability[s]["silhouette"]),
                                     probe=lang.pct(separability[s]["probe"])))
@@ -318,8 +319,10 @@ def main(argv):
                   "results": results, "devices": devices(trained),
                   "separability": separability, "ranking": ranking(results),
                   "extremes": extremes(separability),
-                  "figures": transfer_figures(words, used["dataset"], results,
-                                              separability)}).strip() + "\n"
+                  "figures": transfer_figures(
+                      words, used["dataset"],
+                      datasets[used["dataset"]]["val"]["class_names"], results,
+                      separability)}).strip() + "\n"
     (OUT / "report.md").write_text(markdown_text)
     (OUT / "report.html").write_text(env.get_template("report.html.j2").render(
         language=language, title=words.say("title"), body=to_html(markdown_text)))

@@ -268,6 +268,9 @@ def test_every_word_in_the_figures_comes_from_the_wording(tmp_path, monkeypatch,
     texts = helpers.figure_texts(monkeypatch)
     write_inputs(tmp_path, language, classes=("ants", "bees"))
     # AlexNet's classes: two of CIFAR-10's
+    for split in ("train", "val"):
+        edit(tmp_path, "metrics/datasets.json",
+             lambda d, split=split: d["cifar10"][split].update(class_names=["airplane", "bird"]))
     confusion(tmp_path / "plots/alexnet/confusion.csv", ["airplane", "bird"], 3, 1)
     tsne(tmp_path / "plots/alexnet/tsne.csv", "layer", ("intermediate", "final"),
          ["airplane", "bird"])

@@ -50,16 +50,14 @@ def read_confusion(path):
 
 def read_tsne(path, group):
     """A t-SNE coordinates file (tsne.csv: `group`, index, x, y, label, class) as
-    {group value: (coords (n, 2), labels (n,))} and the class names in label order."""
-    rows = read_rows(path)
-    classes = {int(row["label"]): row["class"] for row in rows}
+    {group value: (coords (n, 2), labels (n,))}. The labels index the dataset's class list
+    (metrics/datasets.json), which also names a class no point of the sample belongs to."""
     points = {}
-    for row in rows:
+    for row in read_rows(path):
         points.setdefault(row[group], []).append(row)
-    return ({key: (np.array([[float(r["x"]), float(r["y"])] for r in kept]),
-                   np.array([int(r["label"]) for r in kept]))
-             for key, kept in points.items()},
-            [classes[i] for i in sorted(classes)])
+    return {key: (np.array([[float(r["x"]), float(r["y"])] for r in kept]),
+                  np.array([int(r["label"]) for r in kept]))
+            for key, kept in points.items()}
 
 
 def words(lang):
