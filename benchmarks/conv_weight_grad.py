@@ -28,7 +28,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stages.lib import cpu_layers, models  # noqa: E402
-from stages.lib.common import StageError, keep_freed_memory  # noqa: E402
+from stages.lib.common import StageError  # noqa: E402
+from stages.lib.runtime import keep_freed_memory  # noqa: E402
 
 
 def layer_pair(conv):

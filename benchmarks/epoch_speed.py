@@ -36,9 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from stages.lib import data, engine, models  # noqa: E402
-from stages.lib.common import StageError, keep_freed_memory  # noqa: E402
+from stages.lib.common import StageError  # noqa: E402
 from stages.lib.names import MODEL_DATASETS as DATASETS  # noqa: E402
-from stages.lib.runtime import autocast_dtype, precision_name  # noqa: E402
+from stages.lib.runtime import autocast_dtype, keep_freed_memory, precision_name  # noqa: E402
 
 
 class ReferenceDataset(torch.utils.data.Dataset):

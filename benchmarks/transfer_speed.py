@@ -30,8 +30,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stages.lib import data, engine, models  # noqa: E402
-from stages.lib.common import StageError, keep_freed_memory  # noqa: E402
-from stages.lib.runtime import autocast_dtype, precision_name  # noqa: E402
+from stages.lib.common import StageError  # noqa: E402
+from stages.lib.runtime import autocast_dtype, keep_freed_memory, precision_name  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from epoch_speed import plain_loop  # noqa: E402

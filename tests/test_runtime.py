@@ -103,3 +103,20 @@ def test_deterministic_cuda_algorithms(monkeypatch, deterministic):
     import os
 
     assert (os.environ.get("CUBLAS_WORKSPACE_CONFIG") == ":4096:8") is deterministic
+
+
+def test_malloc_is_tuned_by_the_stages_that_run_a_network_only(monkeypatch):
+    """runtime.setup (train, transfer, tsne, features, compare) keeps freed memory for the next
+    step; a stage that runs no network (download, datasets, svm, report) leaves malloc as is."""
+    import sys
+
+    from stages.lib import common, params
+
+    calls = []
+    monkeypatch.setattr(runtime, "keep_freed_memory", lambda: calls.append("tuned"))
+    monkeypatch.setattr(sys, "argv", ["stage"])
+    with pytest.raises(SystemExit):
+        common.run(lambda argv: sys.exit(0))
+    assert calls == []
+    runtime.setup(params.Shared(seed=0, device="cpu", precision="fp32", deterministic=True))
+    assert calls == ["tuned"]

@@ -25,22 +25,6 @@ def one_line(error):
     return last if len(lines) > 1 else lines[0]
 
 
-def keep_freed_memory():
-    """Ask glibc's malloc to keep freed memory for reuse instead of handing large blocks back to
-    the OS after every training step: each step allocates the same large activations again, and
-    fresh pages from the OS cost a page fault each. Same as MALLOC_MMAP_THRESHOLD_ and
-    MALLOC_TRIM_THRESHOLD_; does nothing where libc is not glibc."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
-        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass
-
-
 SEED_PURPOSES = ("global", "loader", "augment")
 
 
@@ -228,7 +212,6 @@ def run(main):
     a run on several nodes, which may share the workspace, nobody), and leaves its error line
     in torchrun's error file; under the stage's launcher it prints nothing itself: the
     launcher prints the first failure, once."""
-    keep_freed_memory()
     argv = sys.argv[1:]
     worker = is_worker()
     quiet = worker and os.environ.get(LAUNCHED_ENV) == "1"

@@ -9,7 +9,10 @@ from .common import StageError
 
 def setup(shared):
     """Seed every generator and pick the device and autocast dtype for a params.Shared: the
-    set-up every stage that runs a network starts with. Returns (device, amp_dtype)."""
+    set-up every stage that runs a network starts with (and the only stages whose steps
+    allocate the same large tensors again and again: keep_freed_memory). Returns (device,
+    amp_dtype)."""
+    keep_freed_memory()
     seed_everything(shared.seed)
     device = pick_device(shared.device)
     if device.type == "cuda":
@@ -159,3 +162,19 @@ def run_info(device, amp_dtype, why=None):
             "torch": torch.__version__, "python": platform.python_version(),
             "cpu": cpu_name(), "cpu_threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
+
+
+def keep_freed_memory():
+    """Ask glibc's malloc to keep freed memory for reuse instead of handing large blocks back to
+    the OS after every training step: each step allocates the same large activations again, and
+    fresh pages from the OS cost a page fault each. Same as MALLOC_MMAP_THRESHOLD_ and
+    MALLOC_TRIM_THRESHOLD_; does nothing where libc is not glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
