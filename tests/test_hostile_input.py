@@ -340,18 +340,17 @@ def test_a_stage_dies_with_the_process_that_runs_it(project):
     try:
         assert runner.stdout.readline().strip() == "ready", runner.stderr.read()
         lock = project / ".dvc/tmp/stage-locks/slow@a.lock"
-        stage_pid = int(lock.read_text()) if lock.exists() else None
+        stage_pid = int(lock.read_text())   # taken before the stage said "ready"
         runner.kill()   # SIGKILL, as `kill -9 <dvc>`
         runner.wait(timeout=10)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and list((project / "data/raw").iterdir()):
             time.sleep(0.2)
         assert list((project / "data/raw").iterdir()) == []   # it unwound and cleaned up
-        if stage_pid is not None:
-            with pytest.raises(ProcessLookupError):
-                for _ in range(50):
-                    os.kill(stage_pid, 0)
-                    time.sleep(0.2)
+        with pytest.raises(ProcessLookupError):
+            for _ in range(50):
+                os.kill(stage_pid, 0)
+                time.sleep(0.2)
     finally:
         os.killpg(runner.pid, signal.SIGKILL) if runner.poll() is None else None
 
