@@ -90,7 +90,7 @@ def main(argv):
     optimizer = engine.make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum,
                                       cfg.weight_decay)
     env = runtime.run_info(device, amp_dtype,
-                          runtime.precision_choice(device, shared.precision)[1]) \
+                           runtime.precision_choice(device, shared.precision)[1]) \
         | ctx.describe(device) \
         | {"distributed": asdict(dist_cfg)}
     if ctx.main:
@@ -101,9 +101,9 @@ def main(argv):
 
     record = params.record(shared, cfg)
     fingerprint = checkpoints.fingerprint_of(name, record, str(device), str(amp_dtype),
-                                        torch.__version__, ctx.world, asdict(dist_cfg),
-                                        folder / "train.pt", folder / "val.pt",
-                                        *checkpoints.code_files())
+                                             torch.__version__, ctx.world, asdict(dist_cfg),
+                                             folder / "train.pt", folder / "val.pt",
+                                             *checkpoints.code_files())
     checkpoint = checkpoints.checkpoint_path(name, fingerprint)
     history, state, seconds = live.fit(
         out / "live", ctx=ctx, model=model, train_batches=train_batches,

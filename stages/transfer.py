@@ -94,7 +94,7 @@ def main(argv):
 
     n_params, _ = models.count_parameters(model)
     env = runtime.run_info(device, amp_dtype,
-                          runtime.precision_choice(device, shared.precision)[1]) \
+                           runtime.precision_choice(device, shared.precision)[1]) \
         | ctx.describe(device) \
         | {"distributed": asdict(dist_cfg)}
     if ctx.main:
@@ -105,10 +105,10 @@ def main(argv):
                                        if ctx.world > 1 else ""), flush=True)
 
     record = params.record(shared, data_cfg, cfg)
+    weights = [transfer.WEIGHTS] if strategy != "scratch" else []
     fingerprint = checkpoints.fingerprint_of(strategy, record, str(device), str(amp_dtype),
-                                        torch.__version__, ctx.world, asdict(dist_cfg), root,
-                                        *([transfer.WEIGHTS] if strategy != "scratch" else []),
-                                        *checkpoints.code_files())
+                                             torch.__version__, ctx.world, asdict(dist_cfg),
+                                             root, *weights, *checkpoints.code_files())
     checkpoint = checkpoints.checkpoint_path(f"transfer-{strategy}", fingerprint)
     history, state, seconds = live.fit(
         out / "live", ctx=ctx, model=model, train_batches=train_batches,
