@@ -170,9 +170,11 @@ def extremes(separability):
 
 def counted(result, confusion_csv):
     """`result` (a metrics record) with `correct` and `images` from the confusion counts its
-    accuracy was computed from: the report shows both, and they agree by construction."""
-    _, matrix = figures.read_confusion(confusion_csv)
-    return {**result, "correct": int(matrix.trace()), "images": int(matrix.sum())}
+    accuracy was computed from (the report shows both, and they agree by construction), and
+    `counts`, those counts (figures.read_confusion's classes and matrix) for the figure."""
+    classes, matrix = figures.read_confusion(confusion_csv)
+    return {**result, "correct": int(matrix.trace()), "images": int(matrix.sum()),
+            "counts": (classes, matrix)}
 
 
 def used_sizes(splits, record):
@@ -190,7 +192,7 @@ def model_figures(lang, m):
         "curves": figures.curves(lang, FIGURES, f"{name}_curves.png", f"plots/{name}/live",
                                  title),
         "confusion": figures.confusion(
-            lang, FIGURES, f"{name}_confusion.png", f"plots/{name}/confusion.csv", dataset,
+            lang, FIGURES, f"{name}_confusion.png", m["metrics"]["counts"], dataset,
             lang.say("figures.confusion_title", model=title, epoch=m["metrics"]["epochs"]))}
     points = figures.read_tsne(f"plots/{name}/tsne.csv", "layer")
     classes = m["splits"]["val"]["class_names"]
@@ -226,11 +228,11 @@ def transfer_figures(lang, dataset, classes, results, separability):
         lang, FIGURES, "transfer_tsne.png", panels, classes, dataset,
         lang.say("figures.tsne_grid", points=lang.integer(len(panels[0][1]))))
     for s in STRATEGIES:
-        title = lang.strategy(s) if "best_epoch" not in results[s] else lang.say(
-            "figures.confusion_title", model=lang.strategy(s), epoch=results[s]["epochs"])
+        title = lang.say("figures.confusion_title", model=lang.strategy(s),
+                         epoch=results[s]["epochs"]) if s in TRAINED_STRATEGIES \
+            else lang.strategy(s)
         shown[f"confusion_{s}"] = figures.confusion(
-            lang, FIGURES, f"transfer_{s}_confusion.png",
-            f"plots/transfer/{s}/confusion.csv", dataset, title)
+            lang, FIGURES, f"transfer_{s}_confusion.png", results[s]["counts"], dataset, title)
     return {key: f"figures/{file}" for key, file in shown.items()}
 
 

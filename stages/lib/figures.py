@@ -65,6 +65,11 @@ def words(lang):
     return {key: lang.say(f"figures.{key}") for key in plots.WORDS}
 
 
+def translated(lang, dataset, classes):
+    """The class names of `dataset` in the report's language."""
+    return [lang.class_name(dataset, c) for c in classes]
+
+
 def save(fig, lang, folder, name):
     plots.decimal_ticks(fig, lang.decimal)
     plots.save(fig, Path(folder) / name)
@@ -77,42 +82,31 @@ def curves(lang, folder, name, live_dir, title):
     return save(fig, lang, folder, name)
 
 
-def confusion(lang, folder, name, path, dataset, title):
-    """A confusion matrix with counts, from its confusion.csv; classes in the language."""
-    classes, matrix = read_confusion(path)
-    fig = plots.confusion_figure(matrix, [lang.class_name(dataset, c) for c in classes], title,
-                                 words(lang))
+def confusion(lang, folder, name, counts, dataset, title):
+    """A confusion matrix with counts; counts: read_confusion's (classes, matrix)."""
+    classes, matrix = counts
+    fig = plots.confusion_figure(matrix, translated(lang, dataset, classes), title, words(lang))
     return save(fig, lang, folder, name)
 
 
 def tsne(lang, folder, name, coords, labels, classes, dataset, title):
     """One t-SNE scatter plot, coloured by class, with its legend in the language."""
-    fig = plots.tsne_figure(coords, labels, [lang.class_name(dataset, c) for c in classes],
-                            title)
+    fig = plots.tsne_figure(coords, labels, translated(lang, dataset, classes), title)
     return save(fig, lang, folder, name)
 
 
 def tsne_grid(lang, folder, name, panels, classes, dataset, title):
     """panels: [(coords, labels, subtitle)], one shared legend."""
-    fig = plots.tsne_grid(panels, [lang.class_name(dataset, c) for c in classes], title)
+    fig = plots.tsne_grid(panels, translated(lang, dataset, classes), title)
     return save(fig, lang, folder, name)
 
 
 def validation_curves(lang, folder, name, runs):
     """runs: {label: live dir}: validation loss and accuracy per epoch, one line per run."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for label, live_dir in runs.items():
-        rows = read_curves(live_dir)
-        for ax, what in zip(axes, ("val_loss", "val_accuracy")):
-            ax.plot([r["epoch"] for r in rows], [r[what] for r in rows], "o-", label=label)
-    for ax, what in zip(axes, ("val_loss", "val_accuracy")):
-        ax.set_xlabel(lang.say("figures.epoch"))
-        ax.set_ylabel(lang.say(f"figures.{what}"))
-        plots.integer_epochs(ax)
-        ax.grid(alpha=0.3)
-        ax.legend()
+    series = {label: [(r["epoch"], r["val_loss"], r["val_accuracy"]) for r in read_curves(live)]
+              for label, live in runs.items()}
+    fig = plots.lines_figure(series, lang.say("figures.epoch"),
+                             (lang.say("figures.val_loss"), lang.say("figures.val_accuracy")))
     return save(fig, lang, folder, name)
 
 

@@ -106,17 +106,26 @@ def read_scores(metrics_dir, details_path, names):
 
 def curves_figure(history, title, words=WORDS):
     """Loss and accuracy per epoch, train and validation overlaid."""
-    epochs = [r["epoch"] for r in history]
+    return lines_figure({words[split]: [(r["epoch"], r[f"{prefix}_loss"], r[f"{prefix}_accuracy"])
+                                        for r in history]
+                         for split, prefix in (("train", "train"), ("validation", "val"))},
+                        words["epoch"], (words["loss"], words["accuracy"]), title)
+
+
+def lines_figure(series, xlabel, ylabels, title=None):
+    """Loss (left) and accuracy (right) per epoch, one line per entry of `series`:
+    {label: [(epoch, loss, accuracy), ...]}; ylabels: (loss's, accuracy's)."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, what in zip(axes, ("loss", "accuracy")):
-        ax.plot(epochs, [r[f"train_{what}"] for r in history], "o-", label=words["train"])
-        ax.plot(epochs, [r[f"val_{what}"] for r in history], "o-", label=words["validation"])
-        ax.set_xlabel(words["epoch"])
-        ax.set_ylabel(words[what])
+    for column, (ax, ylabel) in enumerate(zip(axes, ylabels), start=1):
+        for label, rows in series.items():
+            ax.plot([r[0] for r in rows], [r[column] for r in rows], "o-", label=label)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
         integer_epochs(ax)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(title)
+    if title is not None:
+        fig.suptitle(title)
     return fig
 
 
