@@ -1,17 +1,23 @@
 """ResNet-50 transfer learning steps at 224 px, batch 16: the pipeline's way against the
-PyTorch transfer-learning tutorial's, in one process, one run; prints times and the ratio.
+PyTorch transfer-learning tutorial's and against its own bare compute, in one process, one run;
+prints times and ratios.
 
 Reference: the tutorial (pytorch.org/tutorials/beginner/transfer_learning_tutorial):
            torchvision's ImageFolder with PIL transforms (RandomResizedCrop(224) + flip for
            training, Resize(256) + CenterCrop(224) for validation), a DataLoader with
            `transfer.num_workers` workers, torchvision's resnet50 with a new 2-class head, SGD
            (lr 0.001, momentum 0.9), fp32.
-Engine:    the pipeline's code as transfer@scratch runs it: data.image_folder and
-           data.image_loader with the stage's transforms, stages.lib.models.ResNet50 prepared
-           by engine.prepare (channels_last, the CPU layers), engine.make_optimizer and
-           engine.run_epoch in the precision `auto` picks.
-The two take turns every --chunk training batches, so that the slow spells of a shared machine
-fall on both alike; then each runs its validation pass. Each time is the sum of its own turns.
+Engine:    the pipeline's code as transfer@scratch runs it: images.ImageSet (decoded once,
+           resident; the decoding, once per stage run, is timed apart),
+           stages.lib.models.ResNet50 prepared by engine.prepare (channels_last, the CPU
+           layers), engine.make_optimizer and
+           engine.run_epoch in the precision `auto` picks; on a whole epoch, also the training
+           state written as the stage writes it (checkpoints.StateWriter).
+Compute:   the same model, optimizer and precision on batches made once, before the clock
+           starts: what the engine's epoch would cost with data and checkpoint for free.
+The three take turns every --chunk training batches, so that the slow spells of a shared
+machine fall on all alike; then each runs its validation pass. Each time is the sum of its own
+turns.
 
     python benchmarks/transfer_speed.py                   # one epoch of params.yaml's dataset
     python benchmarks/transfer_speed.py --max-batches 8   # quicker
@@ -21,6 +27,7 @@ Needs data/raw/<transfer.dataset> (dvc repro download@hymenoptera).
 import argparse
 import itertools
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,7 +36,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stages.lib import data, engine, models  # noqa: E402
+from stages.lib import checkpoints, data, engine, images, models  # noqa: E402
 from stages.lib.common import StageError  # noqa: E402
 from stages.lib.runtime import autocast_dtype, keep_freed_memory, precision_name  # noqa: E402
 
@@ -70,28 +77,59 @@ def reference_run(root, workers):
     return (*plain_loop(model, optimizer, batches, val_loader), len(train_set))
 
 
-def engine_run(root, workers, eval_batch_size):
-    """transfer@scratch's way. Returns (train, validate, dtype used)."""
+def engine_run(root, workers, eval_batch_size, whole_epoch):
+    """transfer@scratch's way. Returns (train, validate, dtype used, seconds the decoding
+    took, training and validation images)."""
     device = torch.device("cpu")
     amp_dtype = autocast_dtype(device, "auto")
-    train_set = data.image_folder(root, "train", data.image_transforms(IMAGE))
-    val_set = data.image_folder(root, "val", data.image_transforms(IMAGE))
+    began = time.perf_counter()
+    sets = [images.ImageSet(root, split, image_size=IMAGE, device=device, resident_mb=4096,
+                            num_workers=workers) for split in ("train", "val")]
+    decoding = time.perf_counter() - began
     torch.manual_seed(0)
-    model = engine.prepare(models.ResNet50(len(train_set.classes)), device)
+    model = engine.prepare(models.ResNet50(len(sets[0].folder.classes)), device)
     optimizer = engine.make_optimizer("sgd", model.parameters(), 0.001, 0.9)
-    loader = data.image_loader(train_set, BATCH, shuffle=True, num_workers=workers, seed=0,
-                               device=device)
-    batches = endless(loader)
-    val_loader = data.image_loader(val_set, eval_batch_size, shuffle=False,
-                                   num_workers=workers, seed=0, device=device)
+    batches = itertools.chain.from_iterable(sets[0].batches(BATCH, e) for e in itertools.count())
+    writer = checkpoints.StateWriter()
 
     def train(k):
         engine.run_epoch(model, itertools.islice(batches, k), device, amp_dtype, optimizer)
 
     def validate(max_batches):
-        engine.run_epoch(model, itertools.islice(val_loader, max_batches), device, amp_dtype)
+        engine.run_epoch(model, itertools.islice(sets[1].batches(eval_batch_size), max_batches),
+                         device, amp_dtype)
+        if whole_epoch:   # the stage's checkpoint, written while the stage would go on
+            with tempfile.TemporaryDirectory() as folder:
+                writer.save(Path(folder) / "state.pt", "benchmark", model=model,
+                            optimizer=optimizer, scheduler=None, scaler=None, rng=[],
+                            history=[{}])
+                writer.close()
 
-    return train, validate, precision_name(amp_dtype)
+    return train, validate, precision_name(amp_dtype), decoding, len(sets[0]), len(sets[1])
+
+
+def compute_run(train_images, val_images, eval_batch_size, classes=2):
+    """The engine's model, optimizer and precision on batches built before the clock starts."""
+    device = torch.device("cpu")
+    amp_dtype = autocast_dtype(device, "auto")
+    torch.manual_seed(0)
+    model = engine.prepare(models.ResNet50(classes), device)
+    optimizer = engine.make_optimizer("sgd", model.parameters(), 0.001, 0.9)
+
+    def made(n, size):
+        return [(torch.randn(min(size, n - i), 3, IMAGE, IMAGE),
+                 torch.randint(0, classes, (min(size, n - i),))) for i in range(0, n, size)]
+
+    batches = itertools.cycle(made(train_images, BATCH))
+    val = made(val_images, eval_batch_size)
+
+    def train(k):
+        engine.run_epoch(model, itertools.islice(batches, k), device, amp_dtype, optimizer)
+
+    def validate(max_batches):
+        engine.run_epoch(model, itertools.islice(val, max_batches), device, amp_dtype)
+
+    return train, validate
 
 
 def main():
@@ -109,30 +147,38 @@ def main():
     root = root if root.is_absolute() else ROOT / root
     if not root.is_dir():
         raise StageError(f"{root} not found: run `dvc repro download@{cfg['dataset']}` first")
-    ref_train, ref_val, images = reference_run(root, cfg["num_workers"])
-    eng_train, eng_val, used = engine_run(root, cfg["num_workers"], cfg["eval_batch_size"])
-    steps = -(-images // BATCH)
+    ref_train, ref_val, n_train = reference_run(root, cfg["num_workers"])
+    steps = -(-n_train // BATCH)
     if args.max_batches:
         steps = min(steps, args.max_batches)
     val_batches = max(1, steps // 2) if args.max_batches else None
+    eng_train, eng_val, used, decoding, n_train, n_val = engine_run(
+        root, cfg["num_workers"], cfg["eval_batch_size"], whole_epoch=not args.max_batches)
+    bare_train, bare_val = compute_run(n_train, n_val, cfg["eval_batch_size"])
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cfg['dataset']}: "
           f"{steps} training steps of {BATCH} images at {IMAGE} px, then validation, "
           f"{cfg['num_workers']} loader workers", flush=True)
-    seconds = [0.0, 0.0]
+    sides = [(ref_train, ref_val), (eng_train, eng_val), (bare_train, bare_val)]
+    seconds = [0.0] * len(sides)
     for start in range(0, steps, args.chunk):
-        for i, train in enumerate((ref_train, eng_train)):
+        for i, (train, _) in enumerate(sides):
             began = time.perf_counter()
             train(min(args.chunk, steps - start))
             seconds[i] += time.perf_counter() - began
-    for i, validate in enumerate((ref_val, eng_val)):
+    for i, (_, validate) in enumerate(sides):
         began = time.perf_counter()
         validate(val_batches)
         seconds[i] += time.perf_counter() - began
-    ref, eng = seconds
+    ref, eng, bare = seconds
     print(f"  reference (tutorial: ImageFolder + PIL transforms + DataLoader, fp32): "
           f"{ref:7.1f} s", flush=True)
-    print(f"  engine (transfer@scratch's loaders, channels_last, {used}):"
-          f"{' ' * (19 - len(used))}{eng:7.1f} s   ratio {eng / ref:.2f}x", flush=True)
+    print(f"  engine (transfer@scratch's: decoded once, resident, channels_last, {used}):"
+          f"{' ' * (9 - len(used))}{eng:7.1f} s   ratio {eng / ref:.2f}x", flush=True)
+    print(f"    and, once per stage run before its first epoch, decoding the images: "
+          f"{decoding:.1f} s", flush=True)
+    print(f"  its bare compute (batches made before the clock, {used}):"
+          f"{' ' * (24 - len(used))}{bare:7.1f} s   engine / compute {eng / bare:.2f}x",
+          flush=True)
 
 
 if __name__ == "__main__":

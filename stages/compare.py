@@ -3,8 +3,8 @@
     python -m stages.compare
 
 Reads params `seed`, `device`, `precision`, `tsne.{perplexity,pca_dims,silhouette_points,
-probe_folds}`, `transfer.{dataset,image_size,eval_batch_size,num_workers,val_samples}`, the
-three trained models (models/transfer/*.pt) and the frozen ImageNet features
+probe_folds}`, `transfer.{dataset,image_size,eval_batch_size,num_workers,resident_mb,
+val_samples}`, the three trained models (models/transfer/*.pt) and the frozen ImageNet features
 (data/features/val.pt, the SVM's representation). Writes:
   plots/transfer/tsne.png         t-SNE grid of each strategy's 2048-d validation features
   plots/transfer/tsne.csv         the coordinates: strategy, index, x, y, label, class
@@ -41,10 +41,11 @@ def main(argv):
     classes = frozen["classes"]
     features = {"svm": frozen["features"].numpy()}
     labels = frozen["labels"].numpy()
-    loader = transfer.eval_loader(root, "val", data_cfg, shared.seed, device)
+    images = transfer.image_set(root, "val", data_cfg, shared.seed, device)
     for strategy in TRAINED_STRATEGIES:
         model, _ = engine.load_checkpoint(f"models/transfer/{strategy}.pt", device)
-        _, y, h, _ = engine.predict(model, loader, device, amp_dtype, embed=True)
+        _, y, h, _ = engine.predict(model, images.batches(data_cfg.eval_batch_size), device,
+                                    amp_dtype, embed=True)
         check_same_images(y, labels, root)
         features[strategy] = h.numpy()
 

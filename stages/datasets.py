@@ -10,7 +10,7 @@ transfer.image_size).
 """
 from pathlib import Path
 
-from stages.lib import data, params
+from stages.lib import data, images, params
 from stages.lib.common import StageError, run
 from stages.lib.files import write_json
 from stages.lib.params import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, param
@@ -29,10 +29,10 @@ def tensor_table(folder):
 
 
 def image_folder_table(root, image_size):
-    classes = data.image_folder_classes(root)
+    classes = images.image_folder_classes(root)
     table = {}
     for split in data.SPLITS:
-        dataset = data.image_folder(root, split, transform=None)
+        dataset = images.image_folder(root, split, transform=None)
         table[split] = {"height": image_size, "width": image_size, "channels": 3,
                         "samples": len(dataset), "classes": len(classes), "class_names": classes}
     return table

@@ -17,7 +17,7 @@ import re
 import shutil
 from pathlib import Path
 
-from stages.lib import archives, data, fetch, params
+from stages.lib import archives, data, fetch, images, params
 from stages.lib.common import StageError, run
 from stages.lib.files import save_torch
 from stages.lib.params import param
@@ -140,7 +140,7 @@ def prepare_imagefolder(name, source, work, settings, limit):
     archives.extract(archive, unpacked, max_bytes=limit)
     archive.unlink()
     root = archives.single_top_folder(unpacked)
-    classes = data.image_folder_classes(root, label=f"{filename} (not an ImageFolder archive)")
+    classes = images.image_folder_classes(root, label=f"{filename} (not an ImageFolder archive)")
     print(f"{name}: ImageFolder with classes {', '.join(classes)}", flush=True)
     return root
 

@@ -3,7 +3,7 @@
     python -m stages.features
 
 Reads params `seed`, `device`, `precision`, `transfer.{dataset,image_size,eval_batch_size,
-num_workers,train_samples,val_samples}`, data/raw/<transfer.dataset>/ and
+num_workers,resident_mb,train_samples,val_samples}`, data/raw/<transfer.dataset>/ and
 data/weights/resnet50.pth. Writes data/features/{train,val}.pt: features (N, 2048) float32
 (global-average-pooled output of the last residual block, evaluation transform), labels,
 classes, files.
@@ -31,9 +31,10 @@ def main(argv):
     OUT.mkdir(parents=True, exist_ok=True)
     for split in data.SPLITS:
         start = time.perf_counter()
-        loader = transfer.eval_loader(root, split, cfg, shared.seed, device)
-        _, labels, features, _ = engine.predict(model, loader, device, amp_dtype, embed=True)
-        files = [str(Path(p).relative_to(root)) for p, _ in loader.dataset.samples]
+        images = transfer.image_set(root, split, cfg, shared.seed, device)
+        _, labels, features, _ = engine.predict(model, images.batches(cfg.eval_batch_size),
+                                                device, amp_dtype, embed=True)
+        files = [str(Path(p).relative_to(root)) for p in images.files]
         save_torch({"features": features, "labels": labels, "classes": classes, "files": files},
                    OUT / f"{split}.pt")
         print(f"features/{split}: {tuple(features.shape)} in "

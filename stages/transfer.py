@@ -8,9 +8,11 @@
   finetune_aug  as finetune, with the data augmentation of transfer.finetune_aug.augment
 
 Reads params `seed`, `device`, `precision`, `transfer.{dataset,image_size,batch_size,
-eval_batch_size,num_workers,train_samples,val_samples}`, `transfer.<strategy>.*`,
-`distributed.*` and data/raw/<transfer.dataset>/. With `distributed.nproc_per_node` > 1 it
-trains on that many processes (torchrun, DDP; stages/lib/distributed.py); rank 0 writes.
+eval_batch_size,num_workers,resident_mb,train_samples,val_samples}`,
+`transfer.<strategy>.*`, `distributed.*` and data/raw/<transfer.dataset>/ (decoded once and
+kept on the device within `transfer.resident_mb`: stages/lib/images.py). With
+`distributed.nproc_per_node` > 1 it trains on that many processes (torchrun, DDP;
+stages/lib/distributed.py); rank 0 writes.
 Writes models/transfer/<strategy>.pt (the last epoch's weights: the model every number and
 figure of the stage describes), .run.json, metrics/transfer/<strategy>.json (analysis.HEADLINE:
 accuracy of that model, best_accuracy and best_epoch named beside it),
@@ -77,20 +79,16 @@ def main(argv):
                                       cfg.weight_decay)
     scheduler = engine.make_scheduler(cfg.scheduler, optimizer, cfg.epochs, cfg.step_size,
                                       cfg.gamma)
-    train_set = data.image_folder(root, "train",
-                                  data.image_transforms(data_cfg.image_size, cfg.augment),
-                                  data_cfg.train_samples, shared.seed)
     shard = (ctx.rank, ctx.world)
-    train_loader = data.image_loader(train_set, data_cfg.batch_size, shuffle=True,
-                                     num_workers=data_cfg.num_workers, seed=shared.seed,
-                                     device=device, shard=shard)
-    val_loader = transfer.eval_loader(root, "val", data_cfg, shared.seed, device)
-    val_share = transfer.eval_loader(root, "val", data_cfg, shared.seed, device, shard) \
-        if ctx.world > 1 else val_loader   # this rank's share of the validation images
+    train_set = transfer.image_set(root, "train", data_cfg, shared.seed, device, cfg.augment,
+                                   rank=ctx.rank)
+    val_set = transfer.image_set(root, "val", data_cfg, shared.seed, device)
 
     def train_batches(epoch):
-        train_loader.sampler.set_epoch(epoch)   # the epoch's seeded order
-        return train_loader
+        return train_set.batches(data_cfg.batch_size, epoch, shard)   # the epoch's seeded order
+
+    def val_batches(share=shard):
+        return val_set.batches(data_cfg.eval_batch_size, shard=share)
 
     n_params, _ = models.count_parameters(model)
     env = runtime.run_info(device, amp_dtype,
@@ -99,8 +97,9 @@ def main(argv):
         | {"distributed": asdict(dist_cfg)}
     if ctx.main:
         print(f"transfer@{strategy}: ResNet-50 ({n_params:,} parameters), {data_cfg.dataset} "
-              f"{len(train_set)} train / {len(val_loader.dataset)} val, classes "
-              f"{', '.join(classes)}, {data_cfg.image_size} px, {env['device']}, "
+              f"{len(train_set)} train / {len(val_set)} val images "
+              f"({train_set.describe()}), classes {', '.join(classes)}, "
+              f"{data_cfg.image_size} px, {env['device']}, "
               f"{env['precision']}" + (f", {ctx.world} processes ({ctx.backend})"
                                        if ctx.world > 1 else ""), flush=True)
 
@@ -112,16 +111,16 @@ def main(argv):
     checkpoint = checkpoints.checkpoint_path(f"transfer-{strategy}", fingerprint)
     history, state, seconds = live.fit(
         out / "live", ctx=ctx, model=model, train_batches=train_batches,
-        val_batches=lambda: val_share, epochs=cfg.epochs, optimizer=optimizer,
+        val_batches=val_batches, epochs=cfg.epochs, optimizer=optimizer,
         scheduler=scheduler, device=device, amp_dtype=amp_dtype,
         lr_key=f"transfer.{strategy}.lr", checkpoint=checkpoint, fingerprint=fingerprint,
-        generators=[train_loader.generator, val_share.generator])
+        generators=[train_set.generator])
     if not ctx.main:
         ctx.close()
         return   # rank 0 evaluates and writes
 
     summary = analysis.summarize(history)
-    preds, labels = engine.predict(model, val_loader, device, amp_dtype)
+    preds, labels = engine.predict(model, val_batches((0, 1)), device, amp_dtype)
     plots.save(plots.curves_figure(history, f"ResNet-50 {strategy}"), out / "curves.png")
 
     mean, std = data.NORMALIZATION["imagenet"]
@@ -137,7 +136,7 @@ def main(argv):
         details={"epochs": cfg.epochs, "final_val_loss": summary["final_val_loss"],
                  "final_train_accuracy": summary["final_train_accuracy"],
                  "image_size": data_cfg.image_size, "train_samples": len(train_set),
-                 "val_samples": len(val_loader.dataset)})
+                 "val_samples": len(val_set)})
     checkpoints.finish_checkpoint(checkpoint)
     ctx.close()
     print(f"transfer@{strategy}: val accuracy {history[-1]['val_accuracy']:.4f} (last epoch), best "

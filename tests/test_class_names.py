@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from helpers import cifar_folder
-from stages.lib import archives, data, names
+from stages.lib import archives, data, images, names
 from stages.lib.common import StageError
 
 HOSTILE = ["<img src=x onerror=alert(1)>", "ants\n# injected heading", "=HYPERLINK(1)",
@@ -53,7 +53,7 @@ def test_an_image_folder_archive_with_a_hostile_class_is_refused(tmp_path, write
     unpacked.mkdir()
     archives.extract(archive, unpacked, max_bytes=1 << 30)
     with pytest.raises(StageError, match=RULE) as error:
-        data.image_folder_classes(archives.single_top_folder(unpacked), label="set.zip")
+        images.image_folder_classes(archives.single_top_folder(unpacked), label="set.zip")
     assert repr(bad) in str(error.value)
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from helpers import closed_port, copy_project, edit_params, run, saved_states, stage_env
-from stages.lib import data, distributed
+from stages.lib import data, distributed, images
 from stages.lib.common import StageError
 
 # ---------------------------------------------------------------- the shares of a batch
@@ -41,25 +41,22 @@ def test_the_shares_of_each_step_are_the_one_process_batch(n, batch, world):
         assert len({len(s[k]) for s in shares}) == 1     # equal shares: DDP's mean is the mean
 
 
-def test_a_loader_shard_takes_its_positions_of_the_one_process_order():
-    dataset = list(range(10))
-    device = torch.device("cpu")
-
-    def order(rank, world, epoch):
-        loader = data.image_loader(dataset, 4, shuffle=True, num_workers=0, seed=3,
-                                   device=device, shard=(rank, world))
-        loader.sampler.set_epoch(epoch)
-        return [b.tolist() for b in loader]
+def test_an_image_set_shard_takes_its_positions_of_the_one_process_order():
+    def order(rank, world, epoch):   # ImageSet.batches' steps of 4 images (2 per rank of 2)
+        share = images.pass_order(10, 3, epoch, (rank, world))
+        return [share[i:i + 4 // world] for i in range(0, len(share), 4 // world)]
 
     for epoch in (1, 2):
         one = [i for b in order(0, 1, epoch) for i in b]
         ranks = [order(r, 2, epoch) for r in range(2)]
         assert [len(b) for b in ranks[0]] == [len(b) for b in ranks[1]] == [2, 2, 1]
         assert [i for step in zip(*ranks) for pair in zip(*step) for i in pair] == one
+        # DistributedSampler's shuffle: the order every transfer run has had
+        assert one == torch.randperm(10, generator=torch.Generator().manual_seed(3 + epoch)) \
+            .tolist()
     assert order(0, 1, 1) != order(0, 1, 2)                      # each epoch its own order
-    evaluation = [data.image_loader(dataset, 4, shuffle=False, num_workers=0, seed=3,
-                                    device=device, shard=(r, 3)) for r in range(3)]
-    assert sorted(i for loader in evaluation for b in loader for i in b.tolist()) == dataset
+    evaluation = [images.pass_order(10, 3, None, (r, 3)) for r in range(3)]
+    assert sorted(i for share in evaluation for i in share) == list(range(10))
 
 
 # ---------------------------------------------------------------- settings and checks

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from stages.lib import checkpoints, common, data, engine, files
+from stages.lib import checkpoints, common, data, engine, files, images
 from stages.lib.common import StageError
 
 
@@ -136,15 +136,15 @@ def test_a_decompression_bomb_is_refused_naming_the_file(tmp_path):
     path = tmp_path / "bomb.png"
     path.write_bytes(png_header(60000, 60000))
     with pytest.raises(StageError, match=rf"^image {path} is too large to decode safely"):
-        data.load_image(path)
+        images.load_image(path)
 
 
 def test_image_size_has_an_upper_bound():
     from stages.lib import params
 
     cfg = {"transfer": {"dataset": "x", "image_size": 1_000_000, "batch_size": 4,
-                        "eval_batch_size": 4, "num_workers": 0, "train_samples": "all",
-                        "val_samples": "all"}}
+                        "eval_batch_size": 4, "num_workers": 0, "resident_mb": 0,
+                        "train_samples": "all", "val_samples": "all"}}
     with pytest.raises(StageError, match=r"'transfer\.image_size' must be <= 1024, got 1000000"):
         params.transfer_data(cfg)
 

@@ -181,3 +181,44 @@ def test_rng_state_round_trips_through_a_weights_only_file(tmp_path):
              random.random())
     assert torch.equal(expected[0], again[0]) and torch.equal(expected[1], again[1])
     assert (expected[2] == again[2]).all() and expected[3] == again[3]
+
+
+def test_the_state_written_in_the_background_is_the_one_of_its_epoch(tmp_path):
+    """StateWriter.save copies the state before it returns: the next epoch changing the
+    weights and the optimizer in place does not reach the file."""
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    momentum = optimizer.state_dict()["state"][0]["momentum_buffer"].clone()
+    writer = checkpoints.StateWriter()
+    path = tmp_path / "state.pt"
+    writer.save(path, "f" * 16, model=model, optimizer=optimizer, scheduler=None, scaler=None,
+                rng=[checkpoints.get_rng_state()], history=[{"epoch": 1}])
+    with torch.no_grad():   # the next epoch, at once
+        model.weight.add_(1.0)
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    writer.close()
+    saved = checkpoints.load_training_state(path, "f" * 16)
+    assert saved["epoch"] == 1 and saved["history"] == [{"epoch": 1}]
+    assert all(torch.equal(saved["model"][k], v) for k, v in before.items())
+    assert torch.equal(saved["optimizer"]["state"][0]["momentum_buffer"], momentum)
+
+
+def test_a_background_write_that_fails_stops_training_in_one_line(tmp_path, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    writer = checkpoints.StateWriter()
+    state = dict(model=model, optimizer=optimizer, scheduler=None, scaler=None, rng=[],
+                 history=[{"epoch": 1}])
+    writer.save(tmp_path / "state.pt", "f" * 16, **state)
+    with pytest.raises(StageError, match=r"^no space left on device while writing .*state\.pt$"):
+        writer.save(tmp_path / "state.pt", "f" * 16, **state)   # the next epoch's save
+    writer.close()
+    assert list(tmp_path.iterdir()) == []   # no partial file

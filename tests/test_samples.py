@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from helpers import edit_params, run_stage, stage_error
-from stages.lib import data, params
+from stages.lib import data, images, params
 
 
 def test_subsample_is_seeded_sorted_and_keeps_the_balance():
@@ -33,12 +33,12 @@ def test_an_image_folder_cut_stays_an_image_folder(tmp_path):
         (tmp_path / "train" / cls).mkdir(parents=True)
         for i in range(6):
             Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(tmp_path / "train" / cls / f"{i}.png")
-    whole = data.image_folder(tmp_path, "train", None)
-    cut = data.image_folder(tmp_path, "train", None, samples=5, seed=0)
+    whole = images.image_folder(tmp_path, "train", None)
+    cut = images.image_folder(tmp_path, "train", None, samples=5, seed=0)
     assert len(whole) == 12 and len(cut) == 5
     assert cut.imgs == cut.samples and [t for _, t in cut.samples] == cut.targets
     assert set(cut.samples) < set(whole.samples)
-    assert cut.samples == data.image_folder(tmp_path, "train", None, samples=5, seed=0).samples
+    assert cut.samples == images.image_folder(tmp_path, "train", None, samples=5, seed=0).samples
     path, target = cut.samples[0]
     assert cut[0][1] == target and cut.classes == ["ants", "bees"]
 
@@ -64,7 +64,8 @@ def test_a_bad_number_of_samples_is_named(project, monkeypatch, key, value, patt
 
 def test_transfer_reads_only_the_splits_it_declares():
     settings = {"transfer": {"dataset": "x", "image_size": 32, "batch_size": 4,
-                             "eval_batch_size": 4, "num_workers": 0, "val_samples": 7}}
+                             "eval_batch_size": 4, "num_workers": 0, "resident_mb": 0,
+                             "val_samples": 7}}
     # compare declares transfer.val_samples only: train_samples is not read
     cfg = params.transfer_data(settings, training=False, splits=("val",))
     assert (cfg.train_samples, cfg.val_samples, cfg.samples("val")) == (None, 7, 7)

@@ -1,5 +1,5 @@
 """Transfer-learning pieces beyond the end-to-end run: the SVM on given features, a custom
-N-class ImageFolder dataset, the pretrained loading path, the image transforms."""
+N-class ImageFolder dataset, the pretrained loading path."""
 import json
 import zipfile
 
@@ -9,8 +9,7 @@ import torch
 
 import tiny_mirror
 from helpers import edit_params, run_stage
-from stages.lib import data, transfer
-from stages.lib.params import Augment
+from stages.lib import images, transfer
 
 
 def write_features(project, train, val, classes):
@@ -105,30 +104,11 @@ def test_pretrained_path_loads_the_saved_file(tmp_path):
     assert model.head.out_features == 4
 
 
-def test_image_transforms(tmp_path):
-    from PIL import Image
-
-    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 70, 3),
-                                                              dtype=np.uint8))
-    plain = data.image_transforms(40)
-    assert plain(image).shape == (3, 40, 40)
-    assert torch.equal(plain(image), plain(image))  # evaluation transform is deterministic
-    augment = Augment(random_crop=True, crop_scale_min=0.5, hflip=True, color_jitter=0.3,
-                      rotation=10.0)
-    torch.manual_seed(0)
-    a = data.image_transforms(40, augment)(image)
-    b = data.image_transforms(40, augment)(image)
-    assert a.shape == (3, 40, 40) and not torch.equal(a, b)
-    off = Augment(random_crop=False, crop_scale_min=0.08, hflip=False, color_jitter=0.0,
-                  rotation=0.0)
-    assert torch.equal(data.image_transforms(40, off)(image), plain(image))
-
-
 def test_gif_placeholder_is_not_a_sample(tmp_path):
     archive = tmp_path / "h.zip"
     tiny_mirror.write_image_folder_zip(archive, np.random.default_rng(0), {"train": 2, "val": 1})
     with zipfile.ZipFile(archive) as zf:
         zf.extractall(tmp_path)
     root = tmp_path / "hymenoptera_data"
-    assert data.image_folder_classes(root) == ["ants", "bees"]
-    assert len(data.image_folder(root, "train", None)) == 4  # the .gif is skipped
+    assert images.image_folder_classes(root) == ["ants", "bees"]
+    assert len(images.image_folder(root, "train", None)) == 4  # the .gif is skipped

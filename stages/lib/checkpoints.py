@@ -82,18 +82,57 @@ def code_files():
     return sorted(root.rglob("*.py"))
 
 
-def save_training_state(path, fingerprint, *, model, optimizer, scheduler, scaler, rng,
-                        history):
-    """Everything the next epoch depends on, written atomically (a kill during the save leaves
-    the previous checkpoint as it was). Loadable with weights_only=True: tensors, numbers,
-    strings, lists and dicts only. `rng`: every rank's get_rng_state(), in rank order."""
-    from .files import save_torch
+def training_state(fingerprint, *, model, optimizer, scheduler, scaler, rng, history):
+    """Everything the next epoch depends on, as a copy on the CPU that training can go on
+    changing the model and optimizer under (tensors, numbers, strings, lists and dicts only:
+    loadable with weights_only=True). `rng`: every rank's get_rng_state(), in rank order."""
+    return _cpu_copy({"fingerprint": fingerprint, "epoch": len(history),
+                      "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                      "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                      "scaler": scaler.state_dict() if scaler is not None else None,
+                      "rng": rng, "history": history})
 
-    save_torch({"fingerprint": fingerprint, "epoch": len(history),
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "rng": rng, "history": history}, path)
+
+def _cpu_copy(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _cpu_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_cpu_copy(v) for v in value)
+    return value
+
+
+class StateWriter:
+    """Writes training states in the background: save() takes the copy (training_state) and
+    returns while a thread of its own writes it (files.save_torch: atomically, so a kill
+    during the write leaves the previous state), so the next epoch does not wait for the disk.
+    A save waits for the one before; wait() for the last, and raises what a write raised (a
+    full disk is one line, as in the foreground); close() waits for the last and ends the
+    thread. A write still under way when training fails ends before the process exits."""
+
+    def __init__(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self.pending = None
+
+    def save(self, path, fingerprint, **parts):
+        from .files import save_torch
+
+        self.wait()
+        self.pending = self.pool.submit(save_torch, training_state(fingerprint, **parts), path)
+
+    def wait(self):
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self):
+        try:
+            self.wait()
+        finally:
+            self.pool.shutdown()
 
 
 CHECKPOINTS_KEPT = 2   # unfinished runs of one stage whose state is kept, to resume them

@@ -1,5 +1,5 @@
-"""The data layer: decoding the upstream formats into uint8 tensors, the prepared tensor files,
-batches of resident tensors, and ImageFolder datasets. Knows nothing of training."""
+"""The data layer: decoding the upstream formats into uint8 tensors, the prepared tensor files and
+batches of resident tensors (ImageFolder data: images.py). Knows nothing of training."""
 import math
 import pickle
 import re
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .common import StageError, seed_for
+from .common import StageError
 from .files import load_torch
 from .names import check_class_name
 
@@ -240,122 +240,3 @@ def random_crop_flip(x, generator, pad=4):
     out = padded[torch.arange(n, device=x.device).view(n, 1, 1, 1),
                  torch.arange(c, device=x.device).view(1, c, 1, 1), rows, cols]
     return torch.where(flip, out.flip(-1), out)
-
-
-# ---------------------------------------------------------------- ImageFolder data
-
-def image_folder_classes(root, label=None):
-    """Check an ImageFolder layout (train/<class>/..., val/<class>/...) and return its classes.
-    Errors name the dataset as `label` (default: the folder)."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS
-
-    root = Path(root)
-    label = label or str(root)
-    classes = None
-    for split in SPLITS:
-        folder = root / split
-        if not folder.is_dir():
-            raise StageError(f"{label} has no {split}/ folder (expected {split}/<class>/<images>)")
-        found = sorted(p.name for p in folder.iterdir() if p.is_dir())
-        for name in found:
-            check_class_name(name, f"{label}: class folder {split}/")
-        if len(found) < 2:
-            raise StageError(f"{label}: {split}/ needs at least two class folders, "
-                             f"found {len(found)}")
-        for name in found:
-            images = [p for p in (folder / name).rglob("*")
-                      if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS]
-            if not images:
-                raise StageError(f"{label}: class folder {split}/{name} has no images "
-                                 f"({', '.join(IMG_EXTENSIONS)})")
-        if classes is not None and found != classes:
-            raise StageError(f"{label}: train and val classes differ: {classes} vs {found}")
-        classes = found
-    return classes
-
-
-def load_image(path):
-    """PIL loader for ImageFolder that names the file when it cannot be read."""
-    from PIL import Image
-
-    try:
-        with open(path, "rb") as f:
-            image = Image.open(f)
-            return image.convert("RGB")
-    except Image.DecompressionBombError:
-        raise StageError(f"image {path} is too large to decode safely (more than "
-                         f"{2 * Image.MAX_IMAGE_PIXELS:,} pixels: a decompression bomb?); "
-                         "remove it from the dataset") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise StageError(f"cannot read image {path}: {error}") from None
-
-
-def image_folder(root, split, transform, samples=None, seed=0):
-    """The ImageFolder at root/split; `samples` (None: all) keeps that many images, picked by
-    subsample(): still an ImageFolder, its .samples and .targets cut to them."""
-    from torchvision.datasets import ImageFolder
-
-    dataset = ImageFolder(str(Path(root) / split), transform=transform, loader=load_image)
-    if samples is not None:
-        keep = subsample(len(dataset), samples, seed)
-        dataset.samples = dataset.imgs = [dataset.samples[i] for i in keep]
-        dataset.targets = [dataset.targets[i] for i in keep]
-    return dataset
-
-
-def image_transforms(image_size, augment=None):
-    """torchvision transforms for ImageFolder images, ImageNet normalization.
-    Evaluation (and training without augmentation): resize the short side to 8/7 of
-    `image_size` (256 for 224, as torchvision's ImageNet evaluation), centre crop.
-    `augment` (a params.Augment, training only): random_crop (RandomResizedCrop with scale
-    (crop_scale_min, 1)), hflip, color_jitter (brightness/contrast/saturation strength),
-    rotation (degrees)."""
-    from torchvision import transforms as T
-
-    mean, std = NORMALIZATION["imagenet"]
-    tail = [T.ToTensor(), T.Normalize(mean, std)]
-    if augment is None or not augment.any():
-        return T.Compose([T.Resize(round(image_size * 8 / 7)), T.CenterCrop(image_size), *tail])
-    steps = []
-    if augment.rotation:
-        steps.append(T.RandomRotation(augment.rotation))
-    if augment.random_crop:
-        steps.append(T.RandomResizedCrop(image_size, scale=(augment.crop_scale_min, 1.0)))
-    else:
-        steps += [T.Resize(round(image_size * 8 / 7)), T.CenterCrop(image_size)]
-    if augment.hflip:
-        steps.append(T.RandomHorizontalFlip())
-    if augment.color_jitter:
-        s = augment.color_jitter
-        steps.append(T.ColorJitter(brightness=s, contrast=s, saturation=s))
-    return T.Compose([*steps, *tail])
-
-
-def image_loader(dataset, batch_size, *, shuffle, num_workers, seed, device, shard=(0, 1)):
-    """A DataLoader over an ImageFolder: workers, pinned memory on CUDA, seeded shuffling and
-    seeded per-worker random augmentation (same params, same batches). Workers are started
-    anew each epoch, seeded from `generator`: an epoch's batches then depend only on the
-    generator's state at its start, which a checkpoint saves, so a resumed run draws the
-    same augmentations as an uninterrupted one (persistent workers would carry their random
-    state over from the epochs before, out of reach of a checkpoint).
-
-    shuffle (training): torch's DistributedSampler orders the samples, seeded by `seed` and
-    the epoch (call loader.sampler.set_epoch(epoch) before each pass); with shard=(rank,
-    world) this rank takes its positions of that order, batch_size / world per step, so the
-    world's batches are those of one process. Without shuffle (evaluation) the rank takes
-    items rank, rank + world, ... with no repeats."""
-    from torch.utils.data import DistributedSampler, Subset
-
-    rank, world = shard
-    sampler = None
-    if shuffle:
-        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
-                                     seed=seed)
-        batch_size //= world
-    elif world > 1:
-        dataset = Subset(dataset, range(rank, len(dataset), world))
-    # the workers' augmentation: each rank a stream of its own (common.seed_for)
-    generator = torch.Generator().manual_seed(seed_for(seed, "loader", rank))
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-        pin_memory=device.type == "cuda", generator=generator, persistent_workers=False)

@@ -14,9 +14,9 @@ import torch.nn.functional as F
 
 from . import cpu_layers, distributed, models
 from .checkpoints import (
+    StateWriter,
     get_rng_state,
     load_training_state,
-    save_training_state,
     set_rng_state,
     state_problem,
     tidy_checkpoints,
@@ -164,9 +164,10 @@ def fit(model, *, train_batches, val_batches, epochs, optimizer, device, amp_dty
     finite stops training with a StageError.
 
     With `checkpoint` (a path), the whole training state is saved there after every epoch
-    (see save_training_state) and a run that finds a checkpoint of the same `fingerprint`
-    (params, code, data) goes on from its epoch: the epochs already done are not trained
-    again, and the result is the same, to the byte, as a run that was never interrupted.
+    (checkpoints.training_state, written in the background: StateWriter) and a run that finds
+    a checkpoint of the same `fingerprint` (params, code, data) goes on from its epoch: the
+    epochs already done are not trained again, and the result is the same, to the byte, as a
+    run that was never interrupted.
     `generators`: the torch.Generators that draw the batches (shuffling, augmentation,
     DataLoader worker seeds), saved and restored with the global RNGs. `on_epoch(record)` is
     called for every epoch, also for those restored from the checkpoint, so logs are rebuilt.
@@ -205,6 +206,7 @@ def fit(model, *, train_batches, val_batches, epochs, optimizer, device, amp_dty
             if on_epoch is not None:
                 on_epoch(record)
     passes = {}   # batches per pass last epoch: the progress's total (a generator has no len)
+    writer = StateWriter()   # writes each epoch's state while the next one trains
     for epoch in range(len(history) + 1, epochs + 1):
         start = time.perf_counter()
         shown = Progress(f"epoch {epoch}/{epochs} train", passes.get("train"),
@@ -234,13 +236,12 @@ def fit(model, *, train_batches, val_batches, epochs, optimizer, device, amp_dty
         if checkpoint:
             rng = ctx.gather(get_rng_state(generators))   # every rank takes part
             if ctx.main:
-                save_training_state(checkpoint, fingerprint, model=model, optimizer=optimizer,
-                                    scheduler=scheduler, scaler=scaler, rng=rng,
-                                    history=history)
+                writer.save(checkpoint, fingerprint, model=model, optimizer=optimizer,
+                            scheduler=scheduler, scaler=scaler, rng=rng, history=history)
         if on_epoch is not None:
             on_epoch(record)
+    writer.close()   # the last state is on disk before fit returns
     return history, model.state_dict() if ctx.main else None
-
 
 
 @torch.no_grad()

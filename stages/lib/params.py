@@ -221,13 +221,14 @@ def strategy(params, name):
 
 @dataclass(frozen=True)
 class TransferData:
-    """transfer.{dataset,image_size,batch_size,eval_batch_size,num_workers,train_samples,
-    val_samples}."""
+    """transfer.{dataset,image_size,batch_size,eval_batch_size,num_workers,resident_mb,
+    train_samples,val_samples}."""
     dataset: str
     image_size: int
     batch_size: int | None   # None for the stages that only evaluate (they do not declare it)
     eval_batch_size: int
     num_workers: int
+    resident_mb: int         # decoded images kept on the device up to this size (images.py)
     train_samples: int | None   # None: all; also None where a stage reads no training images
     val_samples: int | None
 
@@ -245,6 +246,7 @@ def transfer_data(params, training=True, splits=("train", "val")):
         batch_size=param(params, "transfer.batch_size", int, minimum=1) if training else None,
         eval_batch_size=param(params, "transfer.eval_batch_size", int, minimum=1),
         num_workers=param(params, "transfer.num_workers", int, minimum=0),
+        resident_mb=param(params, "transfer.resident_mb", int, minimum=0),
         train_samples=samples(params, "transfer.train_samples") if "train" in splits else None,
         val_samples=samples(params, "transfer.val_samples") if "val" in splits else None)
 

@@ -1,10 +1,9 @@
-"""What the transfer-learning stages share: the ImageNet weights, the ImageFolder dataset and
-its loaders."""
+"""What the transfer-learning stages share: the ImageNet weights and the ImageFolder dataset."""
 from pathlib import Path
 
 import torch
 
-from . import data, models
+from . import data, images, models
 from .common import StageError
 from .files import load_torch
 
@@ -40,14 +39,13 @@ def pretrained_resnet50(num_classes, path=WEIGHTS):
 
 
 def classes_of(root):
-    return data.image_folder_classes(root, label=f"dataset {root}")
+    return images.image_folder_classes(root, label=f"dataset {root}")
 
 
-def eval_loader(root, split, cfg, seed, device, shard=(0, 1)):
-    """The evaluation-transform loader of `split`, cut to its `transfer.<split>_samples`;
-    shard=(rank, world): that rank's share (data.image_loader)."""
-    dataset = data.image_folder(root, split, data.image_transforms(cfg.image_size),
-                                cfg.samples(split), seed)
-    return data.image_loader(dataset, cfg.eval_batch_size, shuffle=False,
-                             num_workers=cfg.num_workers, seed=seed, device=device, shard=shard)
-
+def image_set(root, split, cfg, seed, device, augment=None, rank=0):
+    """`split` of the transfer set as a stage uses it (images.ImageSet), cut to its
+    `transfer.<split>_samples`; `augment` (a params.Augment): training's, drawn on `rank`'s
+    own random stream."""
+    return images.ImageSet(root, split, image_size=cfg.image_size, device=device,
+                           resident_mb=cfg.resident_mb, num_workers=cfg.num_workers,
+                           samples=cfg.samples(split), seed=seed, augment=augment, rank=rank)

@@ -1,0 +1,272 @@
+"""ImageFolder data (the transfer set): its layout, decoding each image once, and batches on the
+device, augmented there.
+
+Each image is decoded and resized once, with PIL, into a uint8 tensor: the evaluation view
+(short side resized to 8/7 of `image_size`, 256 for 224, as torchvision's ImageNet evaluation,
+then the centre crop) or, when training augments the whole picture (a random crop or a
+rotation), the source picture at most SOURCE_SIDE times `image_size` on its short side. A set
+whose tensors fit `transfer.resident_mb` is decoded once and kept on the device (as MNIST and
+CIFAR-10 are); a larger one is decoded by DataLoader workers at every pass. Either way the
+batches are the same: the order is torch's DistributedSampler's (seeded by `seed` and the
+epoch), and the augmentation runs on the device, after the batch is gathered, with
+torchvision's v2 transforms drawing from a generator of the stage's own, so that results do
+not depend on the number of workers nor on whether the set is resident.
+"""
+from pathlib import Path
+
+import torch
+
+from .common import StageError, seed_for
+from .data import NORMALIZATION, SPLITS, subsample
+from .names import check_class_name
+
+SOURCE_SIDE = 2   # the source pictures random crops are cut from: short side <= 2 x image_size
+
+
+def image_folder_classes(root, label=None):
+    """Check an ImageFolder layout (train/<class>/..., val/<class>/...) and return its classes.
+    Errors name the dataset as `label` (default: the folder)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    root = Path(root)
+    label = label or str(root)
+    classes = None
+    for split in SPLITS:
+        folder = root / split
+        if not folder.is_dir():
+            raise StageError(f"{label} has no {split}/ folder (expected {split}/<class>/<images>)")
+        found = sorted(p.name for p in folder.iterdir() if p.is_dir())
+        for name in found:
+            check_class_name(name, f"{label}: class folder {split}/")
+        if len(found) < 2:
+            raise StageError(f"{label}: {split}/ needs at least two class folders, "
+                             f"found {len(found)}")
+        for name in found:
+            images = [p for p in (folder / name).rglob("*")
+                      if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS]
+            if not images:
+                raise StageError(f"{label}: class folder {split}/{name} has no images "
+                                 f"({', '.join(IMG_EXTENSIONS)})")
+        if classes is not None and found != classes:
+            raise StageError(f"{label}: train and val classes differ: {classes} vs {found}")
+        classes = found
+    return classes
+
+
+def load_image(path):
+    """PIL loader for ImageFolder that names the file when it cannot be read."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as f:
+            image = Image.open(f)
+            return image.convert("RGB")
+    except Image.DecompressionBombError:
+        raise StageError(f"image {path} is too large to decode safely (more than "
+                         f"{2 * Image.MAX_IMAGE_PIXELS:,} pixels: a decompression bomb?); "
+                         "remove it from the dataset") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise StageError(f"cannot read image {path}: {error}") from None
+
+
+def image_folder(root, split, transform, samples=None, seed=0):
+    """The ImageFolder at root/split; `samples` (None: all) keeps that many images, picked by
+    data.subsample(): still an ImageFolder, its .samples and .targets cut to them."""
+    from torchvision.datasets import ImageFolder
+
+    dataset = ImageFolder(str(Path(root) / split), transform=transform, loader=load_image)
+    if samples is not None:
+        keep = subsample(len(dataset), samples, seed)
+        dataset.samples = dataset.imgs = [dataset.samples[i] for i in keep]
+        dataset.targets = [dataset.targets[i] for i in keep]
+    return dataset
+
+
+def whole_picture(augment):
+    """Whether training with `augment` (a params.Augment, or None) transforms the whole
+    picture (random crop, rotation) rather than the evaluation view."""
+    return augment is not None and bool(augment.random_crop or augment.rotation)
+
+
+def decode_transform(image_size, augment=None):
+    """PIL image -> the uint8 tensor kept for it (see the module's docstring)."""
+    from torchvision.transforms import v2
+
+    if whole_picture(augment):
+        return v2.Compose([v2.PILToTensor(), ShrinkTo(SOURCE_SIDE * image_size)])
+    return v2.Compose([v2.Resize(round(image_size * 8 / 7)), v2.CenterCrop(image_size),
+                       v2.PILToTensor()])
+
+
+class ShrinkTo(torch.nn.Module):
+    """Resize a picture whose short side is longer than `side` down to it; a smaller one is
+    kept as it is."""
+
+    def __init__(self, side):
+        super().__init__()
+        self.side = side
+
+    def forward(self, image):
+        from torchvision.transforms.v2 import functional as F
+
+        return F.resize(image, self.side, antialias=True) \
+            if min(image.shape[-2:]) > self.side else image
+
+
+def device_augmentation(image_size, augment):
+    """The training augmentation, on one uint8 image tensor on any device (torchvision's v2
+    transforms, in the order the PIL pipeline applied them), or None without augmentation.
+    `augment`: a params.Augment: rotation (degrees), random_crop (RandomResizedCrop with scale
+    (crop_scale_min, 1)), hflip, color_jitter (brightness/contrast/saturation strength)."""
+    from torchvision.transforms import v2
+
+    if augment is None or not augment.any():
+        return None
+    steps = []
+    if augment.rotation:
+        steps.append(v2.RandomRotation(augment.rotation))
+    if augment.random_crop:
+        steps.append(v2.RandomResizedCrop(image_size, scale=(augment.crop_scale_min, 1.0),
+                                          antialias=True))
+    elif augment.rotation:   # the source picture: the evaluation view of it, after rotating
+        steps += [v2.Resize(round(image_size * 8 / 7), antialias=True),
+                  v2.CenterCrop(image_size)]
+    if augment.hflip:
+        steps.append(v2.RandomHorizontalFlip())
+    if augment.color_jitter:
+        s = augment.color_jitter
+        steps.append(v2.ColorJitter(brightness=s, contrast=s, saturation=s))
+    return v2.Compose(steps)
+
+
+def pass_order(n, seed, epoch=None, shard=(0, 1)):
+    """Indices of n items in the order of one pass. Training (`epoch` given): torch's
+    DistributedSampler's shuffle for `seed` and `epoch`, this rank's positions of it (every rank
+    as many, the first few repeated when n does not divide by the world): the ranks' shares of
+    step k together are the one-process batch k. Evaluation: items rank, rank + world, ...,
+    each once."""
+    rank, world = shard
+    if epoch is None:
+        return list(range(rank, n, world))
+    sampler = torch.utils.data.DistributedSampler(range(n), num_replicas=world, rank=rank,
+                                                  shuffle=True, seed=seed)
+    sampler.set_epoch(epoch)
+    return list(sampler)
+
+
+def _as_list(batch):
+    return batch   # DataLoader collate_fn: pictures of different sizes stay a list
+
+
+class ImageSet:
+    """One split of an ImageFolder as a stage uses it: images decoded once (resident on
+    `device` when they fit `resident_mb`, else decoded at every pass by `num_workers`
+    DataLoader workers), `labels`, `files` (paths under the split), and `batches()`."""
+
+    def __init__(self, root, split, *, image_size, device, resident_mb, num_workers,
+                 samples=None, seed=0, augment=None, rank=0):
+        self.folder = image_folder(root, split, decode_transform(image_size, augment),
+                                   samples, seed)
+        self.files = [p for p, _ in self.folder.samples]
+        self.labels = torch.tensor(self.folder.targets, dtype=torch.int64)
+        self.device, self.num_workers, self.seed = device, num_workers, seed
+        self.augmentation = device_augmentation(image_size, augment)
+        self.stacked = not whole_picture(augment)   # every image the same size: one tensor
+        self.generator = torch.Generator().manual_seed(seed_for(seed, "augment", rank))
+        need = self.bytes_needed(image_size, augment, limit=resident_mb * 2**20)
+        self.images = None
+        if need <= resident_mb * 2**20:
+            chunks = [range(i, min(i + 32, len(self))) for i in range(0, len(self), 32)]
+            images = [image for batch in self._decoded(chunks) for image in batch]
+            self.images = torch.stack(images).to(device) if self.stacked \
+                else [image.to(device) for image in images]
+
+    def __len__(self):
+        return len(self.labels)
+
+    def describe(self):
+        """How the images come: 'resident (N MB)' or 'decoded at every pass'."""
+        if not self.resident:
+            return "decoded at every pass (more than transfer.resident_mb)"
+        images = [self.images] if self.stacked else self.images
+        return f"resident ({sum(i.nbytes for i in images) / 2**20:.0f} MB)"
+
+    @property
+    def resident(self):
+        return self.images is not None
+
+    def bytes_needed(self, image_size, augment, limit):
+        """The bytes the decoded images take, counted up to `limit` (a larger set streams; its
+        exact size does not matter). Source pictures are measured from their headers."""
+        if self.stacked:
+            return len(self) * 3 * image_size ** 2
+        from PIL import Image
+
+        side, total = SOURCE_SIDE * image_size, 0
+        for path in self.files:
+            try:
+                with Image.open(path) as image:
+                    w, h = image.size
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+                return limit + 1   # unreadable: streaming names it, when its turn comes
+            short, long = sorted((w, h))
+            if short > side:   # as torchvision's resize(side) rounds
+                short, long = side, int(side * long / short)
+            total += 3 * short * long
+            if total > limit:
+                break
+        return total
+
+    def _decoded(self, chunks):
+        """The decoded images of each index chunk, in turn (DataLoader workers decode them)."""
+        loader = torch.utils.data.DataLoader(
+            _Pictures(self.folder), batch_sampler=chunks, num_workers=self.num_workers,
+            collate_fn=_as_list, pin_memory=self.device.type == "cuda",
+            generator=torch.Generator())   # workers draw nothing; keeps torch's global RNG
+        return iter(loader)
+
+    def batches(self, batch_size, epoch=None, shard=(0, 1)):
+        """(images normalized to float on the device, labels) of one pass: training with
+        `epoch` (shuffled, augmented; batch_size / world images per rank and step),
+        evaluation without (see pass_order)."""
+        order = pass_order(len(self), self.seed, epoch, shard)
+        if epoch is not None:
+            batch_size //= shard[1]
+        chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        if self.resident:
+            pictures = ([self.images[i] for i in idx] if not self.stacked
+                        else self.images[torch.tensor(idx, device=self.device)]
+                        for idx in chunks)
+        else:
+            pictures = self._decoded(chunks)
+        mean, std = (torch.tensor(v, device=self.device).view(1, -1, 1, 1)
+                     for v in NORMALIZATION["imagenet"])
+        augment = self.augmentation if epoch is not None else None
+        for idx, batch in zip(chunks, pictures):
+            x = self._augmented(batch, augment)
+            yield (x.float().div_(255) - mean) / std, self.labels[idx]
+
+    def _augmented(self, batch, augment):
+        """The batch as one uint8 tensor on the device, each image through `augment`: its
+        random draws come from torch's global generator, seeded for the batch from
+        self.generator and restored after, so they do not depend on who decoded the batch."""
+        if augment is None:
+            return batch.to(self.device) if isinstance(batch, torch.Tensor) \
+                else torch.stack([image.to(self.device) for image in batch])
+        seed = int(torch.randint(2**62, (), generator=self.generator))
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(seed)
+            return torch.stack([augment(image.to(self.device)) for image in batch])
+
+
+class _Pictures(torch.utils.data.Dataset):
+    """An ImageFolder's decoded images without their labels (ImageSet holds those)."""
+
+    def __init__(self, folder):
+        self.folder = folder
+
+    def __len__(self):
+        return len(self.folder)
+
+    def __getitem__(self, index):
+        return self.folder[index][0]
