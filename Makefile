@@ -10,6 +10,8 @@
 # make bench      the speed benchmarks, written to docs/benchmarks.md (BENCH_FLAGS for
 #                 epoch_speed.py); gets the three datasets through their download stages first.
 #                 benchmarks/analysis_speed.py (probe, t-SNE) needs a trained model: by hand
+# make full-run   the whole practical timed stage by stage (benchmarks/full_run.py: dvc repro
+#                 --force in a fresh clone, FULL_RUN_FLAGS), written to docs/full_run.md
 # make gpu-check  on a machine with an NVIDIA GPU: tools/gpu_check.sh (GPU_CHECK_FLAGS, e.g.
 #                 --mirror DIR), its summary in gpu_check/gpu_check.md
 # Each creates .venv first when needed. On Linux x86_64 with Python 3.11 it installs the exact
@@ -32,7 +34,7 @@ endif
 # what `make exps` leaves out: dependency hashes, creation time, t-SNE scores
 EXPS_DROP := Created|stages/|models/|data/|plots/|metrics/tsne/
 
-.PHONY: smoke repro exps share test test-fast lint bench gpu-check
+.PHONY: smoke repro exps share test test-fast lint bench full-run gpu-check
 
 $(BIN)/.installed: requirements.txt requirements.lock
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -71,13 +73,17 @@ bench: $(BIN)/.installed
 	{ echo "# Benchmarks"; echo; \
 	  echo "Written by \`make bench\` on $$(date -u +%Y-%m-%d) ($$(python -c 'from stages.lib.runtime import cpu_name; print(cpu_name())'), $$(nproc) cores, load average $$(cut -d' ' -f1-3 /proc/loadavg) at the start)."; \
 	  echo "Each line is the benchmark's own output; ratios compare against a reference run in"; \
-	  echo "the same process. History: \`git log -p docs/benchmarks.md\`."; echo; echo '```'; \
+	  echo "the same process. History: \`git log -p docs/benchmarks.md\`. The whole practical,"; \
+	  echo "stage by stage: [full_run.md](full_run.md) (\`make full-run\`)."; echo; echo '```'; \
 	  python benchmarks/conv_weight_grad.py && python benchmarks/epoch_speed.py $(BENCH_FLAGS) \
 	  && python benchmarks/transfer_speed.py \
 	  && echo '```'; } > docs/benchmarks.md.part \
 	  && mv docs/benchmarks.md.part docs/benchmarks.md \
 	  || { rm -f docs/benchmarks.md.part; echo "make bench: a benchmark failed; \
 	docs/benchmarks.md is unchanged"; exit 1; }
+
+full-run: $(BIN)/.installed
+	python benchmarks/full_run.py $(FULL_RUN_FLAGS)
 
 gpu-check: $(BIN)/.installed-test
 	tools/gpu_check.sh $(GPU_CHECK_FLAGS)

@@ -103,7 +103,7 @@ def engine_run(root, workers, eval_batch_size, whole_epoch):
                 writer.save(Path(folder) / "state.pt", "benchmark", model=model,
                             optimizer=optimizer, scheduler=None, scaler=None, rng=[],
                             history=[{}])
-                writer.close()
+                writer.wait()
 
     return train, validate, precision_name(amp_dtype), decoding, len(sets[0]), len(sets[1])
 

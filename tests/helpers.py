@@ -53,6 +53,22 @@ def saved_states(project, name):
     return sorted(folder.glob(f"{name}.*.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
 
 
+def wait_for_state(project, name, process, timeout=300):
+    """The first training state (saved_states) a running stage writes, as soon as it is on
+    disk; fails when `process` ends first or after `timeout` seconds. States are written in
+    the background (checkpoints.StateWriter): an epoch's log line comes before its state."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = saved_states(project, name)
+        if states:
+            return states[0]
+        assert process.poll() is None, f"the stage ended ({process.returncode}) before a state"
+        time.sleep(0.02)
+    raise AssertionError(f"no training state of {name} within {timeout} s")
+
+
 def load_tool(path):
     """A script of tools/ (no package) as a module: its functions, to test them."""
     import importlib.util

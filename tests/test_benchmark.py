@@ -1,5 +1,6 @@
 """The speed benchmark's bookkeeping (its timings themselves are never asserted)."""
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,23 @@ def test_missing_data_is_one_line_naming_the_stage_to_run(tmp_path, monkeypatch,
     message = str(exit_.value.code)
     assert message.startswith("error: ") and "\n" not in message
     assert missing in message and command in message
+
+
+full_run = load("full_run")
+
+
+def test_the_full_run_times_each_stage_from_dvcs_lines_to_the_next(tmp_path):
+    script = ("import time; print('Running stage \\'download@mnist\\':', flush=True); "
+              "time.sleep(0.3); print('some output'); "
+              "print('Running stage \\'transfer@finetune\\':', flush=True); time.sleep(0.1); "
+              "raise SystemExit(3)")
+    times, status, output = full_run.timed_repro(tmp_path, False, [sys.executable, "-c", script])
+    assert status == 3 and "some output" in output
+    assert list(times) == ["download@mnist", "transfer@finetune"]
+    assert times["download@mnist"] >= 0.3 and times["transfer@finetune"] >= 0.1
+    text = full_run.document({"download@mnist": 60.0, "train@alexnet": 120.0,
+                              "transfer@finetune": 30.0}, status, 215.0, "resnet50")
+    assert "| **weights-free part** |   180.0 |   3.0 |" in text   # finetune needs the weights
+    assert "| **whole run** |   215.0 |   3.6 |" in text
+    assert "Accepted unverified (DATASETS_ACCEPT_UNVERIFIED): resnet50" in text
+    assert "ended with status 3" in text

@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from helpers import copy_project, edit_params, run, stage_env
+from helpers import copy_project, edit_params, run, stage_env, wait_for_state
 
 TINY = {
     "download.retries": 1,
@@ -369,10 +369,10 @@ def test_names_from_data_are_text_in_the_report(pipeline, tmp_path):
 
 
 def test_dvc_killed_mid_training_resumes_on_the_next_repro(pipeline, tmp_path):
-    """SIGKILL to `dvc repro` in epoch 2: the stage dies with it (no orphan training beside the
-    next run), its checkpoint survives outside DVC's outputs, and the next `dvc repro -f` (forced:
-    else DVC restores the finished run of the same params) resumes and ends with the bytes of
-    the uninterrupted run."""
+    """SIGKILL to `dvc repro` once epoch 1's state is on disk: the stage dies with it (no
+    orphan training beside the next run), its checkpoint survives outside DVC's outputs, and the
+    next `dvc repro -f` (forced: else DVC restores the finished run of the same params) resumes
+    and ends with the bytes of the uninterrupted run."""
     import signal
     import subprocess
 
@@ -381,19 +381,15 @@ def test_dvc_killed_mid_training_resumes_on_the_next_repro(pipeline, tmp_path):
     outputs = ["metrics/alexnet.json", "models/alexnet.pt", "plots/alexnet/confusion.csv",
                "plots/alexnet/live/plots/metrics/val/loss.tsv"]
     expected = {name: (project / name).read_bytes() for name in outputs}
-    process = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "-f", "train@alexnet"],
-                               cwd=copy, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    lines, stage = [], None
+    with open(tmp_path / "dvc.log", "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "-f", "train@alexnet"],
+                                   cwd=copy, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    wait_for_state(copy, "alexnet", process)   # epoch 1's state is on disk: kill in epoch 2
     lock = copy / ".dvc/tmp/stage-locks/train@alexnet.lock"
-    for line in process.stdout:
-        lines.append(line)
-        if line.startswith("epoch   1/3"):
-            stage = int(lock.read_text())   # the training stage's pid, which holds the lock
-            process.send_signal(signal.SIGKILL)
-            break
+    stage = int(lock.read_text())   # the training stage's pid, which holds the lock
+    process.send_signal(signal.SIGKILL)
     process.wait(timeout=60)
-    assert stage is not None, "".join(lines)
     import psutil
 
     try:   # the stage unwinds once its parents are gone

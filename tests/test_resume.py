@@ -12,7 +12,14 @@ import sys
 import pytest
 import torch
 
-from helpers import copy_project, edit_params, run_stage, saved_states, stage_env
+from helpers import (
+    copy_project,
+    edit_params,
+    run_stage,
+    saved_states,
+    stage_env,
+    wait_for_state,
+)
 from stages.lib import checkpoints, files
 from stages.lib.common import StageError
 
@@ -56,17 +63,16 @@ def contents(project):
 
 
 def kill_in_epoch_2(project):
-    """Start the stage and SIGKILL it once epoch 1 is checkpointed; returns the epoch its
+    """Start the stage and SIGKILL it once epoch 1's state is on disk; returns the epoch its
     checkpoint holds (1, or 2 when epoch 2 was saved before the kill landed)."""
-    process = subprocess.Popen([sys.executable, "-m", "stages.train", "alexnet", "cifar10"],
-                               cwd=project, env=stage_env(), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    for line in process.stdout:
-        if line.startswith("epoch   1/3"):   # printed after epoch 1's checkpoint is saved
-            process.send_signal(signal.SIGKILL)
-            break
+    with open(project / "stderr.txt", "w") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "stages.train", "alexnet", "cifar10"],
+                                   cwd=project, env=stage_env(), stdout=subprocess.DEVNULL,
+                                   stderr=stderr)
+    wait_for_state(project, "alexnet", process)
+    process.send_signal(signal.SIGKILL)
     process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL, process.stderr.read()
+    assert process.returncode == -signal.SIGKILL, (project / "stderr.txt").read_text()
     [path] = saved_states(project, "alexnet")
     state = torch.load(path, weights_only=True)
     assert 1 <= state["epoch"] < 3 and len(state["history"]) == state["epoch"]
@@ -192,15 +198,14 @@ def test_the_state_written_in_the_background_is_the_one_of_its_epoch(tmp_path):
     optimizer.step()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     momentum = optimizer.state_dict()["state"][0]["momentum_buffer"].clone()
-    writer = checkpoints.StateWriter()
     path = tmp_path / "state.pt"
-    writer.save(path, "f" * 16, model=model, optimizer=optimizer, scheduler=None, scaler=None,
-                rng=[checkpoints.get_rng_state()], history=[{"epoch": 1}])
-    with torch.no_grad():   # the next epoch, at once
-        model.weight.add_(1.0)
-    model(torch.ones(1, 3)).sum().backward()
-    optimizer.step()
-    writer.close()
+    with checkpoints.StateWriter() as writer:
+        writer.save(path, "f" * 16, model=model, optimizer=optimizer, scheduler=None,
+                    scaler=None, rng=[checkpoints.get_rng_state()], history=[{"epoch": 1}])
+        with torch.no_grad():   # the next epoch, at once
+            model.weight.add_(1.0)
+        model(torch.ones(1, 3)).sum().backward()
+        optimizer.step()
     saved = checkpoints.load_training_state(path, "f" * 16)
     assert saved["epoch"] == 1 and saved["history"] == [{"epoch": 1}]
     assert all(torch.equal(saved["model"][k], v) for k, v in before.items())
@@ -214,11 +219,14 @@ def test_a_background_write_that_fails_stops_training_in_one_line(tmp_path, monk
     monkeypatch.setattr(os, "fsync", full)
     model = torch.nn.Linear(3, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    writer = checkpoints.StateWriter()
     state = dict(model=model, optimizer=optimizer, scheduler=None, scaler=None, rng=[],
                  history=[{"epoch": 1}])
-    writer.save(tmp_path / "state.pt", "f" * 16, **state)
-    with pytest.raises(StageError, match=r"^no space left on device while writing .*state\.pt$"):
-        writer.save(tmp_path / "state.pt", "f" * 16, **state)   # the next epoch's save
-    writer.close()
+    no_space = r"^no space left on device while writing .*state\.pt$"
+    with checkpoints.StateWriter() as writer:
+        writer.save(tmp_path / "state.pt", "f" * 16, **state)
+        with pytest.raises(StageError, match=no_space):
+            writer.save(tmp_path / "state.pt", "f" * 16, **state)   # the next epoch's save
+    with pytest.raises(StageError, match=no_space):   # the last write, when leaving
+        with checkpoints.StateWriter() as writer:
+            writer.save(tmp_path / "state.pt", "f" * 16, **state)
     assert list(tmp_path.iterdir()) == []   # no partial file

@@ -108,8 +108,8 @@ class StateWriter:
     returns while a thread of its own writes it (files.save_torch: atomically, so a kill
     during the write leaves the previous state), so the next epoch does not wait for the disk.
     A save waits for the one before; wait() for the last, and raises what a write raised (a
-    full disk is one line, as in the foreground); close() waits for the last and ends the
-    thread. A write still under way when training fails ends before the process exits."""
+    full disk is one line, as in the foreground). Use it as a context manager: leaving it
+    waits for the last write."""
 
     def __init__(self):
         from concurrent.futures import ThreadPoolExecutor
@@ -128,9 +128,18 @@ class StateWriter:
         if pending is not None:
             pending.result()
 
-    def close(self):
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, trace):
+        """Wait for the last write, also when training stops on an error or SIGTERM (the
+        state of the last finished epoch is then on disk, to resume from); a write's own
+        error is raised only when nothing else is already on its way."""
         try:
             self.wait()
+        except Exception:
+            if kind is None:
+                raise
         finally:
             self.pool.shutdown()
 

@@ -206,41 +206,40 @@ def fit(model, *, train_batches, val_batches, epochs, optimizer, device, amp_dty
             if on_epoch is not None:
                 on_epoch(record)
     passes = {}   # batches per pass last epoch: the progress's total (a generator has no len)
-    writer = StateWriter()   # writes each epoch's state while the next one trains
-    for epoch in range(len(history) + 1, epochs + 1):
-        start = time.perf_counter()
-        shown = Progress(f"epoch {epoch}/{epochs} train", passes.get("train"),
-                         disable=None if ctx.main else True)
-        train_loss, train_accuracy = run_epoch(net, train_batches(epoch), device, amp_dtype,
-                                               optimizer, scaler, progress=shown, ctx=ctx)
-        passes["train"] = shown.n
-        if not math.isfinite(train_loss):
-            raise StageError(f"training diverged: the loss became {train_loss} in epoch {epoch} "
-                             f"(try a lower '{lr_key}')")
-        shown = Progress(f"epoch {epoch}/{epochs} val", passes.get("val"),
-                         disable=None if ctx.main else True)
-        val_loss, val_accuracy = run_epoch(model, val_batches(), device, amp_dtype,
-                                           progress=shown, ctx=ctx)
-        passes["val"] = shown.n
-        if not math.isfinite(val_loss):
-            raise StageError(f"training diverged: the validation loss became {val_loss} in "
-                             f"epoch {epoch} (try a lower '{lr_key}')")
-        if scheduler is not None:
-            scheduler.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        record = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_accuracy,
-                  "val_loss": val_loss, "val_accuracy": val_accuracy,
-                  "seconds": time.perf_counter() - start}
-        history.append(record)
-        if checkpoint:
-            rng = ctx.gather(get_rng_state(generators))   # every rank takes part
-            if ctx.main:
-                writer.save(checkpoint, fingerprint, model=model, optimizer=optimizer,
-                            scheduler=scheduler, scaler=scaler, rng=rng, history=history)
-        if on_epoch is not None:
-            on_epoch(record)
-    writer.close()   # the last state is on disk before fit returns
+    with StateWriter() as writer:   # each epoch's state written while the next trains
+        for epoch in range(len(history) + 1, epochs + 1):
+            start = time.perf_counter()
+            shown = Progress(f"epoch {epoch}/{epochs} train", passes.get("train"),
+                             disable=None if ctx.main else True)
+            train_loss, train_accuracy = run_epoch(net, train_batches(epoch), device, amp_dtype,
+                                                   optimizer, scaler, progress=shown, ctx=ctx)
+            passes["train"] = shown.n
+            if not math.isfinite(train_loss):
+                raise StageError(f"training diverged: the loss became {train_loss} in epoch "
+                                 f"{epoch} (try a lower '{lr_key}')")
+            shown = Progress(f"epoch {epoch}/{epochs} val", passes.get("val"),
+                             disable=None if ctx.main else True)
+            val_loss, val_accuracy = run_epoch(model, val_batches(), device, amp_dtype,
+                                               progress=shown, ctx=ctx)
+            passes["val"] = shown.n
+            if not math.isfinite(val_loss):
+                raise StageError(f"training diverged: the validation loss became {val_loss} in "
+                                 f"epoch {epoch} (try a lower '{lr_key}')")
+            if scheduler is not None:
+                scheduler.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            record = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_accuracy,
+                      "val_loss": val_loss, "val_accuracy": val_accuracy,
+                      "seconds": time.perf_counter() - start}
+            history.append(record)
+            if checkpoint:
+                rng = ctx.gather(get_rng_state(generators))   # every rank takes part
+                if ctx.main:
+                    writer.save(checkpoint, fingerprint, model=model, optimizer=optimizer,
+                                scheduler=scheduler, scaler=scaler, rng=rng, history=history)
+            if on_epoch is not None:
+                on_epoch(record)
     return history, model.state_dict() if ctx.main else None
 
 
