@@ -71,7 +71,7 @@ bench: $(BIN)/.installed
 	the benchmarks need MNIST, CIFAR-10 and hymenoptera: set DATASETS_MIRROR (docs/data.md) \
 	or go online, then run it again"; exit 1; }
 	{ echo "# Benchmarks"; echo; \
-	  echo "Written by \`make bench\` on $$(date -u +%Y-%m-%d) ($$(python -c 'from stages.lib.runtime import cpu_name; print(cpu_name())'), $$(nproc) cores, load average $$(cut -d' ' -f1-3 /proc/loadavg) at the start)."; \
+	  echo "Written by \`make bench\` on $$(date -u +%Y-%m-%d) ($$(python -c 'from stages.lib.core.runtime import cpu_name; print(cpu_name())'), $$(nproc) cores, load average $$(cut -d' ' -f1-3 /proc/loadavg) at the start)."; \
 	  echo "Each line is the benchmark's own output; ratios compare against a reference run in"; \
 	  echo "the same process. History: \`git log -p docs/benchmarks.md\`. The whole practical,"; \
 	  echo "stage by stage: [full_run.md](full_run.md) (\`make full-run\`)."; echo; echo '```'; \

@@ -27,10 +27,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stages.lib import analysis, data, engine  # noqa: E402
-from stages.lib.common import StageError  # noqa: E402
-from stages.lib.names import MODEL_DATASETS  # noqa: E402
-from stages.lib.runtime import keep_freed_memory  # noqa: E402
+from stages.lib import analysis  # noqa: E402
+from stages.lib.core import data, engine  # noqa: E402
+from stages.lib.core.common import StageError  # noqa: E402
+from stages.lib.core.names import MODEL_DATASETS  # noqa: E402
+from stages.lib.core.runtime import keep_freed_memory  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

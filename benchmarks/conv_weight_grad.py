@@ -1,5 +1,5 @@
 """The CPU-fast layers that engine.prepare swaps into a model for the CPU
-(stages/lib/cpu_layers.py) against the plain nn layers of stages/lib/models.py, forward +
+(stages/lib/core/cpu_layers.py) against the plain nn layers of stages/lib/core/models.py, forward +
 backward on the CPU, batch 128; prints milliseconds and ratios (fast / plain, below 1 is faster).
 
 Dropout: cpu_layers.Dropout against nn.Dropout on AlexNet's 2048-wide dropout input, in bf16
@@ -27,9 +27,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stages.lib import cpu_layers, models  # noqa: E402
-from stages.lib.common import StageError  # noqa: E402
-from stages.lib.runtime import keep_freed_memory  # noqa: E402
+from stages.lib.core import cpu_layers, models  # noqa: E402
+from stages.lib.core.common import StageError  # noqa: E402
+from stages.lib.core.runtime import keep_freed_memory  # noqa: E402
 
 
 def layer_pair(conv):

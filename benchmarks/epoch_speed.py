@@ -3,11 +3,11 @@ style of the practical's notebooks, in one process, one run; prints times and ra
 
 Reference: the notebooks' per-sample PIL image -> ToTensor -> Normalize (what torchvision's
            MNIST / CIFAR10 classes do per sample), a DataLoader (default settings), the same
-           model (stages.lib.models), batch size and optimizer (torch.optim.Adam with its
+           model (stages.lib.core.models), batch size and optimizer (torch.optim.Adam with its
            default implementation), fp32, on the CPU.
 Engine:    the pipeline's code: uint8 tensors resident on the device, batched by indexing and
-           normalized per batch (stages.lib.data.batches), Adam from engine.make_optimizer
-           (torch's fused kernel), stages.lib.engine.run_epoch with channels_last, once in fp32
+           normalized per batch (stages.lib.core.data.batches), Adam from engine.make_optimizer
+           (torch's fused kernel), stages.lib.core.engine.run_epoch with channels_last, once in fp32
            and once in the precision `auto` picks.
 Both run under the same process-wide settings (threads, the malloc tuning every stage applies).
 The three training passes run interleaved, 20 batches each in turn (--chunk), so that the slow
@@ -35,10 +35,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stages.lib import data, engine, models  # noqa: E402
-from stages.lib.common import StageError  # noqa: E402
-from stages.lib.names import MODEL_DATASETS as DATASETS  # noqa: E402
-from stages.lib.runtime import autocast_dtype, keep_freed_memory, precision_name  # noqa: E402
+from stages.lib.core import data, engine, models  # noqa: E402
+from stages.lib.core.common import StageError  # noqa: E402
+from stages.lib.core.names import MODEL_DATASETS as DATASETS  # noqa: E402
+from stages.lib.core.runtime import autocast_dtype, keep_freed_memory, precision_name  # noqa: E402
 
 
 class ReferenceDataset(torch.utils.data.Dataset):

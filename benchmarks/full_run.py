@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stages.lib.runtime import cpu_name  # noqa: E402
+from stages.lib.core.runtime import cpu_name  # noqa: E402
 
 OUT = ROOT / "docs" / "full_run.md"
 RUNNING = re.compile(r"^Running stage '([^']+)':")

@@ -9,7 +9,7 @@ Reference: the tutorial (pytorch.org/tutorials/beginner/transfer_learning_tutori
            (lr 0.001, momentum 0.9), fp32.
 Engine:    the pipeline's code as transfer@scratch runs it: images.ImageSet (decoded once,
            resident; the decoding, once per stage run, is timed apart),
-           stages.lib.models.ResNet50 prepared by engine.prepare (channels_last, the CPU
+           stages.lib.core.models.ResNet50 prepared by engine.prepare (channels_last, the CPU
            layers), engine.make_optimizer and
            engine.run_epoch in the precision `auto` picks; on a whole epoch, also the training
            state written as the stage writes it (checkpoints.StateWriter).
@@ -36,9 +36,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stages.lib import checkpoints, data, engine, images, models  # noqa: E402
-from stages.lib.common import StageError  # noqa: E402
-from stages.lib.runtime import autocast_dtype, keep_freed_memory, precision_name  # noqa: E402
+from stages.lib import images  # noqa: E402
+from stages.lib.core import checkpoints, data, engine, models  # noqa: E402
+from stages.lib.core.common import StageError  # noqa: E402
+from stages.lib.core.runtime import autocast_dtype, keep_freed_memory, precision_name  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from epoch_speed import plain_loop  # noqa: E402

@@ -17,10 +17,11 @@ The accuracy of the strategies is not read here: the report draws it, so that a 
 import csv
 from pathlib import Path
 
-from stages.lib import analysis, data, engine, params, plots, runtime, transfer
+from stages.lib import analysis, plots, transfer
 from stages.lib.analysis import fmt, judge
-from stages.lib.common import StageError, run
-from stages.lib.names import STRATEGIES, TRAINED_STRATEGIES
+from stages.lib.core import data, engine, params, runtime
+from stages.lib.core.common import StageError, run
+from stages.lib.core.names import STRATEGIES, TRAINED_STRATEGIES
 
 TITLES = {"scratch": "trained from scratch", "svm": "ImageNet features (+ SVM)",
           "finetune": "fine-tuned", "finetune_aug": "fine-tuned with augmentation"}

@@ -10,10 +10,11 @@ transfer.image_size).
 """
 from pathlib import Path
 
-from stages.lib import data, images, params
-from stages.lib.common import StageError, run
-from stages.lib.files import write_json
-from stages.lib.params import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, param
+from stages.lib import images
+from stages.lib.core import data, params
+from stages.lib.core.common import StageError, run
+from stages.lib.core.files import write_json
+from stages.lib.core.params import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, param
 
 OUT = Path("metrics/datasets.json")
 

@@ -17,10 +17,11 @@ import re
 import shutil
 from pathlib import Path
 
-from stages.lib import archives, data, fetch, images, params
-from stages.lib.common import StageError, run
-from stages.lib.files import save_torch
-from stages.lib.params import param
+from stages.lib import archives, fetch, images
+from stages.lib.core import data, params
+from stages.lib.core.common import StageError, run
+from stages.lib.core.files import save_torch
+from stages.lib.core.params import param
 
 FORMATS = ("mnist", "cifar10", "imagefolder", "weights")
 # MD5s of the uncompressed IDX files of the original MNIST release, as published beside it

@@ -11,9 +11,10 @@ classes, files.
 import time
 from pathlib import Path
 
-from stages.lib import data, engine, params, runtime, transfer
-from stages.lib.common import StageError, run
-from stages.lib.files import save_torch
+from stages.lib import transfer
+from stages.lib.core import data, engine, params, runtime
+from stages.lib.core.common import StageError, run
+from stages.lib.core.files import save_torch
 
 OUT = Path("data/features")
 

@@ -5,7 +5,7 @@
 Reads metrics/ (datasets, models, t-SNE, transfer), the stages' records in plots/ (dvclive's
 per-epoch curves, confusion counts, t-SNE coordinates, evaluation details),
 models/**/*.run.json (the hyperparameters each training stage used, device, precision, run
-times), the AlexNet definition in stages/lib/models.py and the param `report.language`.
+times), the AlexNet definition in stages/lib/core/models.py and the param `report.language`.
 Writes reports/report.md, reports/report.html, reports/figures/ (every figure it shows, drawn
 here from those records in the report's language: stages/lib/figures.py) and
 reports/transfer_accuracy.csv (DVC's bar chart of the strategies).
@@ -28,10 +28,11 @@ from pathlib import Path
 import jinja2
 import yaml
 
-from stages.lib import figures, models, params, plots
-from stages.lib.common import StageError, run
-from stages.lib.files import read_json
-from stages.lib.names import MODEL_DATASETS, STRATEGIES, TRAINED_STRATEGIES
+from stages.lib import figures, plots
+from stages.lib.core import models, params
+from stages.lib.core.common import StageError, run
+from stages.lib.core.files import read_json
+from stages.lib.core.names import MODEL_DATASETS, STRATEGIES, TRAINED_STRATEGIES
 
 OUT = Path("reports")
 FIGURES = OUT / "figures"

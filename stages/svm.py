@@ -12,8 +12,9 @@ from pathlib import Path
 
 import torch
 
-from stages.lib import data, params, plots
-from stages.lib.common import StageError, run
+from stages.lib import plots
+from stages.lib.core import data, params
+from stages.lib.core.common import StageError, run
 
 OUT = Path("plots/transfer/svm")
 

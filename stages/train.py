@@ -4,7 +4,7 @@
 
 Reads params `seed`, `device`, `precision`, `<model>.*`, `distributed.*` and
 data/raw/<dataset>/{train,val}.pt. With `distributed.nproc_per_node` > 1 it trains on that many
-processes (torchrun, DDP; stages/lib/distributed.py); rank 0 writes.
+processes (torchrun, DDP; stages/lib/core/distributed.py); rank 0 writes.
 Writes:
   models/<model>.pt          the last epoch's weights (+ classes, normalization, epoch): the
                              model every number and figure below describes
@@ -24,21 +24,11 @@ from pathlib import Path
 
 import torch
 
-from stages.lib import (
-    analysis,
-    checkpoints,
-    data,
-    distributed,
-    engine,
-    live,
-    models,
-    params,
-    plots,
-    runtime,
-)
-from stages.lib.common import StageError, run, seed_for, writes
-from stages.lib.files import check_writable, save_torch, write_json
-from stages.lib.names import MODEL_DATASETS
+from stages.lib import analysis, live, plots
+from stages.lib.core import checkpoints, data, distributed, engine, models, params, runtime
+from stages.lib.core.common import StageError, run, seed_for, writes
+from stages.lib.core.files import check_writable, save_torch, write_json
+from stages.lib.core.names import MODEL_DATASETS
 
 
 def main(argv):

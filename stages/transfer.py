@@ -12,7 +12,7 @@ eval_batch_size,num_workers,resident_mb,train_samples,val_samples}`,
 `transfer.<strategy>.*`, `distributed.*` and data/raw/<transfer.dataset>/ (decoded once and
 kept on the device within `transfer.resident_mb`: stages/lib/images.py). With
 `distributed.nproc_per_node` > 1 it trains on that many processes (torchrun, DDP;
-stages/lib/distributed.py); rank 0 writes.
+stages/lib/core/distributed.py); rank 0 writes.
 Writes models/transfer/<strategy>.pt (the last epoch's weights: the model every number and
 figure of the stage describes), .run.json, metrics/transfer/<strategy>.json (analysis.HEADLINE:
 accuracy of that model, best_accuracy and best_epoch named beside it),
@@ -27,22 +27,11 @@ from pathlib import Path
 
 import torch
 
-from stages.lib import (
-    analysis,
-    checkpoints,
-    data,
-    distributed,
-    engine,
-    live,
-    models,
-    params,
-    plots,
-    runtime,
-    transfer,
-)
-from stages.lib.common import StageError, run, writes
-from stages.lib.files import check_writable, save_torch, write_json
-from stages.lib.names import TRAINED_STRATEGIES
+from stages.lib import analysis, live, plots, transfer
+from stages.lib.core import checkpoints, data, distributed, engine, models, params, runtime
+from stages.lib.core.common import StageError, run, writes
+from stages.lib.core.files import check_writable, save_torch, write_json
+from stages.lib.core.names import TRAINED_STRATEGIES
 
 
 def main(argv):

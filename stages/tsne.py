@@ -17,10 +17,11 @@ from pathlib import Path
 
 import torch
 
-from stages.lib import analysis, data, engine, params, plots, runtime
+from stages.lib import analysis, plots
 from stages.lib.analysis import fmt, judge
-from stages.lib.common import StageError, run
-from stages.lib.names import MODEL_DATASETS
+from stages.lib.core import data, engine, params, runtime
+from stages.lib.core.common import StageError, run
+from stages.lib.core.names import MODEL_DATASETS
 
 LAYERS = {"simple_cnn": "128-d dense layer", "alexnet": "2048-d penultimate dense layer"}
 

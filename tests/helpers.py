@@ -132,7 +132,7 @@ def stage_error(project, module, *args, monkeypatch):
     the subprocess tests check the one-line, exit-status-1 form)."""
     import importlib
 
-    from stages.lib.common import StageError, one_line
+    from stages.lib.core.common import StageError, one_line
 
     monkeypatch.chdir(project)
     try:

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from stages.lib import analysis, data
+from stages.lib import analysis
+from stages.lib.core import data
 
 CLASSES = ["cat", "dog", "bird"]
 

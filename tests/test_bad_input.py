@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from helpers import OUTS, assert_one_line_error, edit_params, fails, run_stage
-from stages.lib import engine, files
-from stages.lib.common import StageError
+from stages.lib.core import engine, files
+from stages.lib.core.common import StageError
 from tiny_mirror import write_sha256sums
 
 # ---------------------------------------------------------------- params.yaml
@@ -172,7 +172,7 @@ def test_params_yaml_has_no_bare_nulls():
 
 @pytest.mark.parametrize("value, expected", [("same", None), (None, None), (0.01, 0.01)])
 def test_a_word_stands_for_no_value(value, expected):
-    from stages.lib.params import param
+    from stages.lib.core.params import param
 
     assert param({"a": {"lr": value}}, "a.lr", float, above=0, unset="same") == expected
 
@@ -196,8 +196,8 @@ def test_an_unknown_key_is_named_with_the_closest_known_one(key, hint):
     import yaml
 
     from helpers import ROOT
-    from stages.lib import param_keys
-    from stages.lib.common import StageError
+    from stages.lib.core import param_keys
+    from stages.lib.core.common import StageError
 
     data = yaml.safe_load((ROOT / "params.yaml").read_text())
     node, *parents = data, *key.split(".")[:-1]
@@ -217,7 +217,7 @@ def test_every_key_of_params_yaml_is_known_and_users_may_add_sources():
     import yaml
 
     from helpers import ROOT
-    from stages.lib import param_keys
+    from stages.lib.core import param_keys
 
     data = yaml.safe_load((ROOT / "params.yaml").read_text())
     param_keys.check_known(data)

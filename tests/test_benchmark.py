@@ -97,7 +97,7 @@ def test_reference_samples_match_the_engine_batches(channels):
     (no unpickling of upstream files) and must see the same normalized images as the engine."""
     import torch
 
-    from stages.lib import data
+    from stages.lib.core import data
 
     name = "simple_cnn" if channels == 1 else "alexnet"
     generator = torch.Generator().manual_seed(0)

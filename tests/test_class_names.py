@@ -10,8 +10,9 @@ import pytest
 from PIL import Image
 
 from helpers import cifar_folder
-from stages.lib import archives, data, images, names
-from stages.lib.common import StageError
+from stages.lib import archives, images
+from stages.lib.core import data, names
+from stages.lib.core.common import StageError
 
 HOSTILE = ["<img src=x onerror=alert(1)>", "ants\n# injected heading", "=HYPERLINK(1)",
            "+1", "-x", "@SUM(A1)", "back\\slash", 'say "hi"', "tab\there", "ampersand&"]

@@ -1,4 +1,4 @@
-"""Training on several processes (stages/lib/distributed.py): torchrun + DDP with gloo on CPU.
+"""Training on several processes (stages/lib/core/distributed.py): torchrun + DDP with gloo on CPU.
 
 Unit tests check that the ranks' shares make up the one-process batches; the end-to-end tests
 run real torchrun jobs on 127.0.0.1 (2 processes; 2 "nodes"; a failing rank; a rendezvous
@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from helpers import closed_port, copy_project, edit_params, run, saved_states, stage_env
-from stages.lib import data, distributed, images
-from stages.lib.common import StageError
+from stages.lib import images
+from stages.lib.core import data, distributed
+from stages.lib.core.common import StageError
 
 # ---------------------------------------------------------------- the shares of a batch
 
@@ -259,8 +260,8 @@ def test_a_failing_rank_ends_the_job_with_its_message(tmp_path, mnist, mirror, t
     (hook / "sitecustomize.py").write_text(
         "import os\n"
         "if os.environ.get('RANK') == '1':\n"
-        "    import stages.lib.engine as engine\n"
-        "    from stages.lib.common import StageError\n"
+        "    import stages.lib.core.engine as engine\n"
+        "    from stages.lib.core.common import StageError\n"
         "    calls, real = [], engine.run_epoch\n"
         "    def run_epoch(*args, **kwargs):\n"
         "        calls.append(1)\n"
@@ -408,6 +409,6 @@ def test_a_one_node_run_listens_on_loopback_only(tmp_path, mnist, mirror):
     ("192.0.2.1", False),   # TEST-NET-1: documentation only, never this machine
     ("no-such-host.invalid", False)])
 def test_a_rendezvous_host_is_this_machine_or_not(host, expected):
-    from stages.lib import launcher
+    from stages.lib.core import launcher
 
     assert launcher.is_this_machine(host) is expected

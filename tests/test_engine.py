@@ -6,9 +6,10 @@ import torch
 from torch import nn
 
 from helpers import Tiny, tiny_dataset
-from stages.lib import analysis, data, engine, runtime
-from stages.lib.common import StageError
-from stages.lib.runtime import seed_everything
+from stages.lib import analysis
+from stages.lib.core import data, engine, runtime
+from stages.lib.core.common import StageError
+from stages.lib.core.runtime import seed_everything
 
 CPU = torch.device("cpu")
 

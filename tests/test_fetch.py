@@ -14,7 +14,7 @@ import pytest
 
 from helpers import closed_port
 from stages.lib import archives, fetch
-from stages.lib.common import StageError
+from stages.lib.core.common import StageError
 
 PAYLOAD = b"hello, dataset\n" * 1000
 LIMIT = 1 << 30

@@ -21,8 +21,8 @@ pytestmark = [pytest.mark.gpu,
 # workspace setting when CUDA starts, so each run starts CUDA afresh.
 TRAIN = """
 import hashlib, io, sys, torch, torch.nn as nn
-from stages.lib import data, engine, runtime
-from stages.lib.files import save_torch
+from stages.lib.core import data, engine, runtime
+from stages.lib.core.files import save_torch
 precision = sys.argv[1]
 runtime.seed_everything(0)
 device = torch.device("cuda", 0)
@@ -67,7 +67,7 @@ def test_the_fp16_path_trains_with_the_gradient_scaler(tmp_path):
 
 def test_a_model_saved_on_the_gpu_loads_where_cuda_is_hidden(tmp_path):
     path, _ = train(tmp_path, "saved")
-    load = ("import sys, torch; from stages.lib.files import torch_load; "
+    load = ("import sys, torch; from stages.lib.core.files import torch_load; "
             "s = torch_load(sys.argv[1])['state_dict']; "
             "assert all(t.device.type == 'cpu' for t in s.values()); print(len(s))")
     result = subprocess.run([sys.executable, "-c", load, str(path)], cwd=ROOT,
@@ -79,7 +79,7 @@ def test_a_model_saved_on_the_gpu_loads_where_cuda_is_hidden(tmp_path):
 
 NCCL = """
 import datetime, torch, torch.distributed as dist
-from stages.lib import distributed, launcher
+from stages.lib.core import distributed, launcher
 store, _ = launcher._loopback_store(60)
 assert store is not None, "this torch has no TCPStore(master_listen_fd=...)"
 dist.init_process_group("nccl", store=store, rank=0, world_size=1,

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from stages.lib import checkpoints, common, data, engine, files, images
-from stages.lib.common import StageError
+from stages.lib import images
+from stages.lib.core import checkpoints, common, data, engine, files
+from stages.lib.core.common import StageError
 
 
 @pytest.mark.parametrize("n, world", [(3, 8), (1, 4), (5, 2), (8, 8), (13, 4), (2, 7)])
@@ -140,7 +141,7 @@ def test_a_decompression_bomb_is_refused_naming_the_file(tmp_path):
 
 
 def test_image_size_has_an_upper_bound():
-    from stages.lib import params
+    from stages.lib.core import params
 
     cfg = {"transfer": {"dataset": "x", "image_size": 1_000_000, "batch_size": 4,
                         "eval_batch_size": 4, "num_workers": 0, "resident_mb": 0,

@@ -21,8 +21,9 @@ import pytest
 
 from helpers import OUTS, assert_one_line_error, cifar_folder, run_stage, stage_env, stage_error
 from stages import download
-from stages.lib import archives, data, fetch
-from stages.lib.common import StageError
+from stages.lib import archives, fetch
+from stages.lib.core import data
+from stages.lib.core.common import StageError
 from tiny_mirror import write_sha256sums
 
 
@@ -274,7 +275,7 @@ def test_leftovers_of_a_killed_run_are_removed_and_live_ones_kept(tmp_path):
 SLOW_STAGE = textwrap.dedent("""
     import sys, time
     from stages.lib import fetch
-    from stages.lib.common import run
+    from stages.lib.core.common import run
 
     def main(argv):
         work = fetch.temporary_dir_beside("data/raw/slow")

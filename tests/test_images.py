@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from stages.lib import images
-from stages.lib.common import StageError
-from stages.lib.data import NORMALIZATION
-from stages.lib.params import Augment
+from stages.lib.core.common import StageError
+from stages.lib.core.data import NORMALIZATION
+from stages.lib.core.params import Augment
 
 SIZE = 24
 NONE = Augment(random_crop=False, crop_scale_min=0.08, hflip=False, color_jitter=0.0,

@@ -1,5 +1,6 @@
 """The networks: exact parameter counts, output shapes, layer taps, ImageNet weight loading;
-the CPU-fast layers (stages/lib/cpu_layers.py) and their swap into a model prepared for the CPU."""
+the CPU-fast layers (stages/lib/core/cpu_layers.py) and their swap into a model prepared for
+the CPU."""
 import copy
 
 import pytest
@@ -7,7 +8,7 @@ import torch
 import torchvision
 from torch import nn
 
-from stages.lib import cpu_layers, engine, models
+from stages.lib.core import cpu_layers, engine, models
 
 CPU = torch.device("cpu")
 

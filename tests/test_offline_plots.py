@@ -366,8 +366,9 @@ ADMITTED = ["javascript:alert(1)", "${alert(2)}", "{{constructor.constructor(3)(
 def test_the_writers_refuse_a_name_that_would_end_the_script_block(tmp_path):
     import numpy as np
 
-    from stages.lib import names, plots
-    from stages.lib.common import StageError
+    from stages.lib import plots
+    from stages.lib.core import names
+    from stages.lib.core.common import StageError
 
     with pytest.raises(StageError, match="class names must not contain"):
         names.check_class_name(SCRIPT_PAYLOAD, "test")
@@ -384,7 +385,8 @@ def test_a_plots_page_runs_no_script_from_class_names(tmp_path):
     (strings in the chart's JSON), not code."""
     import numpy as np
 
-    from stages.lib import names, plots
+    from stages.lib import plots
+    from stages.lib.core import names
 
     for name in ADMITTED:
         names.check_class_name(name, "test")

@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from helpers import Tiny, tiny_dataset
-from stages.lib import analysis, archives, data, engine, fetch, progress
-from stages.lib.common import StageError
-from stages.lib.runtime import seed_everything
+from stages.lib import analysis, archives, fetch
+from stages.lib.core import data, engine, progress
+from stages.lib.core.common import StageError
+from stages.lib.core.runtime import seed_everything
 
 CPU = torch.device("cpu")
 NORM = dict(mean=(0.5,), std=(0.25,))

@@ -11,7 +11,7 @@ import yaml
 
 import helpers
 from stages import report
-from stages.lib.names import STRATEGIES, TRAINED_STRATEGIES
+from stages.lib.core.names import STRATEGIES, TRAINED_STRATEGIES
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDING = ROOT / "stages" / "templates" / "wording"
@@ -167,7 +167,7 @@ def wording(language):
 
 def test_every_language_has_the_same_sentences_with_the_same_fields():
     from stages import report
-    from stages.lib import params
+    from stages.lib.core import params
 
     languages = sorted(p.stem for p in WORDING.glob("*.yaml"))
     assert languages == sorted(params.LANGUAGES) == sorted(report.SEPARATORS)
@@ -388,7 +388,7 @@ def test_names_from_data_are_text_in_the_html(tmp_path, monkeypatch):
 
 
 def test_a_missing_record_stops_the_stage(tmp_path, monkeypatch):
-    from stages.lib.common import StageError
+    from stages.lib.core.common import StageError
 
     write_inputs(tmp_path)
     (tmp_path / "plots/transfer/tsne.csv").unlink()

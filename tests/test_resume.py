@@ -20,8 +20,8 @@ from helpers import (
     stage_env,
     wait_for_state,
 )
-from stages.lib import checkpoints, files
-from stages.lib.common import StageError
+from stages.lib.core import checkpoints, files
+from stages.lib.core.common import StageError
 
 SMALL = {"alexnet.epochs": 3, "alexnet.batch_size": 32, "alexnet.eval_batch_size": 64}
 OUTPUTS = ["metrics/alexnet.json", "models/alexnet.pt", "plots/alexnet/evaluation.json",

@@ -6,8 +6,8 @@ import warnings
 import pytest
 import torch
 
-from stages.lib import engine, runtime
-from stages.lib.common import StageError
+from stages.lib.core import engine, runtime
+from stages.lib.core.common import StageError
 
 CUDA = torch.device("cuda", 0)
 
@@ -110,7 +110,7 @@ def test_malloc_is_tuned_by_the_stages_that_run_a_network_only(monkeypatch):
     step; a stage that runs no network (download, datasets, svm, report) leaves malloc as is."""
     import sys
 
-    from stages.lib import common, params
+    from stages.lib.core import common, params
 
     calls = []
     monkeypatch.setattr(runtime, "keep_freed_memory", lambda: calls.append("tuned"))

@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from helpers import edit_params, run_stage, stage_error
-from stages.lib import data, images, params
+from stages.lib import images
+from stages.lib.core import data, params
 
 
 def test_subsample_is_seeded_sorted_and_keeps_the_balance():

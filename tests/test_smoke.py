@@ -25,7 +25,7 @@ from smoke_project import (
 )
 
 from helpers import ROOT, copy_project, load_tool, run, stage_env
-from stages.lib import params
+from stages.lib.core import params
 
 pytestmark = [pytest.mark.e2e,   # DVC's own, from plan() run in this process:
               pytest.mark.filterwarnings("ignore:_NoneStep.value:DeprecationWarning")]

@@ -8,9 +8,9 @@ import time
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from .common import StageError
+from .core.common import StageError
+from .core.files import no_space
 from .fetch import CHUNK, check_free_space, human
-from .files import no_space
 
 
 def _check_member_name(archive, name):

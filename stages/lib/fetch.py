@@ -17,9 +17,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .common import StageError, alive
-from .files import no_space
-from .progress import progress_interval
+from .core.common import StageError, alive
+from .core.files import no_space
+from .core.progress import progress_interval
 
 MIRROR_ENV = "DATASETS_MIRROR"
 # Names of download@<name> sources whose files may differ from the checksum their upstream

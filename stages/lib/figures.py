@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from . import plots
-from .common import StageError
+from .core.common import StageError
 
 
 def read_rows(path, delimiter=","):

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from .common import StageError, seed_for
-from .data import NORMALIZATION, SPLITS, subsample
-from .names import check_class_name
+from .core.common import StageError, seed_for
+from .core.data import NORMALIZATION, SPLITS, subsample
+from .core.names import check_class_name
 
 SOURCE_SIDE = 2   # the source pictures random crops are cut from: short side <= 2 x image_size
 

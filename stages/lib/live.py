@@ -1,7 +1,7 @@
 """engine.fit with its per-epoch curves logged through dvclive (and printed)."""
 import time
 
-from . import distributed, engine
+from .core import distributed, engine
 
 
 def fit(live_dir, ctx=distributed.SINGLE, **fit_args):

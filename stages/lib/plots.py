@@ -40,7 +40,7 @@ def write_confusion(out_dir, labels, preds, classes, title):
     out_dir/confusion.png (counts). Returns the metrics of analysis.evaluation_metrics:
     accuracy, per-class accuracy, top confusions."""
     from . import analysis
-    from .names import check_class_name
+    from .core.names import check_class_name
 
     for name in classes:   # checked at download; again here, where they reach CSV and pages
         check_class_name(name, "the evaluated model")
@@ -63,7 +63,7 @@ def write_evaluation(out_dir, metrics_path, labels, preds, classes, title, detai
     accuracy and number (analysis.summarize's); and out_dir/evaluation.json with the `details`,
     per-class accuracy and the most frequent confusions (what the report reads).
     Returns the evaluation."""
-    from .files import write_json
+    from .core.files import write_json
 
     evaluation = write_confusion(out_dir, labels, preds, classes, title)
     write_json(metrics_path, {"accuracy": evaluation["accuracy"]}
@@ -85,7 +85,7 @@ def write_scores(metrics_dir, details_path, judged, settings):
     and `details_path` with everything else of each and the `settings`."""
     from pathlib import Path
 
-    from .files import write_json
+    from .core.files import write_json
 
     for name, v in judged.items():
         write_json(Path(metrics_dir) / f"{name}.json", {k: v[k] for k in SCORES})
@@ -97,7 +97,7 @@ def read_scores(metrics_dir, details_path, names):
     """What write_scores wrote, as one record: {name: scores and details, "settings": ...}."""
     from pathlib import Path
 
-    from .files import read_json
+    from .core.files import read_json
 
     details = read_json(details_path)
     return {**{name: {**read_json(Path(metrics_dir) / f"{name}.json"), **details[name]}

@@ -3,9 +3,10 @@ from pathlib import Path
 
 import torch
 
-from . import data, images, models
-from .common import StageError
-from .files import load_torch
+from . import images
+from .core import data, models
+from .core.common import StageError
+from .core.files import load_torch
 
 WEIGHTS = Path("data/weights/resnet50.pth")
 

@@ -2,7 +2,7 @@
 t-SNE pictures show) and `head` (the last layer), and forward(x) = head(embed(x)).
 
 These are plain torch.nn models. For a CPU, engine.prepare swaps in faster versions of the
-dropout and of AlexNet's small-map convolutions (stages/lib/cpu_layers.py): the same layers and
+dropout and of AlexNet's small-map convolutions (stages/lib/core/cpu_layers.py): the same layers and
 parameters, other kernels."""
 from torch import nn
 

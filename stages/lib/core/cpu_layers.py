@@ -1,7 +1,7 @@
 """Faster CPU versions of two layers of the practical's networks, swapped in by
 engine.prepare when a model is prepared for the CPU (convert_for_cpu). They compute what the
 plain layers compute, only cheaper on a CPU, and fall back to the plain computation wherever
-their trick does not apply; stages/lib/models.py keeps the plain nn layers that students read.
+their trick does not apply; stages/lib/core/models.py keeps the plain nn layers that students read.
 
     python benchmarks/conv_weight_grad.py    # times SmallMapConv2d against nn.Conv2d
 """
