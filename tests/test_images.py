@@ -127,8 +127,8 @@ def test_source_pictures_are_shrunk_only_above_their_bound(folder):
 
 def test_the_memory_budget_decides_residence(folder):
     stacked = image_set(folder, "val")
-    assert stacked.bytes_needed(SIZE, None, limit=10**9) == len(stacked) * 3 * SIZE**2
-    need = image_set(folder, "train", FULL, resident_mb=0).bytes_needed(SIZE, FULL, 10**9)
+    assert stacked.bytes_needed(SIZE, limit=10**9) == len(stacked) * 3 * SIZE**2
+    need = image_set(folder, "train", FULL, resident_mb=0).bytes_needed(SIZE, 10**9)
     held = sum(p.nbytes for p in image_set(folder, "train", FULL).images)
     assert need == held
     tiny = images.ImageSet(folder, "val", image_size=SIZE, device=torch.device("cpu"),

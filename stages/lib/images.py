@@ -173,7 +173,7 @@ class ImageSet:
         self.augmentation = device_augmentation(image_size, augment)
         self.stacked = not whole_picture(augment)   # every image the same size: one tensor
         self.generator = torch.Generator().manual_seed(seed_for(seed, "augment", rank))
-        need = self.bytes_needed(image_size, augment, limit=resident_mb * 2**20)
+        need = self.bytes_needed(image_size, limit=resident_mb * 2**20)
         self.images = None
         if need <= resident_mb * 2**20:
             chunks = [range(i, min(i + 32, len(self))) for i in range(0, len(self), 32)]
@@ -195,7 +195,7 @@ class ImageSet:
     def resident(self):
         return self.images is not None
 
-    def bytes_needed(self, image_size, augment, limit):
+    def bytes_needed(self, image_size, limit):
         """The bytes the decoded images take, counted up to `limit` (a larger set streams; its
         exact size does not matter). Source pictures are measured from their headers."""
         if self.stacked:
