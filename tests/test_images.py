@@ -159,4 +159,6 @@ def test_an_unreadable_picture_is_named(folder, tmp_path, augment, resident_mb):
     victim = sorted((root / "train/bees").iterdir())[0]
     victim.write_bytes(b"not a picture")
     with pytest.raises(StageError, match=rf"cannot read image .*{victim.name}"):
-        passes(image_set(root, "train", augment, resident_mb=resident_mb), epochs=(1,))
+        found = image_set(root, "train", augment, resident_mb=resident_mb)
+        assert not found.resident   # a resident set names it before any pass
+        passes(found, epochs=(1,))

@@ -208,7 +208,7 @@ class ImageSet:
                 with Image.open(path) as image:
                     w, h = image.size
             except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-                return limit + 1   # unreadable: streaming names it, when its turn comes
+                continue   # unreadable: decoding it names it, before training starts
             short, long = sorted((w, h))
             if short > side:   # as torchvision's resize(side) rounds
                 short, long = side, int(side * long / short)
