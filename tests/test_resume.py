@@ -209,6 +209,7 @@ def test_the_state_written_in_the_background_is_the_one_of_its_epoch(tmp_path):
     saved = checkpoints.load_training_state(path, "f" * 16)
     assert saved["epoch"] == 1 and saved["history"] == [{"epoch": 1}]
     assert all(torch.equal(saved["model"][k], v) for k, v in before.items())
+    assert saved["model"]._metadata == model.state_dict()._metadata   # versions kept
     assert torch.equal(saved["optimizer"]["state"][0]["momentum_buffer"], momentum)
 
 

@@ -2,6 +2,7 @@
 kept (.dvc/tmp/checkpoints/, outside DVC's outputs), saving and loading it atomically, and
 every random state training draws from, so that a resumed run ends with the same bytes as an
 uninterrupted one."""
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -97,7 +98,11 @@ def _cpu_copy(value):
     if isinstance(value, torch.Tensor):
         return value.detach().to("cpu", copy=True)
     if isinstance(value, dict):
-        return {k: _cpu_copy(v) for k, v in value.items()}
+        copied = {k: _cpu_copy(v) for k, v in value.items()}
+        if hasattr(value, "_metadata"):   # state_dict()'s version record, which loading reads
+            copied = OrderedDict(copied)
+            copied._metadata = value._metadata
+        return copied
     if isinstance(value, (list, tuple)):
         return type(value)(_cpu_copy(v) for v in value)
     return value
