@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -231,3 +232,11 @@ def test_a_background_write_that_fails_stops_training_in_one_line(tmp_path, monk
         with checkpoints.StateWriter() as writer:
             writer.save(tmp_path / "state.pt", "f" * 16, **state)
     assert list(tmp_path.iterdir()) == []   # no partial file
+
+
+def test_the_fingerprint_covers_every_source_file_of_the_pipeline():
+    root = Path(checkpoints.__file__).resolve().parents[3]
+    found = {p.relative_to(root).as_posix() for p in checkpoints.code_files()}
+    assert found == {p.relative_to(root).as_posix() for p in (root / "stages").rglob("*.py")}
+    assert {"stages/train.py", "stages/transfer.py", "stages/lib/images.py",
+            "stages/lib/core/engine.py"} <= found

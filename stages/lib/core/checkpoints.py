@@ -78,9 +78,10 @@ class DigestCache:
 
 
 def code_files():
-    """The pipeline's own source files: a checkpoint written by other code is not resumed."""
-    root = Path(__file__).resolve().parents[1]
-    return sorted(root.rglob("*.py"))
+    """The pipeline's own source files (every .py under stages/: the stage modules and the
+    library): a checkpoint written by other code is not resumed."""
+    stages = Path(__file__).resolve().parents[2]   # stages/lib/core/checkpoints.py
+    return sorted(stages.rglob("*.py"))
 
 
 def training_state(fingerprint, *, model, optimizer, scheduler, scaler, rng, history):
