@@ -1,6 +1,9 @@
 # make smoke      every stage on a slice of the data (smoke.yaml), report included, as
 #                 `dvc exp run --temp`: the workspace's results stay, the smoke's go to smoke/
-# make repro      the whole pipeline (REPRO_FLAGS=--keep-going to run all that can run)
+# make repro      the whole pipeline (tools/repro.py: `dvc repro $(REPRO_FLAGS)`); without the
+#                 ImageNet weights, every stage that does not need them, the others named
+# make restore    the last commit's results back after a failed `dvc exp run` or `dvc repro`
+#                 (tools/restore.py)
 # make exps       dvc exp show, readable: the params and headline metrics that differ
 # make share      every run computed here, to the DVC remote (tools/push_runs.py): others
 #                 `dvc pull --run-cache`, then `dvc exp run --pull ...` restores instead of training
@@ -34,7 +37,7 @@ endif
 # what `make exps` leaves out: dependency hashes, creation time, t-SNE scores
 EXPS_DROP := Created|stages/|models/|data/|plots/|metrics/tsne/
 
-.PHONY: smoke repro exps share test test-fast lint bench full-run gpu-check
+.PHONY: smoke repro restore exps share test test-fast lint bench full-run gpu-check
 
 $(BIN)/.installed: requirements.txt requirements.lock
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -49,7 +52,10 @@ smoke: $(BIN)/.installed
 	python tools/smoke.py $(SMOKE_FLAGS)
 
 repro: $(BIN)/.installed
-	dvc repro $(REPRO_FLAGS)
+	python tools/repro.py $(REPRO_FLAGS)
+
+restore: $(BIN)/.installed
+	python tools/restore.py
 
 exps: $(BIN)/.installed
 	dvc exp show --only-changed --drop '$(EXPS_DROP)' $(EXPS_FLAGS)

@@ -15,16 +15,20 @@ params file or a copy of the project made here:
   in that clone. The workspace's outputs, params.yaml and dvc.lock stay as they are; the cache
   gains the smoke's outputs, and DVC's run cache remembers its stages (a second smoke with the
   same code, data and params restores them instead of running them).
-- Its git-tracked outputs (metrics, plots) are in the experiment's commit, from which they
-  are copied to smoke/, with the report from DVC's cache. Then the experiment is removed:
-  left in `dvc exp show`, the smoke's changed params and all its metrics would widen
+- What the experiment produced is copied to smoke/: the outputs of the stages it ran that
+  hold results (metrics/, plots/, reports/: not data or models), the git-tracked ones from
+  the experiment's commit, the cached ones (the report) from DVC's cache at that commit, with
+  the params it ran with. Nothing else: the commit also holds the workspace's results of the
+  stages it did not run, which are not the smoke's. smoke/ is built beside and swapped in
+  whole. Then the experiment is removed, also when the run or the copy failed: left in
+  `dvc exp show`, the smoke's changed params and all its metrics would widen
   `--only-changed` for every sweep (one learning-rate sweep: from 11 columns to 52).
-  `--keep-experiment` keeps it (`dvc exp apply smoke` then puts all of it, models included,
-  in the workspace).
+  `--keep-experiment` keeps a finished one (`dvc exp apply smoke` then puts all of it, models
+  included, in the workspace).
 - In an experiment a failed stage fails the whole run (also with --keep-going: nothing is
   kept), so without ImageNet weights the stages that need them are left out of the targets
-  up front, and named at the end. The exit status is 0 then too; non-zero only when a stage
-  or DVC failed.
+  up front (plan.py), and named at the end. The exit status is 0 then too; non-zero only when
+  a stage, DVC or the copy failed, with one `smoke: error:` line.
 """
 import argparse
 import io
@@ -37,12 +41,11 @@ import time
 from pathlib import Path
 
 import yaml
+from plan import plan
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "smoke"
-WEIGHTS_STAGE = "download@resnet50"
-RESULTS = ["metrics", "plots", "params.yaml"]   # copied from the experiment's commit (git)
-CACHED = ["reports"]                             # and from DVC's cache at that commit
+RESULTS = {"metrics", "plots", "reports"}   # the folders of outputs copied to smoke/ (not data)
 
 
 def say(message):
@@ -85,66 +88,50 @@ def overrides(path):
     return arguments
 
 
-def plan():
-    """(every stage in dvc.yaml's order, the stages that need the ImageNet weights, the reason
-    they cannot run here or None)."""
-    import networkx as nx
-    from dvc.repo import Repo
-
-    with Repo(str(ROOT)) as repo:
-        graph = repo.index.graph
-        stages = {stage.addressing: stage for stage in repo.index.stages}
-        weights = stages.get(WEIGHTS_STAGE)
-        if weights is None:   # a pipeline without the ImageNet weights
-            return list(stages), set(), None
-        needs = {WEIGHTS_STAGE} | {stage.addressing for stage in nx.ancestors(graph, weights)}
-        missing = weights_missing(repo, weights)
-    return list(stages), needs, missing
+def results(plan_, ran):
+    """(git-tracked, cached) output paths of the stages in `ran` that hold results."""
+    tracked, cached = [], []
+    for stage in ran:
+        for path, use_cache in plan_.outs[stage]:
+            if path.split("/")[0] in RESULTS:
+                (cached if use_cache else tracked).append(path)
+    return tracked, cached
 
 
-def weights_missing(repo, stage):
-    """Why the run cannot have the ImageNet weights, or None when it can: downloaded (no
-    mirror), copied from the mirror, or already in the workspace and up to date."""
-    mirror = os.environ.get("DATASETS_MIRROR")
-    if not mirror:
-        return None
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    try:
-        from torchvision.models import ResNet50_Weights
-
-        filename = Path(ResNet50_Weights[params["download"]["resnet50"]["weights"]].url).name
-    except (KeyError, TypeError):
-        return None   # bad params: the stage itself says what is wrong
-    if (Path(mirror).expanduser() / "resnet50" / filename).is_file():
-        return None
-    if all(Path(out.fs_path).exists() for out in stage.outs) and \
-            not repo.status(targets=[stage.addressing]):
-        return None
-    return f"the mirror {mirror} has no resnet50/{filename}"
-
-
-def copy_results(rev, out):
-    """The experiment's results into `out`: what git tracks (metrics, plots, params) from its
-    commit, and the report, a DVC output, from the cache as that commit's dvc.lock names it."""
+def copy_results(rev, out, tracked, cached):
+    """The experiment's results into `out`, whole or not at all: `tracked` paths and
+    params.yaml from its commit, `cached` ones from DVC's cache as that commit's dvc.lock
+    names them. Built in a folder beside `out`, then swapped in."""
     from dvc.api import DVCFileSystem
 
-    present = set(git("ls-tree", "--name-only", rev).stdout.split())
-    names = [name for name in RESULTS if name in present]
-    archive = subprocess.run(["git", "archive", "--format=tar", rev, "--", *names], cwd=ROOT,
-                             capture_output=True, check=True).stdout
-    out.mkdir(parents=True, exist_ok=True)
-    for name in RESULTS + CACHED:
-        path = out / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.exists() or path.is_symlink():
-            path.unlink()
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(out, filter="data")
-    fs = DVCFileSystem(str(ROOT), rev=rev)
-    for name in CACHED:
-        if fs.exists(name):
-            fs.get(name, str(out / name), recursive=True)
+    present = set(git("ls-tree", "-r", "--name-only", rev, "--", *tracked, "params.yaml")
+                  .stdout.split())
+    absent = [path for path in tracked
+              if path not in present and not any(p.startswith(path + "/") for p in present)]
+    if absent:
+        raise LookupError(f"the experiment's commit lacks {', '.join(absent)}")
+    archive = subprocess.run(["git", "archive", "--format=tar", rev, "--", *tracked,
+                              "params.yaml"], cwd=ROOT, capture_output=True, check=True).stdout
+    part = out.with_name(f".{out.name}.part")
+    shutil.rmtree(part, ignore_errors=True)
+    part.mkdir(parents=True)
+    try:
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(part, filter="data")
+        fs = DVCFileSystem(str(ROOT), rev=rev)
+        for path in cached:
+            try:
+                fs.get(path, str(part / path), recursive=True)
+            except FileNotFoundError:
+                raise LookupError(f"{path} of the experiment is not in DVC's cache") from None
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if out.exists():
+            out.rename(old)
+        part.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(part, ignore_errors=True)
 
 
 # Who DVC's experiment commits name when git knows nobody (a fresh Colab runtime, a new
@@ -198,8 +185,7 @@ def main(argv=None):
     if not head:
         fail("the project has no commit yet: dvc exp run needs one (git commit first)")
 
-    stages, needs, missing = plan()
-    targets = [stage for stage in stages if stage not in needs] if missing else []
+    todo = plan()
     untracked = git("ls-files", "--others", "--exclude-standard").stdout.split()
     if untracked:
         listed = ", ".join(untracked[:5]) + (", ..." if len(untracked) > 5 else "")
@@ -207,35 +193,46 @@ def main(argv=None):
 
     ref = f"refs/exps/{head[:2]}/{head[2:]}/{NAME}"
     remove_experiment(ref, env)   # the last smoke of this commit, kept with --keep-experiment
+    targets = todo.runnable if todo.missing else []   # none: the whole graph
     command = [sys.executable, "-m", "dvc", "exp", "run", "--temp", "-n", NAME, *sets, *targets]
     say(" ".join(["dvc", *command[3:]]))
     start = time.monotonic()
-    status = subprocess.run(command, cwd=ROOT, env=env).returncode
-    took = duration(time.monotonic() - start)
-    if status != 0:
-        fail(f"dvc exp run failed after {took} (status {status}); the workspace is as it was",
-             status)
-
-    copy_results(git("rev-parse", ref).stdout.strip(), out)
-    if not args.keep_experiment:
-        remove_experiment(ref, env)
-    kept = f"kept as experiment '{NAME}'" if args.keep_experiment else \
+    keep = False
+    try:
+        status = subprocess.run(command, cwd=ROOT, env=env).returncode
+        took = duration(time.monotonic() - start)
+        if status != 0:
+            fail(f"dvc exp run failed after {took} (status {status}); the workspace is as it "
+                 "was", status)
+        rev = git("rev-parse", "--verify", "--quiet", ref, check=False).stdout.strip()
+        if not rev:
+            fail(f"dvc exp run finished but left no experiment '{NAME}' to copy from")
+        try:
+            copy_results(rev, out, *results(todo, todo.runnable))
+        except (LookupError, OSError, subprocess.CalledProcessError) as error:
+            fail(f"copying the results to {shown}/: {error}; {shown}/ is as it was")
+        keep = args.keep_experiment
+    finally:
+        if not keep:
+            remove_experiment(ref, env)
+    kept = f"kept as experiment '{NAME}'" if keep else \
         "experiment removed: --keep-experiment keeps it"
-    if missing:
-        say(f"{len(targets)} of {len(stages)} stages in {took}; their metrics and plots in "
-            f"{shown}/ ({kept})")
-        say(f"skipped {', '.join(s for s in stages if s in needs)}: they need the ImageNet "
-            f"weights, and {missing} (README: Offline mirror)")
+    if todo.missing:
+        say(f"{len(todo.runnable)} of {len(todo.stages)} stages in {took}; their metrics and "
+            f"plots in {shown}/ ({kept})")
+        say(todo.skipped_line())
     else:
-        say(f"all {len(stages)} stages in {took}; their metrics, plots and report in {shown}/ "
-            f"({kept})")
+        say(f"all {len(todo.stages)} stages in {took}; their metrics, plots and report in "
+            f"{shown}/ ({kept})")
         say(f"the report: {os.path.join(shown, 'reports', 'report.html')}")
 
 
 def remove_experiment(ref, env):
     if git("show-ref", "--verify", "--quiet", ref, check=False).returncode == 0:
-        subprocess.run([sys.executable, "-m", "dvc", "exp", "remove", ref], cwd=ROOT, env=env,
-                       check=True, stdout=subprocess.DEVNULL)
+        done = subprocess.run([sys.executable, "-m", "dvc", "exp", "remove", ref], cwd=ROOT,
+                              env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            fail(f"dvc exp remove {ref}: {done.stderr.strip() or done.stdout.strip()}")
 
 
 if __name__ == "__main__":
