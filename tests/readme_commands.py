@@ -181,9 +181,27 @@ def workspace(project, env):
                               text=True).stdout
     return {"git status": out("git", "status", "--porcelain"),
             "params.yaml": (Path(project) / "params.yaml").read_text(),
-            "dvc exp list": out(sys.executable, "-m", "dvc", "exp", "list", "--all-commits")}
+            # what `dvc exp list --all-commits` lists, without a DVC start
+            "experiments": out("git", "for-each-ref", "refs/exps")}
 
 
 def dvc_status(project, env):
     return subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=project,
                           env=env, capture_output=True, text=True).stdout
+
+
+def differ_from_head(project, env):
+    """The files of the last commit whose bytes in the workspace differ (or are missing), by
+    content: git's own status trusts sizes and times, which a DVC checkout can leave as they
+    were under other bytes."""
+    def git(*args, stdin=None):
+        return subprocess.run(["git", *args], cwd=project, env=env, capture_output=True,
+                              text=True, input=stdin, check=True).stdout
+    committed = {}   # path -> blob id
+    for line in git("ls-tree", "-r", "HEAD").splitlines():
+        meta, name = line.split("\t", 1)
+        committed[name] = meta.split()[2]
+    present = [name for name in committed if (Path(project) / name).is_file()]
+    hashes = git("hash-object", "--stdin-paths", stdin="\n".join(present)).split()
+    return sorted(set(committed) - set(present)) + \
+        [name for name, blob in zip(present, hashes) if committed[name] != blob]

@@ -404,36 +404,6 @@ def test_dvc_killed_mid_training_resumes_on_the_next_repro(pipeline, tmp_path):
     assert "train@alexnet" not in dvc(copy, "status", env=env).stdout
 
 
-def test_an_experiment_run_again_is_restored_not_trained(pipeline, tmp_path):
-    """lr=a, then lr=b, then lr=a again: the third `dvc exp run` restores every stage from
-    DVC's run-cache (no epoch is trained) and its outputs are the bytes of the first."""
-    project, env, _ = pipeline
-    copy = shutil.copytree(project, tmp_path / "copy")
-    outputs = ["models/simple_cnn.pt", "metrics/simple_cnn.json", "plots/simple_cnn/curves.png",
-               "plots/simple_cnn/live/plots/metrics/val/loss.tsv",
-               "metrics/tsne/simple_cnn/final.json", "plots/simple_cnn/tsne.csv"]
-    runs = []
-    for lr in (0.002, 0.003, 0.002):
-        result = dvc(copy, "exp", "run", "tsne@simple_cnn", "-S", f"simple_cnn.lr={lr}",
-                     env=env)
-        runs.append((result.stdout, {name: (copy / name).read_bytes() for name in outputs}))
-    for stdout, _ in runs[:2]:
-        assert "Running stage 'train@simple_cnn'" in stdout and "epoch   1/2" in stdout
-    stdout, restored = runs[2]
-    assert "Running stage" not in stdout and "epoch " not in stdout, stdout
-    assert "Stage 'train@simple_cnn' is cached - skipping run" in stdout
-    assert "Stage 'tsne@simple_cnn' is cached - skipping run" in stdout
-    assert restored == runs[0][1] and restored != runs[1][1]
-
-
-def test_an_unknown_param_stops_before_any_work(pipeline, tmp_path):
-    """`dvc exp run -S +alexnet.lrr=0.1` (a typo, added with DVC's '+'): the stage stops with
-    one line naming the closest real key, and nothing is trained."""
-    project, env, _ = pipeline
-    copy = shutil.copytree(project, tmp_path / "copy")
-    result = dvc(copy, "exp", "run", "train@alexnet", "-S", "+alexnet.lrr=0.1", env=env,
-                 check=False)
-    assert result.returncode != 0
-    assert ("error: params.yaml: 'alexnet.lrr' is not a parameter of this pipeline; did you "
-            "mean 'alexnet.lr'?") in result.stderr + result.stdout
-    assert "epoch " not in result.stdout
+# Covered by tests/test_readme.py as the README gives them: an experiment run again is restored
+# from the run-cache to the same bytes (`dvc exp run tsne@alexnet -S alexnet.lr=0.001` in the
+# second pass), and a `-S +key` typo stops with the one line the README shows.

@@ -30,6 +30,7 @@ from readme_commands import (
     Step,
     clone_project,
     commands,
+    differ_from_head,
     dvc_status,
     pattern,
     quoted_anywhere,
@@ -50,6 +51,8 @@ WITHOUT_WEIGHTS = ["download@mnist", "download@cifar10", "download@hymenoptera",
 NEED_WEIGHTS = ["download@resnet50", "transfer@finetune", "transfer@finetune_aug",
                 "features", "svm", "compare", "report"]   # in dvc.yaml's order
 ACTIVATE = "source .venv/bin/activate"
+ALEXNET = ["models/alexnet.pt", "metrics/alexnet.json", "plots/alexnet/curves.png",
+           "metrics/tsne/alexnet/final.json", "plots/alexnet/tsne.csv"]
 
 # Commands that cannot run in this tier, and why. A reason names what does test the command.
 SKIPPED = {
@@ -87,6 +90,12 @@ def ran(step):
             if line.startswith("Running stage") or " is cached - skipping run" in line}
 
 
+def up_to_date(step):
+    """The stages DVC ran, restored, or found unchanged."""
+    return ran(step) | {line.split("'")[1] for line in step.output.splitlines()
+                        if line.startswith("Stage '") and "didn't change" in line}
+
+
 def computed(step):
     return {line.split("'")[1] for line in step.output.splitlines()
             if line.startswith("Running stage")}
@@ -121,25 +130,33 @@ def check_smoke(step, name, tier):
     assert not any(name.startswith(("data/", "models/")) for name in files)
 
 
+TRAINED = {"train@simple_cnn", "train@alexnet", "tsne@simple_cnn", "tsne@alexnet",
+           "transfer@scratch", "transfer@finetune", "transfer@finetune_aug", "features", "svm",
+           "compare", "report"}
+
+
 def check_repro(step, name, tier):
-    # the smoke ran the same params: every stage comes from the run-cache
-    assert computed(step) == set(), step.output
+    # the smoke ran the same params: no network is trained again, its runs are restored
+    assert computed(step) & TRAINED == set(), step.output
     if name == "offline":
-        assert ran(step) == set(WITHOUT_WEIGHTS)
+        assert up_to_date(step) == set(WITHOUT_WEIGHTS), step.output
         assert step.output.splitlines()[-1].startswith("repro: skipped download@resnet50, ")
     else:
-        assert ran(step) == set(WITHOUT_WEIGHTS + NEED_WEIGHTS)
+        assert up_to_date(step) == set(WITHOUT_WEIGHTS + NEED_WEIGHTS), step.output
 
 
 def check_one_model(step, name, tier):
-    assert {"train@alexnet", "tsne@alexnet"} <= ran(step) <= \
-        {"download@cifar10", "train@alexnet", "tsne@alexnet"}
+    assert {"train@alexnet", "tsne@alexnet"} <= up_to_date(step), step.output
+    assert computed(step) <= {"download@cifar10", "train@alexnet", "tsne@alexnet"}, step.output
+    if name == "weights":   # the offline pass ran these params: restored, the same bytes
+        assert computed(step) == set(), step.output
+        assert step.files == tier.steps[("offline", tier.index_of(step))].files
 
 
 def check_whole_graph(stages):
     def check(step, name, tier):
         if name == "weights":
-            assert set(stages) <= computed(step) | ran(step) and "report" in computed(step)
+            assert set(stages) <= up_to_date(step) and "report" in computed(step), step.output
     return check
 
 
@@ -157,11 +174,15 @@ def check_plots_show(step, name, tier):
     assert (tier.project / "dvc_plots/index.html").stat().st_size > 1000
 
 
+def check_typo(step, name, tier):
+    """DVC refuses the key before anything runs: the params and experiments are as they were."""
+    for what in ("params.yaml", "experiments"):
+        assert step.before[what] == step.after[what], what
+
+
 def check_restored(step, name, tier):
-    tracked = [line for line in step.after["git status"].splitlines()
-               if not line.startswith("??")]
-    assert tracked == [], f"not the last commit's: {tracked}"
-    assert dvc_status(tier.project, tier.env) == tier.committed_status, \
+    assert step.after["differ from HEAD"] == [], "not the last commit's"
+    assert step.after["dvc status"] == tier.committed_status[name], \
         "dvc status differs from the one at the last commit"
 
 
@@ -169,7 +190,8 @@ CHECKS = {
     "make smoke": check_smoke,
     "make repro": check_repro,
     ACTIVATE: None,
-    'git commit -am "Baseline results"': None,
+    'git add dvc.lock params.yaml metrics plots models && git commit -m "Baseline results"':
+        None,
     "dvc exp run tsne@alexnet -S alexnet.lr=0.001": check_one_model,
     "dvc exp run -S alexnet.lr=0.001": check_whole_graph(["train@alexnet", "report"]),
     "dvc exp run -S transfer.svm.C=10": check_whole_graph(["svm", "report"]),
@@ -177,7 +199,7 @@ CHECKS = {
     "dvc metrics diff": check_read_only,
     "dvc plots show": check_plots_show,
     "dvc plots diff main": check_read_only,
-    "dvc exp run -S alexnet.lrr=0.001": check_read_only,
+    "dvc exp run -S alexnet.lrr=0.001": check_typo,
     "dvc exp run -S +alexnet.lrr=0.001": None,
     "make restore": check_restored,
 }
@@ -221,8 +243,11 @@ class Tier:
         run(["git", "commit", "-q", "-am", "Stand-in: the smoke's sizes as params (tests)"],
             self.project, env)
         self.steps = {}
-        self.committed_status = None
+        self.committed_status = {}   # pass -> `dvc status` right after its git commit
         self.notebook = None
+
+    def index_of(self, step):
+        return next(i for (_, i), s in self.steps.items() if s is step)
 
     def env_for(self, name):
         return dict(self.base_env, DATASETS_MIRROR=str(self.mirrors[name]))
@@ -242,12 +267,19 @@ class Tier:
             if text == "make smoke":   # what it copied, before the next pass replaces it
                 step.files = {p.relative_to(self.project / "smoke").as_posix(): p.read_bytes()
                               for p in (self.project / "smoke").rglob("*") if p.is_file()}
+            if text == "dvc exp run tsne@alexnet -S alexnet.lr=0.001":
+                step.files = {path: (self.project / path).read_bytes() for path in ALEXNET}
             if text == ACTIVATE and status == 0:
                 activated = True
-            if text.startswith("git commit") and status == 0:
-                self.committed_status = dvc_status(self.project, self.env)
+            if "git commit" in text and status == 0:
+                self.committed_status[name] = dvc_status(self.project, self.env)
+            if text == "make restore":
+                step.after["dvc status"] = dvc_status(self.project, self.env)
+                step.after["differ from HEAD"] = differ_from_head(self.project, self.env)
             print(f"[{name}] {command.source} $ {text}: status {status}, "
                   f"{step.seconds:.0f} s", flush=True)
+            with open(self.project.parent / "steps.log", "a") as log:   # for a failure's story
+                log.write(f"\n===== [{name}] $ {text}: status {status}\n{output}")
             self.steps[(name, index)] = step
 
     def run_notebook(self):

@@ -42,6 +42,10 @@ def main():
     in_head = git("ls-tree", "-r", "--name-only", "HEAD", "--", *ALWAYS, *tracked).split()
     # files the failed run added inside git-kept outputs (never those git ignores)
     git("clean", "-f", "-d", "-q", "--", *tracked)
+    # removed first: git skips a file whose size and times match its index entry, and DVC's
+    # run-cache checkout can leave other bytes under those (seen with a metrics file)
+    for name in in_head:
+        (ROOT / name).unlink(missing_ok=True)
     git("checkout", "HEAD", "--", *in_head)
     done = subprocess.run([sys.executable, "-m", "dvc", "checkout", "--force", "--allow-missing",
                            "--quiet"], cwd=ROOT, capture_output=True, text=True)
