@@ -151,7 +151,9 @@ def test_the_full_run_times_each_stage_from_dvcs_lines_to_the_next(tmp_path):
     times, status, output = full_run.timed_repro(tmp_path, False, [sys.executable, "-c", script])
     assert status == 3 and "some output" in output
     assert list(times) == ["download@mnist", "transfer@finetune"]
-    assert times["download@mnist"] >= 0.3 and times["transfer@finetune"] >= 0.1
+    # each sleep falls in its own stage's span (no bound on seconds: a loaded machine reads
+    # the lines late)
+    assert times["download@mnist"] > times["transfer@finetune"] > 0
     text = full_run.document({"download@mnist": 60.0, "train@alexnet": 120.0,
                               "transfer@finetune": 30.0}, status, 215.0, "resnet50")
     assert "| **weights-free part** |   180.0 |   3.0 |" in text   # finetune needs the weights

@@ -190,8 +190,7 @@ CHECKS = {
     "make smoke": check_smoke,
     "make repro": check_repro,
     ACTIVATE: None,
-    'git add dvc.lock params.yaml metrics plots models && git commit -m "Baseline results"':
-        None,
+    'git add -A && git commit -m "Baseline results"': None,
     "dvc exp run tsne@alexnet -S alexnet.lr=0.001": check_one_model,
     "dvc exp run -S alexnet.lr=0.001": check_whole_graph(["train@alexnet", "report"]),
     "dvc exp run -S transfer.svm.C=10": check_whole_graph(["svm", "report"]),
@@ -228,7 +227,9 @@ class Tier:
         env = stage_env(mirror)
         env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep)
                                       if p != os.path.dirname(sys.executable))
-        env.pop("VIRTUAL_ENV", None)
+        # nor inside a make: no MAKELEVEL (make's "Entering directory" lines), no MAKEFLAGS
+        for name in ("VIRTUAL_ENV", "MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES"):
+            env.pop(name, None)
         self.base_env = env
         self.project = clone_project(base / "project", env)
         smoke = yaml.safe_load((ROOT / "smoke.yaml").read_text())
