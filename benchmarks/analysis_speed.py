@@ -28,23 +28,23 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stages.lib import analysis  # noqa: E402
-from stages.lib.core import data, engine  # noqa: E402
+from stages.lib.core import data, inference, params  # noqa: E402
 from stages.lib.core.common import StageError  # noqa: E402
-from stages.lib.core.names import MODEL_DATASETS  # noqa: E402
 from stages.lib.core.runtime import keep_freed_memory  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+DATASETS = params.models(params.load(ROOT / "params.yaml"))   # {model: dataset}
 
 
 def features(name, points, seed):
     """(intermediate features, labels) of `points` validation images, as tsne@<name> takes
     them."""
-    model, checkpoint = engine.load_checkpoint(ROOT / "models" / f"{name}.pt",
+    model, checkpoint = inference.load_checkpoint(ROOT / "models" / f"{name}.pt",
                                                torch.device("cpu"))
-    val = data.load_tensors(ROOT / "data" / "raw" / MODEL_DATASETS[name], "val")
+    val = data.load_tensors(ROOT / "data" / "raw" / DATASETS[name], "val")
     keep = torch.from_numpy(data.subsample(len(val["labels"]), points, seed))
     mean, std = checkpoint["normalization"]
-    _, labels, h, _ = engine.predict(
+    _, labels, h, _ = inference.predict(
         model, data.batches(val["images"][keep], val["labels"][keep], 1000, mean=mean, std=std),
         torch.device("cpu"), torch.bfloat16, embed=True, progress=None)
     return h.numpy(), labels.numpy()
@@ -105,7 +105,7 @@ def timed(function, *args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="alexnet", choices=list(MODEL_DATASETS))
+    parser.add_argument("--model", default="alexnet", choices=list(DATASETS))
     parser.add_argument("--points", type=int, default=0,
                         help="validation images (0: params.yaml's tsne.points)")
     parser.add_argument("--trust-points", type=int, default=2000,

@@ -3,7 +3,7 @@ style of the practical's notebooks, in one process, one run; prints times and ra
 
 Reference: the notebooks' per-sample PIL image -> ToTensor -> Normalize (what torchvision's
            MNIST / CIFAR10 classes do per sample), a DataLoader (default settings), the same
-           model (stages.lib.core.models), batch size and optimizer (torch.optim.Adam with its
+           model (stages.lib.models), batch size and optimizer (torch.optim.Adam with its
            default implementation), fp32, on the CPU.
 Engine:    the pipeline's code: uint8 tensors resident on the device, batched by indexing and
            normalized per batch (stages.lib.core.data.batches), Adam from engine.make_optimizer
@@ -35,10 +35,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stages.lib.core import data, engine, models  # noqa: E402
+from stages.lib import models  # noqa: E402
+from stages.lib.core import data, engine, inference, params  # noqa: E402
 from stages.lib.core.common import StageError  # noqa: E402
-from stages.lib.core.names import MODEL_DATASETS as DATASETS  # noqa: E402
 from stages.lib.core.runtime import autocast_dtype, keep_freed_memory, precision_name  # noqa: E402
+
+DATASETS = params.models(params.load(ROOT / "params.yaml"))   # {model: dataset}
 
 
 class ReferenceDataset(torch.utils.data.Dataset):
@@ -113,7 +115,7 @@ def engine_run(name, cfg, precision, train_data, val_data):
     amp_dtype = autocast_dtype(device, precision)
     mean, std = data.NORMALIZATION[DATASETS[name]]
     torch.manual_seed(0)
-    model = engine.prepare(models.build(name, 10), device)
+    model = inference.prepare(models.build(name, 10), device)
     optimizer = engine.make_optimizer("adam", model.parameters(), cfg["lr"])
     train_batches = data.batches(train_data["images"], train_data["labels"], cfg["batch_size"],
                                  generator=torch.Generator().manual_seed(0), mean=mean, std=std)

@@ -9,7 +9,7 @@ Reference: the tutorial (pytorch.org/tutorials/beginner/transfer_learning_tutori
            (lr 0.001, momentum 0.9), fp32.
 Engine:    the pipeline's code as transfer@scratch runs it: images.ImageSet (decoded once,
            resident; the decoding, once per stage run, is timed apart),
-           stages.lib.core.models.ResNet50 prepared by engine.prepare (channels_last, the CPU
+           stages.lib.models.resnet50 prepared by inference.prepare (channels_last, the CPU
            layers), engine.make_optimizer and
            engine.run_epoch in the precision `auto` picks; on a whole epoch, also the training
            state written as the stage writes it (checkpoints.StateWriter).
@@ -36,8 +36,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stages.lib import images  # noqa: E402
-from stages.lib.core import checkpoints, data, engine, models  # noqa: E402
+from stages.lib import images, models  # noqa: E402
+from stages.lib.core import checkpoints, data, engine, inference  # noqa: E402
 from stages.lib.core.common import StageError  # noqa: E402
 from stages.lib.core.runtime import autocast_dtype, keep_freed_memory, precision_name  # noqa: E402
 
@@ -88,7 +88,7 @@ def engine_run(root, workers, eval_batch_size, whole_epoch):
                             num_workers=workers) for split in ("train", "val")]
     decoding = time.perf_counter() - began
     torch.manual_seed(0)
-    model = engine.prepare(models.ResNet50(len(sets[0].folder.classes)), device)
+    model = inference.prepare(models.build("resnet50", len(sets[0].folder.classes)), device)
     optimizer = engine.make_optimizer("sgd", model.parameters(), 0.001, 0.9)
     batches = itertools.chain.from_iterable(sets[0].batches(BATCH, e) for e in itertools.count())
     writer = checkpoints.StateWriter()
@@ -114,7 +114,7 @@ def compute_run(train_images, val_images, eval_batch_size, classes=2):
     device = torch.device("cpu")
     amp_dtype = autocast_dtype(device, "auto")
     torch.manual_seed(0)
-    model = engine.prepare(models.ResNet50(classes), device)
+    model = inference.prepare(models.build("resnet50", classes), device)
     optimizer = engine.make_optimizer("sgd", model.parameters(), 0.001, 0.9)
 
     def made(n, size):

@@ -2,9 +2,9 @@
 
     python -m stages.compare
 
-Reads params `seed`, `device`, `precision`, `tsne.{perplexity,pca_dims,silhouette_points,
-probe_folds}`, `transfer.{dataset,image_size,eval_batch_size,num_workers,resident_mb,
-val_samples}`, the three trained models (models/transfer/*.pt) and the frozen ImageNet features
+Reads params `seed`, `device`, `precision`, `strategies`, `tsne.{perplexity,pca_dims,
+silhouette_points,probe_folds}`, `transfer.{dataset,image_size,eval_batch_size,val_samples}`,
+the trained models (models/transfer/<strategy>.pt) and the frozen ImageNet features
 (data/features/val.pt, the SVM's representation). Writes:
   plots/transfer/tsne.png         t-SNE grid of each strategy's 2048-d validation features
   plots/transfer/tsne.csv         the coordinates: strategy, index, x, y, label, class
@@ -17,14 +17,11 @@ The accuracy of the strategies is not read here: the report draws it, so that a 
 import csv
 from pathlib import Path
 
-from stages.lib import analysis, plots, transfer
+from stages.lib import analysis, png, transfer
 from stages.lib.analysis import fmt, judge
-from stages.lib.core import data, engine, params, runtime
+from stages.lib.core import data, inference, params, runtime
 from stages.lib.core.common import StageError, run
-from stages.lib.core.names import STRATEGIES, TRAINED_STRATEGIES
 
-TITLES = {"scratch": "trained from scratch", "svm": "ImageNet features (+ SVM)",
-          "finetune": "fine-tuned", "finetune_aug": "fine-tuned with augmentation"}
 OUT = Path("plots/transfer")
 
 
@@ -33,6 +30,8 @@ def main(argv):
         raise StageError("usage: python -m stages.compare")
     settings = params.load()
     shared = params.shared(settings)
+    trained = params.strategies(settings)
+    order = params.report_order(trained)
     data_cfg = params.transfer_data(settings, training=False, splits=("val",))
     cfg = params.tsne(settings)
     device, amp_dtype = runtime.setup(shared)
@@ -43,19 +42,19 @@ def main(argv):
     features = {"svm": frozen["features"].numpy()}
     labels = frozen["labels"].numpy()
     images = transfer.image_set(root, "val", data_cfg, shared.seed, device)
-    for strategy in TRAINED_STRATEGIES:
-        model, _ = engine.load_checkpoint(f"models/transfer/{strategy}.pt", device)
-        _, y, h, _ = engine.predict(model, images.batches(data_cfg.eval_batch_size), device,
+    for strategy in trained:
+        model, _ = inference.load_checkpoint(f"models/transfer/{strategy}.pt", device)
+        _, y, h, _ = inference.predict(model, images.batches(data_cfg.eval_batch_size), device,
                                     amp_dtype, embed=True)
         check_same_images(y, labels, root)
         features[strategy] = h.numpy()
 
     metrics, panels, rows = {}, [], []
-    for strategy in STRATEGIES:
+    for strategy in order:
         m = metrics[strategy] = judge(features[strategy], labels, cfg, shared.seed)
         coords = analysis.tsne_2d(features[strategy], perplexity=cfg.perplexity,
                                   pca_dims=cfg.pca_dims, seed=shared.seed)
-        panels.append((coords, labels, f"{TITLES[strategy]}\nsilhouette {fmt(m['silhouette'])}, "
+        panels.append((coords, labels, f"{strategy}\nsilhouette {fmt(m['silhouette'])}, "
                                        f"linear {fmt(m['probe'])}"))
         rows += [(strategy, i, f"{x:.4f}", f"{y:.4f}", int(c), classes[c])
                  for i, ((x, y), c) in enumerate(zip(coords, labels))]
@@ -63,13 +62,13 @@ def main(argv):
               f"{fmt(m['probe'])}", flush=True)
 
     OUT.mkdir(parents=True, exist_ok=True)
-    plots.save(plots.tsne_grid(panels, classes, f"t-SNE of the 2048-d validation features "
+    png.save(analysis.tsne_grid(panels, classes, f"t-SNE of the 2048-d validation features "
                                                 f"({len(labels)} images)"), OUT / "tsne.png")
     with open(OUT / "tsne.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["strategy", "index", "x", "y", "label", "class"])
         writer.writerows(rows)
-    plots.write_scores("metrics/tsne/transfer", OUT / "tsne.json", metrics,
+    analysis.write_scores("metrics/tsne/transfer", OUT / "tsne.json", metrics,
                        params.record(cfg))
 
 

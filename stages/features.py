@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from stages.lib import transfer
-from stages.lib.core import data, engine, params, runtime
+from stages.lib.core import data, inference, params, runtime
 from stages.lib.core.common import StageError, run
 from stages.lib.core.files import save_torch
 
@@ -27,13 +27,13 @@ def main(argv):
     device, amp_dtype = runtime.setup(shared)
     root = transfer.dataset_root(cfg)
     classes = transfer.classes_of(root)
-    model = engine.prepare(transfer.pretrained_resnet50(len(classes)), device).eval()
+    model = inference.prepare(transfer.pretrained_resnet50(len(classes)), device).eval()
 
     OUT.mkdir(parents=True, exist_ok=True)
     for split in data.SPLITS:
         start = time.perf_counter()
         images = transfer.image_set(root, split, cfg, shared.seed, device)
-        _, labels, features, _ = engine.predict(model, images.batches(cfg.eval_batch_size),
+        _, labels, features, _ = inference.predict(model, images.batches(cfg.eval_batch_size),
                                                 device, amp_dtype, embed=True)
         files = [str(Path(p).relative_to(root)) for p in images.files]
         save_torch({"features": features, "labels": labels, "classes": classes, "files": files},

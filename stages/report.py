@@ -28,19 +28,15 @@ from pathlib import Path
 import jinja2
 import yaml
 
-from stages.lib import figures, plots
-from stages.lib.core import models, params
+from stages.lib import analysis, figures, models
+from stages.lib.core import params
 from stages.lib.core.common import StageError, run
 from stages.lib.core.files import read_json
-from stages.lib.core.names import MODEL_DATASETS, STRATEGIES, TRAINED_STRATEGIES
 
 OUT = Path("reports")
 FIGURES = OUT / "figures"
 TEMPLATES = Path(__file__).parent / "templates"
-SEPARATORS = {"en": (".", ","), "es": (",", ".")}  # decimal point, thousands, per language
 LIBRARIES = ("torch", "torchvision", "dvc", "dvclive", "scikit-learn", "numpy")
-RUNS = {**{m: f"models/{m}.run.json" for m in MODEL_DATASETS},
-        **{f"transfer@{s}": f"models/transfer/{s}.run.json" for s in TRAINED_STRATEGIES}}
 SMALL_GAP = 1.0  # accuracy points: a linear probe this close to the network says "shrink it"
 
 
@@ -49,7 +45,7 @@ class Language:
 
     def __init__(self, language):
         self.words = yaml.safe_load((TEMPLATES / "wording" / f"{language}.yaml").read_text())
-        self.decimal, self.thousands = SEPARATORS[language]
+        self.decimal, self.thousands = self.words["decimal_mark"], self.words["thousands_mark"]
 
     def say(self, key, **fields):
         """The sentence at dotted `key` with its {fields} filled in. A plural ({one, other})
@@ -150,7 +146,7 @@ def confused_pairs(top):
 
 def ranking(results):
     """(strategy, accuracy, tied with the one before) by final accuracy, best first."""
-    ranked = sorted(STRATEGIES, key=lambda s: -results[s]["accuracy"])  # stable: ties keep order
+    ranked = sorted(results, key=lambda s: -results[s]["accuracy"])  # stable: ties keep order
     return [(s, results[s]["accuracy"],
              i > 0 and results[s]["accuracy"] == results[ranked[i - 1]]["accuracy"])
             for i, s in enumerate(ranked)]
@@ -159,8 +155,8 @@ def ranking(results):
 def extremes(separability):
     """The strategies whose features separate the classes best and worst (by linear
     separability, then silhouette), or None with fewer than two scored."""
-    scored = [s for s in STRATEGIES
-              if None not in (separability[s]["silhouette"],
+    scored = [s for s in separability if s != "settings"
+              and None not in (separability[s]["silhouette"],
                               separability[s]["probe"])]
     if len(scored) < 2:
         return None
@@ -211,26 +207,28 @@ def model_figures(lang, m):
 
 def transfer_figures(lang, dataset, classes, results, separability):
     """The figures of part 3: accuracy by strategy, validation curves, t-SNE grid, one
-    confusion matrix per strategy. `classes`: the dataset's, in label order."""
+    confusion matrix per strategy. `classes`: the dataset's, in label order; `results`: each
+    strategy's, in the report's order."""
+    trained = [s for s in results if s != "svm"]
     shown = {
         "accuracy": figures.bars(lang, FIGURES, "transfer_accuracy.png",
-                                 {lang.strategy(s): results[s]["accuracy"] for s in STRATEGIES},
+                                 {lang.strategy(s): results[s]["accuracy"] for s in results},
                                  lang.say("figures.accuracy_title"),
                                  lang.say("figures.accuracy")),
         "curves": figures.validation_curves(
             lang, FIGURES, "transfer_curves.png",
-            {lang.strategy(s): f"plots/transfer/{s}/live" for s in TRAINED_STRATEGIES})}
+            {lang.strategy(s): f"plots/transfer/{s}/live" for s in trained})}
     points = figures.read_tsne("plots/transfer/tsne.csv", "strategy")
     panels = [(*points[s], lang.say("figures.tsne_panel", strategy=lang.strategy(s),
                                     silhouette=lang.num(separability[s]["silhouette"]),
                                     probe=lang.pct(separability[s]["probe"])))
-              for s in STRATEGIES]
+              for s in results]
     shown["tsne"] = figures.tsne_grid(
         lang, FIGURES, "transfer_tsne.png", panels, classes, dataset,
         lang.say("figures.tsne_grid", points=lang.integer(len(panels[0][1]))))
-    for s in STRATEGIES:
+    for s in results:
         title = lang.say("figures.confusion_title", model=lang.strategy(s),
-                         epoch=results[s]["epochs"]) if s in TRAINED_STRATEGIES \
+                         epoch=results[s]["epochs"]) if s in trained \
             else lang.strategy(s)
         shown[f"confusion_{s}"] = figures.confusion(
             lang, FIGURES, f"transfer_{s}_confusion.png", results[s]["counts"], dataset, title)
@@ -253,6 +251,15 @@ def devices(records):
     return list(dict.fromkeys(f"{r['gpu'] or r['device']}, {r['precision']}" for r in records))
 
 
+def languages():
+    """The report's languages: one wording file each, templates/wording/<language>.yaml."""
+    return sorted(p.stem for p in (TEMPLATES / "wording").glob("*.yaml"))
+
+
+def language_of(settings):
+    return params.param(settings, "report.language", str, choices=languages())
+
+
 def templates(language):
     """The Jinja2 environment: Markdown without autoescaping (data goes through |text), HTML
     with it; StrictUndefined, so a missing value stops the stage instead of vanishing."""
@@ -267,10 +274,9 @@ def templates(language):
     return env
 
 
-def model(name, datasets, runs):
-    """What the report says about a model trained from scratch (parts 1 and 2)."""
-    dataset = MODEL_DATASETS[name]
-    tsne = plots.read_scores(f"metrics/tsne/{name}", f"plots/{name}/tsne.json",
+def model(name, dataset, datasets, runs):
+    """What the report says about a model trained from scratch on `dataset` (parts 1, 2)."""
+    tsne = analysis.read_scores(f"metrics/tsne/{name}", f"plots/{name}/tsne.json",
                              ("intermediate", "final"))
     metrics = counted(merged(f"metrics/{name}.json", f"plots/{name}/evaluation.json"),
                       f"plots/{name}/confusion.csv")
@@ -282,21 +288,26 @@ def model(name, datasets, runs):
 def main(argv):
     if argv:
         raise StageError("usage: python -m stages.report")
-    language = params.report_language(params.load())
+    settings = params.load()
+    language = language_of(settings)
     words = Language(language)
-    runs = {stage: read_json(path) for stage, path in RUNS.items()}
+    trained_on, strategies = params.models(settings), params.strategies(settings)
+    order = params.report_order(strategies)
+    runs = {**{m: read_json(f"models/{m}.run.json") for m in trained_on},
+            **{f"transfer@{s}": read_json(f"models/transfer/{s}.run.json") for s in strategies}}
     datasets = read_json("metrics/datasets.json")
-    simple_cnn, alexnet = model("simple_cnn", datasets, runs), model("alexnet", datasets, runs)
+    simple_cnn, alexnet = (model(m, trained_on[m], datasets, runs)
+                           for m in ("simple_cnn", "alexnet"))
     simple_cnn.update(smaller=smaller(simple_cnn["metrics"], simple_cnn["tsne"]))
     alexnet.update(curves=figures.read_curves("plots/alexnet/live"),
                    confused_pairs=confused_pairs(alexnet["metrics"]["top_confusions"]))
     results = {s: counted(merged(f"metrics/transfer/{s}.json",
                                  f"plots/transfer/{s}/evaluation.json"),
                           f"plots/transfer/{s}/confusion.csv")
-               for s in STRATEGIES}
-    separability = plots.read_scores("metrics/tsne/transfer", "plots/transfer/tsne.json",
-                                     STRATEGIES)
-    trained = [runs[f"transfer@{s}"] for s in TRAINED_STRATEGIES]
+               for s in order}
+    separability = analysis.read_scores("metrics/tsne/transfer", "plots/transfer/tsne.json",
+                                        order)
+    trained = [runs[f"transfer@{s}"] for s in strategies]
     used = trained[0]["params"]
     # What identifies this run's configuration: the hyperparameters every stage recorded.
     recorded = {**{stage: r["params"] for stage, r in runs.items()},
@@ -315,8 +326,8 @@ def main(argv):
         params_hash=hashlib.sha256(json.dumps(recorded, sort_keys=True).encode()).hexdigest()[:12],
         machine=next(iter(runs.values())), runs=runs,
         libraries=", ".join(f"{lib} {importlib.metadata.version(lib)}" for lib in LIBRARIES),
-        simple_cnn=simple_cnn, alexnet=alexnet, strategies=STRATEGIES,
-        alexnet_source=inspect.getsource(models.AlexNet).rstrip(),
+        simple_cnn=simple_cnn, alexnet=alexnet, strategies=order,
+        alexnet_source=inspect.getsource(models.module("alexnet").AlexNet).rstrip(),
         transfer={"dataset": used["dataset"], "image_size": used["image_size"],
                   "splits": used_sizes(datasets[used["dataset"]], results["svm"]),
                   "results": results, "devices": devices(trained),

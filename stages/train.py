@@ -1,6 +1,6 @@
 """Stage train@<model>: train a CNN from scratch on resident tensors, then evaluate it.
 
-    python -m stages.train <model> <dataset>        (simple_cnn mnist | alexnet cifar10)
+    python -m stages.train <model> <dataset>     (an entry of params.yaml's `models`)
 
 Reads params `seed`, `device`, `precision`, `<model>.*`, `distributed.*` and
 data/raw/<dataset>/{train,val}.pt. With `distributed.nproc_per_node` > 1 it trains on that many
@@ -9,7 +9,7 @@ Writes:
   models/<model>.pt          the last epoch's weights (+ classes, normalization, epoch): the
                              model every number and figure below describes
   models/<model>.run.json    how it ran: device, precision, seconds per epoch, versions
-  metrics/<model>.json       headline numbers (analysis.HEADLINE): accuracy (of that model),
+  metrics/<model>.json       headline numbers (evaluation.HEADLINE): accuracy (of that model),
                              best_accuracy and best_epoch (the best epoch's, named only)
   plots/<model>/evaluation.json  the rest: losses, overfitting epoch, parameter counts, largest
                              layer, sample counts used, per-class accuracy, most frequent
@@ -24,20 +24,18 @@ from pathlib import Path
 
 import torch
 
-from stages.lib import analysis, live, plots
-from stages.lib.core import checkpoints, data, distributed, engine, models, params, runtime
+from stages.lib import evaluation, live, models, plots
+from stages.lib.core import checkpoints, data, distributed, engine, inference, params, runtime
 from stages.lib.core.common import StageError, run, seed_for, writes
 from stages.lib.core.files import check_writable, save_torch, write_json
-from stages.lib.core.names import MODEL_DATASETS
 
 
 def main(argv):
-    if len(argv) != 2 or MODEL_DATASETS.get(argv[0]) not in (argv[1], None):
-        raise StageError("usage: python -m stages.train <model> <dataset> ("
-                         + " | ".join(f"{m} {d}" for m, d in MODEL_DATASETS.items()) + ")")
+    if len(argv) != 2:
+        raise StageError("usage: python -m stages.train <model> <dataset> (dvc.yaml runs it for "
+                         "each entry of params.yaml's `models`)")
     name, dataset = argv
-    if name not in MODEL_DATASETS:
-        raise StageError(f"unknown model {name!r}: train@ knows {', '.join(MODEL_DATASETS)}")
+    models.module(name)   # a model with no module: one line, before anything is read
     settings = params.load()
     shared, cfg = params.shared(settings), params.training(settings, name)
     out = Path("plots") / name
@@ -73,7 +71,7 @@ def main(argv):
         return data.batches(x_val[rank::world], y_val[rank::world], cfg.eval_batch_size,
                             mean=mean, std=std)
 
-    model = engine.prepare(models.build(name, len(classes)), device)
+    model = inference.prepare(models.build(name, len(classes)), device)
     distributed.reseed(ctx, shared.seed)
     n_params, n_weights = models.count_parameters(model)
     largest, largest_params = models.largest_layer(model)
@@ -104,12 +102,12 @@ def main(argv):
         ctx.close()
         return   # rank 0 evaluates and writes
 
-    summary = analysis.summarize(history)
-    preds, labels = engine.predict(model, val_batches(0, 1), device, amp_dtype)
+    summary = evaluation.summarize(history)
+    preds, labels = inference.predict(model, val_batches(0, 1), device, amp_dtype)
     plots.save(plots.curves_figure(history, name), out / "curves.png")
 
     about = {"arch": name, "classes": classes, "normalization": [list(mean), list(std)]}
-    save_torch({**about, "epoch": cfg.epochs, "state_dict": engine.cpu_state(state)},
+    save_torch({**about, "epoch": cfg.epochs, "state_dict": inference.cpu_state(state)},
                f"models/{name}.pt")
     write_json(f"models/{name}.run.json",
                {**env, "params": record, "seconds": round(seconds, 1),
@@ -118,7 +116,7 @@ def main(argv):
                            f"{name}, epoch {cfg.epochs} (the last)",
                            best=summary,
                            details={key: value for key, value in summary.items()
-                                    if key not in analysis.HEADLINE}
+                                    if key not in evaluation.HEADLINE}
                            | {"params": n_params, "params_no_bias": n_weights,
                               "largest_layer": largest, "largest_layer_params": largest_params,
                               "epochs": cfg.epochs, "train_samples": len(y_train),

@@ -1,11 +1,15 @@
 """Stage transfer@<strategy>: ResNet-50 trained on the transfer set one of three ways.
 
-    python -m stages.transfer <scratch|finetune|finetune_aug>
+    python -m stages.transfer <strategy> <start>
 
+A strategy is an entry of params.yaml's `strategies`: its <start> is the file its ResNet-50
+starts from, stages/lib/models/resnet50.py (random weights) or data/weights/resnet50.pth
+(ImageNet's, with a new head), and its section transfer.<strategy> says how it trains:
+`train` all layers (the backbone at `backbone_lr` when it starts from ImageNet) or the head
+only, with its optimizer, schedule and augmentation. The practical's three:
   scratch       random initialisation, every layer trained
-  finetune      ImageNet weights (data/weights/resnet50.pth), new head, every layer trained,
-                the backbone with its own (lower) learning rate
-  finetune_aug  as finetune, with the data augmentation of transfer.finetune_aug.augment
+  finetune      ImageNet weights, new head, every layer trained, the backbone slower
+  finetune_aug  as finetune, with data augmentation
 
 Reads params `seed`, `device`, `precision`, `transfer.{dataset,image_size,batch_size,
 eval_batch_size,num_workers,resident_mb,train_samples,val_samples}`,
@@ -14,7 +18,7 @@ kept on the device within `transfer.resident_mb`: stages/lib/images.py). With
 `distributed.nproc_per_node` > 1 it trains on that many processes (torchrun, DDP;
 stages/lib/core/distributed.py); rank 0 writes.
 Writes models/transfer/<strategy>.pt (the last epoch's weights: the model every number and
-figure of the stage describes), .run.json, metrics/transfer/<strategy>.json (analysis.HEADLINE:
+figure of the stage describes), .run.json, metrics/transfer/<strategy>.json (evaluation.HEADLINE:
 accuracy of that model, best_accuracy and best_epoch named beside it),
 plots/transfer/<strategy>/evaluation.json (per-class accuracy, top confusions, losses, the
 sample counts used),
@@ -27,17 +31,18 @@ from pathlib import Path
 
 import torch
 
-from stages.lib import analysis, live, plots, transfer
-from stages.lib.core import checkpoints, data, distributed, engine, models, params, runtime
+from stages.lib import evaluation, live, models, plots, transfer
+from stages.lib.core import checkpoints, data, distributed, engine, inference, params, runtime
 from stages.lib.core.common import StageError, run, writes
 from stages.lib.core.files import check_writable, save_torch, write_json
-from stages.lib.core.names import TRAINED_STRATEGIES
 
 
 def main(argv):
-    if len(argv) != 1 or argv[0] not in TRAINED_STRATEGIES:
-        raise StageError(f"usage: python -m stages.transfer <{'|'.join(TRAINED_STRATEGIES)}>")
-    strategy = argv[0]
+    if len(argv) != 2:
+        raise StageError("usage: python -m stages.transfer <strategy> <start> (dvc.yaml runs it "
+                         "for each entry of params.yaml's `strategies`)")
+    strategy, start = argv
+    start = params.start_of(strategy, start)
     settings = params.load()
     shared, data_cfg = params.shared(settings), params.transfer_data(settings)
     cfg = params.strategy(settings, strategy)
@@ -54,15 +59,8 @@ def main(argv):
     root = transfer.dataset_root(data_cfg)
     classes = transfer.classes_of(root)
 
-    if strategy == "scratch":
-        model = models.ResNet50(len(classes))
-        groups = model.parameters()
-    else:
-        model = transfer.pretrained_resnet50(len(classes))
-        groups = [{"params": model.backbone.parameters(),
-                   "lr": cfg.backbone_lr if cfg.backbone_lr is not None else cfg.lr},
-                  {"params": model.head.parameters(), "lr": cfg.lr}]
-    model = engine.prepare(model, device)
+    model, groups = transfer.start_model(start, cfg, len(classes))
+    model = inference.prepare(model, device)
     distributed.reseed(ctx, shared.seed)
     optimizer = engine.make_optimizer(cfg.optimizer, groups, cfg.lr, cfg.momentum,
                                       cfg.weight_decay)
@@ -93,7 +91,7 @@ def main(argv):
                                        if ctx.world > 1 else ""), flush=True)
 
     record = params.record(shared, data_cfg, cfg)
-    weights = [transfer.WEIGHTS] if strategy != "scratch" else []
+    weights = [transfer.WEIGHTS] if start == "imagenet" else []
     fingerprint = checkpoints.fingerprint_of(strategy, record, str(device), str(amp_dtype),
                                              torch.__version__, ctx.world, asdict(dist_cfg),
                                              root, *weights, *checkpoints.code_files())
@@ -108,14 +106,14 @@ def main(argv):
         ctx.close()
         return   # rank 0 evaluates and writes
 
-    summary = analysis.summarize(history)
-    preds, labels = engine.predict(model, val_batches((0, 1)), device, amp_dtype)
+    summary = evaluation.summarize(history)
+    preds, labels = inference.predict(model, val_batches((0, 1)), device, amp_dtype)
     plots.save(plots.curves_figure(history, f"ResNet-50 {strategy}"), out / "curves.png")
 
     mean, std = data.NORMALIZATION["imagenet"]
     save_torch({"arch": "resnet50", "classes": classes, "normalization": [list(mean), list(std)],
                 "image_size": data_cfg.image_size, "epoch": cfg.epochs,
-                "state_dict": engine.cpu_state(state)}, f"models/transfer/{strategy}.pt")
+                "state_dict": inference.cpu_state(state)}, f"models/transfer/{strategy}.pt")
     write_json(f"models/transfer/{strategy}.run.json",
                {**env, "params": record, "seconds": round(seconds, 1),
                 "epoch_seconds": [round(r["seconds"], 1) for r in history]})

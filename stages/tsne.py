@@ -1,7 +1,7 @@
 """Stage tsne@<model>: t-SNE of the validation set at the intermediate and the final layer,
 with the numbers that judge each representation.
 
-    python -m stages.tsne <model> <dataset>         (simple_cnn mnist | alexnet cifar10)
+    python -m stages.tsne <model> <dataset>      (an entry of params.yaml's `models`)
 
 Reads params `seed`, `device`, `precision`, `tsne.*`, models/<model>.pt and
 data/raw/<dataset>/val.pt. Writes:
@@ -17,30 +17,28 @@ from pathlib import Path
 
 import torch
 
-from stages.lib import analysis, plots
+from stages.lib import analysis, models, png
 from stages.lib.analysis import fmt, judge
-from stages.lib.core import data, engine, params, runtime
+from stages.lib.core import data, inference, params, runtime
 from stages.lib.core.common import StageError, run
-from stages.lib.core.names import MODEL_DATASETS
-
-LAYERS = {"simple_cnn": "128-d dense layer", "alexnet": "2048-d penultimate dense layer"}
 
 
 def main(argv):
-    if len(argv) != 2 or MODEL_DATASETS.get(argv[0]) != argv[1]:
-        raise StageError("usage: python -m stages.tsne <model> <dataset> ("
-                         + " | ".join(f"{m} {d}" for m, d in MODEL_DATASETS.items()) + ")")
+    if len(argv) != 2:
+        raise StageError("usage: python -m stages.tsne <model> <dataset> (dvc.yaml runs it for "
+                         "each entry of params.yaml's `models`)")
     name, dataset = argv
+    embedding = models.module(name).EMBEDDING
     settings = params.load()
     shared, cfg = params.shared(settings), params.tsne(settings)
     device, amp_dtype = runtime.setup(shared)
 
-    model, checkpoint = engine.load_checkpoint(f"models/{name}.pt", device)
+    model, checkpoint = inference.load_checkpoint(f"models/{name}.pt", device)
     classes = checkpoint["classes"]
     val = data.load_tensors(data.RAW / dataset, "val")
     keep = torch.from_numpy(data.subsample(len(val["labels"]), cfg.points, shared.seed))
     mean, std = checkpoint["normalization"]
-    _, labels, features, logits = engine.predict(
+    _, labels, features, logits = inference.predict(
         model, data.batches(val["images"][keep], val["labels"][keep], 1000, mean=mean, std=std),
         device, amp_dtype, embed=True)
     labels = labels.numpy()
@@ -48,7 +46,7 @@ def main(argv):
     out = Path("plots") / name
     out.mkdir(parents=True, exist_ok=True)
     metrics, rows = {}, []
-    for layer, values, what in (("intermediate", features, LAYERS[name]),
+    for layer, values, what in (("intermediate", features, embedding),
                                 ("final", logits, f"{len(classes)}-d output layer, logits")):
         values = values.numpy()
         metrics[layer] = {"layer": what, **judge(values, labels, cfg, shared.seed)}
@@ -57,7 +55,7 @@ def main(argv):
         m = metrics[layer]
         title = (f"{name}: t-SNE of the {what}\n{len(labels)} validation images; silhouette "
                  f"{fmt(m['silhouette'])}, linear probe {fmt(m['probe'])}")
-        plots.save(plots.tsne_figure(coords, labels, classes, title), out / f"tsne_{layer}.png")
+        png.save(analysis.tsne_figure(coords, labels, classes, title), out / f"tsne_{layer}.png")
         rows += [(layer, int(i), f"{x:.4f}", f"{y:.4f}", int(c), classes[c])
                  for i, (x, y), c in zip(keep.tolist(), coords, labels)]
         print(f"{name} {layer}: silhouette {fmt(m['silhouette'])}, linear probe "
@@ -66,7 +64,7 @@ def main(argv):
         writer = csv.writer(f)
         writer.writerow(["layer", "index", "x", "y", "label", "class"])
         writer.writerows(rows)
-    plots.write_scores(f"metrics/tsne/{name}", out / "tsne.json", metrics,
+    analysis.write_scores(f"metrics/tsne/{name}", out / "tsne.json", metrics,
                        params.record(cfg))
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from helpers import OUTS, assert_one_line_error, edit_params, fails, run_stage
-from stages.lib.core import engine, files
+from stages.lib.core import engine, files, inference
 from stages.lib.core.common import StageError
 from tiny_mirror import write_sha256sums
 
@@ -85,12 +85,12 @@ def test_a_damaged_model_file(tmp_path):
     path = tmp_path / "alexnet.pt"
     path.write_bytes(b"PK\x03\x04 broken zip")
     with pytest.raises(StageError, match=r"alexnet\.pt is not a model file of this pipeline"):
-        engine.load_checkpoint(path, torch.device("cpu"))
+        inference.load_checkpoint(path, torch.device("cpu"))
     torch.save({"arch": "alexnet", "classes": ["a"] * 10, "state_dict": {"x": torch.ones(1)}},
                path)
     with pytest.raises(StageError, match=r"is not a model file of this pipeline \(Error\(s\) "
                                          r"in loading state_dict for AlexNet"):
-        engine.load_checkpoint(path, torch.device("cpu"))
+        inference.load_checkpoint(path, torch.device("cpu"))
 
 
 def mnist_mirror(mirror, dest, images):
@@ -196,7 +196,7 @@ def test_an_unknown_key_is_named_with_the_closest_known_one(key, hint):
     import yaml
 
     from helpers import ROOT
-    from stages.lib.core import param_keys
+    from stages.lib.core import params
     from stages.lib.core.common import StageError
 
     data = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -207,7 +207,7 @@ def test_an_unknown_key_is_named_with_the_closest_known_one(key, hint):
     expected = f"params.yaml: '{key}' is not a parameter of this pipeline" + \
         (f"; did you mean '{hint}'?" if hint else "")
     with pytest.raises(StageError) as error:
-        param_keys.check_known(data)
+        params.check_known(data)
     assert str(error.value) == expected
 
 
@@ -217,15 +217,15 @@ def test_every_key_of_params_yaml_is_known_and_users_may_add_sources():
     import yaml
 
     from helpers import ROOT
-    from stages.lib.core import param_keys
+    from stages.lib.core import params
 
     data = yaml.safe_load((ROOT / "params.yaml").read_text())
-    param_keys.check_known(data)
+    params.check_known(data)
     data["download"]["flowers"] = {"format": "imagefolder", "url": "https://x/f.zip",
                                    "sha256": "none"}
     data["transfer"]["svm"]["grid"] = {"C": [0.1, 1], "kernel": ["rbf"]}
-    param_keys.check_known(data)
-    assert "download.flowers.url" in param_keys.known_keys(["flowers"])
+    params.check_known(data)
+    assert "download.flowers.url" in params.known_keys(["flowers"])
 
 
 def test_a_stage_refuses_an_unknown_key_before_any_work(project, monkeypatch):

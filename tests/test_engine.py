@@ -7,7 +7,7 @@ from torch import nn
 
 from helpers import Tiny, tiny_dataset
 from stages.lib import analysis
-from stages.lib.core import data, engine, runtime
+from stages.lib.core import data, engine, inference, runtime
 from stages.lib.core.common import StageError
 from stages.lib.core.runtime import seed_everything
 
@@ -20,7 +20,7 @@ def train_tiny(seed, epochs=3, lr=0.01, amp_dtype=None, images=None):
     x, y = tiny_dataset()
     if images is not None:
         x = images
-    model = engine.prepare(Tiny(), CPU)
+    model = inference.prepare(Tiny(), CPU)
     optimizer = engine.make_optimizer("adam", model.parameters(), lr)
     generator = torch.Generator().manual_seed(seed)
     norm = dict(mean=(0.5,), std=(0.25,))
@@ -32,7 +32,7 @@ def train_tiny(seed, epochs=3, lr=0.01, amp_dtype=None, images=None):
 
 def evaluated(state):
     """The validation accuracy of a tiny model with `state`, evaluated afresh."""
-    model = engine.prepare(Tiny(), CPU)
+    model = inference.prepare(Tiny(), CPU)
     model.load_state_dict(state)
     x, y = tiny_dataset()
     return engine.run_epoch(model, data.batches(x, y, 32, mean=(0.5,), std=(0.25,)), CPU,
@@ -86,10 +86,10 @@ def test_non_finite_loss_stops_with_the_lr_key():
 
 def test_predict_with_embedding():
     _, state = train_tiny(0)
-    model = engine.prepare(Tiny(), CPU)
+    model = inference.prepare(Tiny(), CPU)
     model.load_state_dict(state)
     x, y = tiny_dataset()
-    preds, labels, feats, logits = engine.predict(
+    preds, labels, feats, logits = inference.predict(
         model, data.batches(x, y, 40, mean=(0.5,), std=(0.25,)), CPU, None, embed=True)
     assert preds.shape == labels.shape == (96,) and feats.shape == (96, 16)
     assert torch.equal(logits.argmax(1), preds) and torch.equal(labels, y)

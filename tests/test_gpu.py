@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.gpu,
 # workspace setting when CUDA starts, so each run starts CUDA afresh.
 TRAIN = """
 import hashlib, io, sys, torch, torch.nn as nn
-from stages.lib.core import data, engine, runtime
+from stages.lib.core import data, engine, inference, runtime
 from stages.lib.core.files import save_torch
 precision = sys.argv[1]
 runtime.seed_everything(0)
@@ -30,7 +30,7 @@ runtime.cuda_algorithms(deterministic=True)
 amp = runtime.autocast_dtype(device, precision)
 x = torch.randint(0, 256, (256, 3, 32, 32), dtype=torch.uint8, device=device)
 y = torch.arange(256, device=device) % 10
-model = engine.prepare(nn.Sequential(
+model = inference.prepare(nn.Sequential(
     nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AdaptiveAvgPool2d(4),
     nn.Flatten(), nn.Linear(256, 10)), device)
 optimizer = engine.make_optimizer("sgd", model.parameters(), 0.05, 0.9)
@@ -41,7 +41,7 @@ history, state = engine.fit(
     val_batches=lambda: data.batches(x, y, 64, **norm), epochs=2, optimizer=optimizer,
     device=device, amp_dtype=amp)
 assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in history)
-save_torch({"state_dict": engine.cpu_state(state)}, sys.argv[2])
+save_torch({"state_dict": inference.cpu_state(state)}, sys.argv[2])
 print(hashlib.sha256(open(sys.argv[2], "rb").read()).hexdigest(), amp)
 """
 

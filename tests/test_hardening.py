@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from stages.lib import images
-from stages.lib.core import checkpoints, common, data, engine, files
+from stages.lib.core import checkpoints, common, data, files, inference
 from stages.lib.core.common import StageError
 
 
@@ -110,7 +110,7 @@ def test_a_missing_file_names_the_stage_to_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(StageError, match=r"models/alexnet\.pt not found: run "
                                          r"`dvc repro train@alexnet` first$"):
-        engine.load_checkpoint("models/alexnet.pt", torch.device("cpu"))
+        inference.load_checkpoint("models/alexnet.pt", torch.device("cpu"))
 
 
 def test_a_file_size_limit_is_one_line_like_a_full_disk(tmp_path, monkeypatch):

@@ -8,13 +8,17 @@ import torch
 import torchvision
 from torch import nn
 
-from stages.lib.core import cpu_layers, engine, models
+from stages.lib import models
+from stages.lib.core import cpu_layers, engine, inference
+from stages.lib.models.alexnet import AlexNet
+from stages.lib.models.resnet50 import ResNet50
+from stages.lib.models.simple_cnn import SimpleCNN
 
 CPU = torch.device("cpu")
 
 
 def test_simple_cnn_counts_and_shapes():
-    model = models.SimpleCNN()
+    model = SimpleCNN()
     assert models.count_parameters(model) == (813_802, 813_600)
     x = torch.randn(3, 1, 28, 28)
     assert model(x).shape == (3, 10)
@@ -25,7 +29,7 @@ def test_simple_cnn_counts_and_shapes():
 
 
 def test_alexnet_counts_and_shapes():
-    model = models.AlexNet().eval()
+    model = AlexNet().eval()
     total, _ = models.count_parameters(model)
     assert total == 6_199_498
     x = torch.randn(2, 3, 32, 32)
@@ -35,14 +39,14 @@ def test_alexnet_counts_and_shapes():
 
 
 def test_alexnet_layer_order_is_the_practicals():
-    kinds = [type(m).__name__ for m in models.AlexNet().features]
+    kinds = [type(m).__name__ for m in AlexNet().features]
     assert kinds == ["Conv2d", "MaxPool2d", "ReLU", "Conv2d", "MaxPool2d", "ReLU",
                      "Conv2d", "ReLU", "Conv2d", "ReLU", "Conv2d", "MaxPool2d", "ReLU",
                      "Flatten", "Dropout", "Linear", "ReLU", "Dropout", "Linear", "ReLU"]
 
 
 def test_resnet50_head_and_embedding():
-    model = models.ResNet50(num_classes=3).eval()
+    model = ResNet50(num_classes=3).eval()
     x = torch.randn(1, 3, 64, 64)
     assert model(x).shape == (1, 3)
     assert model.embed(x).shape == (1, 2048)
@@ -51,14 +55,14 @@ def test_resnet50_head_and_embedding():
 def test_load_imagenet_takes_a_resnet50_state_dict_and_drops_fc():
     torch.manual_seed(0)
     source = torchvision.models.resnet50()
-    model = models.ResNet50(num_classes=2)
+    model = ResNet50(num_classes=2)
     assert model.load_imagenet(source.state_dict()) == []
     assert torch.equal(model.backbone.conv1.weight, source.conv1.weight)
     assert model.head.weight.shape == (2, 2048)
 
 
 def test_load_imagenet_names_what_does_not_fit():
-    model = models.ResNet50(num_classes=2)
+    model = ResNet50(num_classes=2)
     before = model.backbone.conv1.weight.clone()
     problems = model.load_imagenet(torchvision.models.resnet18().state_dict())
     assert "missing layer1.0.conv3.weight" in problems
@@ -67,9 +71,9 @@ def test_load_imagenet_names_what_does_not_fit():
 
 
 @pytest.mark.parametrize("name, kind, classes, image", [
-    ("simple_cnn", models.SimpleCNN, 10, (1, 28, 28)),
-    ("alexnet", models.AlexNet, 10, (3, 32, 32)),
-    ("resnet50", models.ResNet50, 2, (3, 64, 64))])
+    ("simple_cnn", SimpleCNN, 10, (1, 28, 28)),
+    ("alexnet", AlexNet, 10, (3, 32, 32)),
+    ("resnet50", ResNet50, 2, (3, 64, 64))])
 def test_build(name, kind, classes, image):
     """Each name builds its model, whose logits have one column per class and are head(embed)."""
     torch.manual_seed(0)
@@ -251,7 +255,7 @@ def test_small_map_conv_falls_back_without_weight_grads_or_for_other_dtypes():
 
 def test_alexnet_bf16_training_step_matches_nn_conv2d_version():
     torch.manual_seed(0)
-    plain = models.AlexNet()
+    plain = AlexNet()
     fast = cpu_layers.convert_for_cpu(copy.deepcopy(plain))
     for i in (14, 17):            # the same dropout masks in both: only the convolutions differ
         plain.features[i] = cpu_layers.Dropout(0.5)
@@ -266,7 +270,7 @@ def test_alexnet_bf16_training_step_matches_nn_conv2d_version():
         assert (g_f - g_p).abs().max() <= 2e-2 * g_p.abs().max()
 
 
-# ---------------------------------------------------------------- the swap at engine.prepare
+# ---------------------------------------------------------------- the swap at inference.prepare
 
 def _plain_torch(module):
     return type(module).__module__.startswith(("torch.nn", "torchvision"))
@@ -280,11 +284,11 @@ def test_models_are_plain_torch_nn(name, classes):
 
 def test_prepare_for_the_cpu_swaps_in_the_fast_layers_and_keeps_the_parameters():
     torch.manual_seed(0)
-    plain = models.AlexNet()
+    plain = AlexNet()
     before = {k: v.clone() for k, v in plain.state_dict().items()}
     params = list(plain.parameters())
     rng = torch.get_rng_state()
-    model = engine.prepare(plain, CPU)
+    model = inference.prepare(plain, CPU)
     assert torch.equal(torch.get_rng_state(), rng)                 # no random number drawn
     kinds = [type(m).__name__ for m in model.features]
     assert kinds == ["Conv2d", "MaxPool2d", "ReLU", "Conv2d", "MaxPool2d", "ReLU",
@@ -306,11 +310,11 @@ def test_prepare_for_the_cpu_swaps_in_the_fast_layers_and_keeps_the_parameters()
 
 def test_prepare_keeps_the_plain_layers_where_nothing_is_faster():
     torch.manual_seed(0)
-    simple = engine.prepare(models.SimpleCNN(), CPU)                # 3x3 convs on 28x28 maps
+    simple = inference.prepare(SimpleCNN(), CPU)                # 3x3 convs on 28x28 maps
     assert all(_plain_torch(m) for m in simple.modules() if m is not simple)
-    resnet = engine.prepare(models.ResNet50(2), CPU)
+    resnet = inference.prepare(ResNet50(2), CPU)
     assert all(_plain_torch(m) for m in resnet.modules() if m is not resnet)
-    alexnet = engine.prepare(models.AlexNet(), torch.device("meta"))   # not a CPU
+    alexnet = inference.prepare(AlexNet(), torch.device("meta"))   # not a CPU
     assert all(_plain_torch(m) for m in alexnet.modules() if m is not alexnet)
 
 
@@ -328,9 +332,9 @@ def test_convert_for_cpu_swaps_any_dropout_keeps_training_mode_and_inplace_ones(
 
 def test_an_optimizer_made_before_the_swap_trains_the_swapped_model():
     torch.manual_seed(0)
-    model = models.AlexNet()
+    model = AlexNet()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    model = engine.prepare(model, CPU)
+    model = inference.prepare(model, CPU)
     before = model.features[6].weight.detach().clone()
     x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
     torch.nn.functional.cross_entropy(model(x), y).backward()
@@ -341,7 +345,7 @@ def test_an_optimizer_made_before_the_swap_trains_the_swapped_model():
 def test_converted_alexnet_computes_what_the_plain_one_does_in_fp32():
     """Dropout aside (eval mode: identity in both), the fp32 forward and backward are nn's own."""
     torch.manual_seed(0)
-    plain = models.AlexNet().eval()
+    plain = AlexNet().eval()
     fast = cpu_layers.convert_for_cpu(copy.deepcopy(plain))
     x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
     outputs = []
@@ -354,7 +358,7 @@ def test_converted_alexnet_computes_what_the_plain_one_does_in_fp32():
 
 class _AlexNetWithFastLayersBuiltIn(nn.Module):
     """AlexNet with cpu_layers' fast layers written into its definition (as models.py had them
-    before they moved to cpu_layers): what engine.prepare must reproduce bit for bit on a CPU."""
+    before they moved to cpu_layers): what inference.prepare must reproduce bit for bit on a CPU."""
 
     def __init__(self, num_classes=10):
         super().__init__()
@@ -381,9 +385,9 @@ def test_alexnet_prepared_for_the_cpu_trains_bit_identically_to_the_built_in_fas
     x, y = torch.randn(48, 3, 32, 32, generator=g), torch.randint(0, 10, (48,), generator=g)
     batches = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 48, 16)]
     states = []
-    for build in (models.AlexNet, _AlexNetWithFastLayersBuiltIn):
+    for build in (AlexNet, _AlexNetWithFastLayersBuiltIn):
         torch.manual_seed(0)                                     # same initial weights, masks
-        model = engine.prepare(build(), CPU)
+        model = inference.prepare(build(), CPU)
         optimizer = engine.make_optimizer("adam", model.parameters(), 1e-3)
         losses = [engine.run_epoch(model, batches, CPU, amp_dtype, optimizer) for _ in range(2)]
         states.append((losses, model.state_dict(), torch.get_rng_state()))

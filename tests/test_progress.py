@@ -14,7 +14,7 @@ import torch
 
 from helpers import Tiny, tiny_dataset
 from stages.lib import analysis, archives, fetch
-from stages.lib.core import data, engine, progress
+from stages.lib.core import data, engine, inference, progress
 from stages.lib.core.common import StageError
 from stages.lib.core.runtime import seed_everything
 
@@ -34,7 +34,7 @@ def train(epochs=2):
     final state dict."""
     seed_everything(0)
     x, y = tiny_dataset(64)
-    model = engine.prepare(Tiny(), CPU)
+    model = inference.prepare(Tiny(), CPU)
     optimizer = engine.make_optimizer("adam", model.parameters(), 0.01)
     generator = torch.Generator().manual_seed(0)
     _, last = engine.fit(
@@ -103,7 +103,7 @@ def test_terminal_gets_a_bar_per_pass_and_no_lines(monkeypatch, capsys):
 def test_run_epoch_takes_the_total_from_len_and_draws_on_the_given_file():
     x, y = tiny_dataset(64)
     batches = list(data.batches(x, y, 16, **NORM))   # has len(), as a DataLoader does
-    model = engine.prepare(Tiny(), CPU)
+    model = inference.prepare(Tiny(), CPU)
     stream = io.StringIO()
     engine.run_epoch(model, batches, CPU, None,
                      progress=progress.Progress("check", file=stream, disable=False))
@@ -118,23 +118,23 @@ def test_run_epoch_takes_the_total_from_len_and_draws_on_the_given_file():
 def test_disabled_shows_nothing(monkeypatch, capsys):
     terminal = on_a_terminal(monkeypatch)
     x, y = tiny_dataset(64)
-    model = engine.prepare(Tiny(), CPU)
+    model = inference.prepare(Tiny(), CPU)
     monkeypatch.setenv(progress.PROGRESS_ENV, "0")
     engine.run_epoch(model, data.batches(x, y, 16, **NORM), CPU, None)   # progress=None
     engine.run_epoch(model, data.batches(x, y, 16, **NORM), CPU, None,
                      progress=progress.Progress("x", disable=True))
-    engine.predict(model, data.batches(x, y, 16, **NORM), CPU, None, progress=None)
+    inference.predict(model, data.batches(x, y, 16, **NORM), CPU, None, progress=None)
     monkeypatch.setenv(progress.PROGRESS_ENV, "off")   # off: neither lines nor a bar
     train(epochs=1)
-    engine.predict(model, data.batches(x, y, 16, **NORM), CPU, None)
+    inference.predict(model, data.batches(x, y, 16, **NORM), CPU, None)
     assert terminal.getvalue() == "" and capsys.readouterr() == ("", "")
 
 
 def test_predict_shows_progress_too(monkeypatch, capsys):
     x, y = tiny_dataset(64)
     monkeypatch.setenv(progress.PROGRESS_ENV, "0")
-    preds, labels = engine.predict(engine.prepare(Tiny(), CPU), data.batches(x, y, 16, **NORM),
-                                   CPU, None)
+    preds, labels = inference.predict(inference.prepare(Tiny(), CPU),
+                                      data.batches(x, y, 16, **NORM), CPU, None)
     assert len(preds) == 64 and torch.equal(labels, y)
     assert "  predict: batch 4, " in capsys.readouterr().out
 

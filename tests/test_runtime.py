@@ -6,7 +6,7 @@ import warnings
 import pytest
 import torch
 
-from stages.lib.core import engine, runtime
+from stages.lib.core import inference, runtime
 from stages.lib.core.common import StageError
 
 CUDA = torch.device("cuda", 0)
@@ -70,7 +70,7 @@ def test_no_gpu_no_warning(monkeypatch, capsys):
 
 
 def test_saved_states_hold_cpu_tensors():
-    state = engine.cpu_state({"w": torch.ones(2), "n": 3})
+    state = inference.cpu_state({"w": torch.ones(2), "n": 3})
     assert state["w"].device.type == "cpu" and state["n"] == 3
 
 
@@ -81,7 +81,7 @@ def test_a_gpu_trained_state_loads_without_map_location(tmp_path):
 
     model = torch.nn.Linear(2, 2).cuda()
     buffer = io.BytesIO()
-    torch.save(engine.cpu_state(model.state_dict()), buffer)
+    torch.save(inference.cpu_state(model.state_dict()), buffer)
     loaded = torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
     assert all(t.device.type == "cpu" for t in loaded.values())
 

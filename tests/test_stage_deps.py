@@ -6,24 +6,17 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
+from dvc.repo import Repo
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def stages():
-    """(name, cmd, deps) of every stage in dvc.yaml, foreach stages expanded."""
-    for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
-        if "foreach" not in stage:
-            yield name, stage["cmd"], stage.get("deps", [])
-            continue
-        items = stage["foreach"]
-        assert isinstance(items, dict), f"{name}: foreach over a list is not expanded here"
-        for key, item in items.items():
-            def fill(text, key=key, item=item):
-                return text.replace("${key}", str(key)).replace("${item}", str(item))
-            yield (f"{name}@{key}", fill(stage["do"]["cmd"]),
-                   [fill(d) for d in stage["do"].get("deps", [])])
+    """(name, cmd, deps) of every stage as DVC resolves dvc.yaml: foreach lists taken from
+    params.yaml, ${...} filled in."""
+    with Repo(str(ROOT)) as repo:
+        return sorted((stage.addressing, stage.cmd, [dep.def_path for dep in stage.deps])
+                      for stage in repo.index.stages)
 
 
 def local_imports(path):
@@ -42,14 +35,33 @@ def local_imports(path):
         else:
             continue
         for name in names:
-            candidate = ROOT / (name.replace(".", "/") + ".py")
-            if name.startswith("stages") and candidate.is_file():
-                found.add(candidate.relative_to(ROOT).as_posix())
+            base = ROOT / name.replace(".", "/")
+            for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+                if name.startswith("stages") and candidate.is_file():
+                    found.add(candidate.relative_to(ROOT).as_posix())
+    return found
+
+
+def model_modules(path, stage_argument):
+    """The model modules a source file loads by name (stages.lib.models.build or module): a
+    name written in the call, or the stage's first argument where the call is given a
+    variable (train@<model>, tsne@<model>)."""
+    found = set()
+    for node in ast.walk(ast.parse((ROOT / path).read_text())):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == "models" \
+                and node.func.attr in ("build", "module") and node.args:
+            name = node.args[0]
+            if isinstance(name, ast.Constant):
+                found.add(f"stages/lib/models/{name.value}.py")
+            elif isinstance(name, ast.Name) and stage_argument:
+                found.add(f"stages/lib/models/{stage_argument}.py")
     return found
 
 
 def sources(module_path):
-    """The stage module and the stages/ modules it imports, transitively."""
+    """The stage module and the stages/ modules it imports, transitively (a package's
+    __init__.py where it holds code)."""
     todo, seen = [module_path], set()
     while todo:
         path = todo.pop()
@@ -57,52 +69,94 @@ def sources(module_path):
             continue
         seen.add(path)
         todo += local_imports(ROOT / path) - seen
-    return {p for p in seen if not p.endswith("/__init__.py")}
+    return {p for p in seen if (ROOT / p).stat().st_size or not p.endswith("/__init__.py")}
 
 
 def declared_code(deps):
-    """The stages/ source files a stage's deps name: files, and every module of a folder."""
+    """The stages/ source files a stage's deps name (a folder of sources would count as all
+    of them, and an edit to any would rerun the stage: the deps name files)."""
     found = set()
     for dep in deps:
         path = ROOT / dep
         if dep.startswith("stages/") and path.is_dir():
-            found |= {p.relative_to(ROOT).as_posix() for p in path.rglob("*.py")
-                      if p.name != "__init__.py"}
+            found |= {p.relative_to(ROOT).as_posix() for p in path.rglob("*.py")}
         elif dep.startswith("stages/") and dep.endswith(".py"):
             found.add(dep)
     return found
 
 
+def runs(cmd):
+    """The stages/ source files `python -m stages.<module> [args]` runs: the module, what it
+    imports (transitively), and the model modules it loads by name."""
+    match = re.fullmatch(r"python -m (stages\.\w+)( .*)?", cmd)
+    assert match, f"unexpected command {cmd!r}"
+    argument = (match.group(2) or "").split()[:1]
+    code = sources(match.group(1).replace(".", "/") + ".py")
+    return code | set().union(*(model_modules(p, argument[0] if argument else None)
+                                for p in code))
+
+
 def test_local_imports_follow_relative_and_absolute_forms():
-    assert {"stages/lib/core/models.py", "stages/lib/core/common.py",
+    assert {"stages/lib/core/inference.py", "stages/lib/core/common.py",
             "stages/lib/core/params.py"} <= local_imports(ROOT / "stages/lib/core/engine.py")
     assert "stages/lib/core/data.py" in local_imports(ROOT / "stages/tsne.py")     # from x import y
-    assert "stages/lib/core/models.py" in sources("stages/tsne.py")             # through engine
+    # a package: `from .. import models` is stages/lib/models/__init__.py, reached through
+    # inference; an empty __init__.py is no code
+    assert "stages/lib/models/__init__.py" in sources("stages/tsne.py")
+    assert "stages/lib/core/__init__.py" not in sources("stages/tsne.py")
+
+
+def test_model_modules_loaded_by_name_are_found():
+    assert model_modules("stages/lib/transfer.py", None) == {"stages/lib/models/resnet50.py"}
+    assert model_modules("stages/train.py", "alexnet") == {"stages/lib/models/alexnet.py"}
+    assert "stages/lib/models/simple_cnn.py" in runs("python -m stages.tsne simple_cnn mnist")
+    assert "stages/lib/models/alexnet.py" not in runs("python -m stages.tsne simple_cnn mnist")
 
 
 @pytest.mark.parametrize("name, cmd, deps", [pytest.param(*s, id=s[0]) for s in stages()])
 def test_stage_declares_exactly_the_code_it_runs(name, cmd, deps):
     """Nothing it runs is left out (an edit would not rerun it), nothing it does not run is in
-    (an edit would rerun it for nothing); a folder counts as all its modules."""
-    match = re.fullmatch(r"python -m (stages\.\w+)( .*)?", cmd)
-    assert match, f"{name}: unexpected command {cmd!r}"
-    module = match.group(1).replace(".", "/") + ".py"
-    runs, declared = sources(module), declared_code(deps)
-    missing = sorted(runs - declared)
+    (an edit would rerun it for nothing)."""
+    ran, declared = runs(cmd), declared_code(deps)
+    missing = sorted(ran - declared)
     assert not missing, f"{name} runs {', '.join(missing)} but does not declare it in dvc.yaml"
-    extra = sorted(declared - runs)
+    extra = sorted(declared - ran)
     assert not extra, f"{name} declares {', '.join(extra)} in dvc.yaml but does not run it"
 
 
-def test_a_folder_dependency_counts_every_module_in_it():
-    core = declared_code(["stages/lib/core"])
-    assert "stages/lib/core/engine.py" in core and "stages/lib/core/__init__.py" not in core
-    assert core == {p.relative_to(ROOT).as_posix()
-                    for p in (ROOT / "stages/lib/core").glob("*.py") if p.name != "__init__.py"}
+def test_no_source_folder_is_a_dependency():
+    """A folder of modules would make every module in it a dependency."""
+    for name, _, deps in stages():
+        folders = [d for d in deps if d.startswith("stages/") and (ROOT / d).is_dir()
+                   and any((ROOT / d).rglob("*.py"))]
+        assert not folders, f"{name} depends on the folder(s) {folders}: name the files"
 
 
-def test_core_imports_nothing_of_the_library_outside_it():
-    """So that declaring stages/lib/core stays exact: what core needs is in it."""
-    for path in sorted((ROOT / "stages/lib/core").glob("*.py")):
-        outside = sorted(p for p in local_imports(path) if not p.startswith("stages/lib/core/"))
-        assert not outside, f"{path.name} imports {', '.join(outside)}"
+def test_no_import_circles():
+    """Each module can be read before the ones that import it (no module needs one that
+    needs it back, however far round)."""
+    modules = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "stages").rglob("*.py"))
+    graph = {m: local_imports(ROOT / m) - {m} for m in modules}
+    done, active = set(), []
+
+    def visit(module):
+        if module in active:
+            circle = active[active.index(module):] + [module]
+            pytest.fail("import circle: " + " -> ".join(circle))
+        if module in done:
+            return
+        active.append(module)
+        for other in sorted(graph.get(module, ())):
+            visit(other)
+        active.pop()
+        done.add(module)
+
+    for module in modules:
+        visit(module)
+
+
+def test_training_does_not_import_the_analysis_nor_the_report():
+    """An edit to the t-SNE code or to the report's figures reruns no training."""
+    for cmd in ("python -m stages.train alexnet cifar10", "python -m stages.transfer scratch x"):
+        assert not {"stages/lib/analysis.py", "stages/lib/figures.py",
+                    "stages/report.py"} & runs(cmd)

@@ -1,48 +1,26 @@
-"""Judging predictions and representations: confusion matrices, most frequent confusions,
-per-class accuracy, t-SNE, silhouette and linear-probe figures (scikit-learn does the work)."""
+"""Judging representations: t-SNE pictures, silhouette scores and linear-probe accuracy
+(scikit-learn does the work), and the files that keep them (stages tsne@<model> and
+compare; the report reads them). Nothing that trains imports this module."""
+import os
+import time
+from pathlib import Path
+
 import numpy as np
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.manifold import TSNE
+from sklearn.metrics import silhouette_score
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
-
-def confusion(labels, preds, num_classes):
-    from sklearn.metrics import confusion_matrix
-
-    return confusion_matrix(labels, preds, labels=list(range(num_classes)))
-
-
-def per_class_accuracy(matrix, classes):
-    totals = matrix.sum(axis=1)
-    return {c: (float(matrix[i, i] / totals[i]) if totals[i] else None)
-            for i, c in enumerate(classes)}
-
-
-def top_confusions(matrix, classes, k=5):
-    """The k most frequent (true -> predicted) mistakes, most frequent first (ties broken by
-    class order), as [{"true", "predicted", "count"}]."""
-    pairs = [(-int(matrix[t, p]), t, p) for t in range(len(classes)) for p in range(len(classes))
-             if t != p and matrix[t, p] > 0]
-    return [{"true": classes[t], "predicted": classes[p], "count": -n}
-            for n, t, p in sorted(pairs)[:k]]
-
-
-def evaluation_metrics(labels, preds, classes, k=5):
-    """accuracy, per-class accuracy and the top-k confusions of a set of predictions."""
-    matrix = confusion(labels, preds, len(classes))
-    return matrix, {
-        "accuracy": float(np.trace(matrix) / matrix.sum()),
-        "per_class_accuracy": per_class_accuracy(matrix, classes),
-        "top_confusions": {str(i + 1): c
-                           for i, c in enumerate(top_confusions(matrix, classes, k))},
-    }
+from .core.files import read_json, write_json
+from .png import plt
 
 
 def tsne_2d(features, *, perplexity, pca_dims, seed):
     """2-D t-SNE of `features` (n, d), after PCA to `pca_dims` when d is larger. Perplexity is
     capped below n/3 so that tiny sets still work."""
-    import time
-
-    from sklearn.decomposition import PCA
-    from sklearn.manifold import TSNE
-
     x = np.asarray(features, dtype=np.float32)
     start = time.monotonic()
     pca = x.shape[1] > pca_dims and len(x) > pca_dims
@@ -60,8 +38,6 @@ def tsne_2d(features, *, perplexity, pca_dims, seed):
 def silhouette(features, labels, *, points, seed):
     """Silhouette score of the classes in the feature space (Euclidean), on at most `points`
     samples; None when it is undefined (fewer than 2 classes present)."""
-    from sklearn.metrics import silhouette_score
-
     labels = np.asarray(labels)
     if len(np.unique(labels)) < 2 or len(labels) < 3:
         return None
@@ -83,14 +59,6 @@ def linear_probe(features, labels, *, folds, seed):
     of PROBE_TOL instead of 1e-4: benchmarks/analysis_speed.py measures both against the plain
     way (folds one by one, the default tolerance) on the same features; each fold's result
     does not depend on where it runs."""
-    import os
-    import time
-
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     labels = np.asarray(labels)
     smallest = np.bincount(labels).astype(float)
     smallest = smallest[smallest > 0].min()
@@ -121,31 +89,58 @@ def fmt(value):
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def summarize(history):
-    """The numbers a training history comes to. `accuracy` is the last epoch's validation
-    accuracy (what the practical reports), `best_accuracy` and `best_epoch` the best epoch's
-    (the earliest on ties): the keys of every trained model's metrics file."""
-    best = max(history, key=lambda r: (r["val_accuracy"], -r["epoch"]))
-    last = history[-1]
-    min_val_loss = min(history, key=lambda r: (r["val_loss"], r["epoch"]))
-    return {"accuracy": last["val_accuracy"], "best_accuracy": best["val_accuracy"],
-            "best_epoch": best["epoch"], "final_val_loss": last["val_loss"],
-            "final_train_accuracy": last["train_accuracy"], "final_train_loss": last["train_loss"],
-            "min_val_loss": min_val_loss["val_loss"], "min_val_loss_epoch": min_val_loss["epoch"],
-            "overfitting_from_epoch": overfitting_epoch(history)}
+SCORES = ("silhouette", "probe")   # the keys of every metrics/tsne/**.json
 
 
-HEADLINE = ("accuracy", "best_accuracy", "best_epoch")   # metrics/**.json of a trained model
+def write_scores(metrics_dir, details_path, judged, settings):
+    """The separability of representations (`judged`: {name: judge(...) + extras}):
+    one file per representation, metrics_dir/<name>.json, with its silhouette and linear-probe
+    accuracy (SCORES: the same two columns for every representation in `dvc metrics show`),
+    and `details_path` with everything else of each and the `settings`."""
+    for name, v in judged.items():
+        write_json(Path(metrics_dir) / f"{name}.json", {k: v[k] for k in SCORES})
+    write_json(details_path, {**{name: {k: x for k, x in v.items() if k not in SCORES}
+                                 for name, v in judged.items()}, "settings": settings})
 
 
-def overfitting_epoch(history):
-    """The epoch after which validation loss stops improving while training loss keeps
-    falling: the epoch of the minimum val loss, provided it is not the last epoch and the
-    training loss at the end is below its value then; None otherwise (no sign of overfitting)."""
-    best = min(range(len(history)), key=lambda i: (history[i]["val_loss"], i))
-    if best == len(history) - 1:
-        return None
-    later = history[best + 1:]
-    if later[-1]["train_loss"] < history[best]["train_loss"]:
-        return history[best]["epoch"]
-    return None
+def read_scores(metrics_dir, details_path, names):
+    """What write_scores wrote, as one record: {name: scores and details, "settings": ...}."""
+    details = read_json(details_path)
+    return {**{name: {**read_json(Path(metrics_dir) / f"{name}.json"), **details[name]}
+               for name in names}, "settings": details["settings"]}
+
+
+def tsne_axes(ax, coords, labels, classes, title):
+    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    for i, name in enumerate(classes):
+        mask = np.asarray(labels) == i
+        ax.scatter(coords[mask, 0], coords[mask, 1], s=4 if len(labels) > 1000 else 14,
+                   color=cmap(i % cmap.N), label=name, alpha=0.7, linewidths=0)
+    ax.set_title(title, fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def tsne_figure(coords, labels, classes, title):
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    tsne_axes(ax, coords, labels, classes, title)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=3 if len(labels) > 1000
+              else 1.5, fontsize=9, frameon=False)
+    return fig
+
+
+def tsne_grid(panels, classes, title):
+    """panels: [(coords, labels, subtitle)], laid out in a grid with one shared legend."""
+    cols = min(len(panels), 2)
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 4.4 * rows), squeeze=False)
+    for ax, (coords, labels, subtitle) in zip(axes.flat, panels):
+        tsne_axes(ax, coords, labels, classes, subtitle)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=min(len(classes), 5), markerscale=2,
+               frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
+    return fig

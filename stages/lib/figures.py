@@ -9,9 +9,12 @@ import csv
 from pathlib import Path
 
 import numpy as np
+from matplotlib.ticker import FuncFormatter, ScalarFormatter
 
-from . import plots
+from . import analysis, plots
 from .core.common import StageError
+from .png import plt
+from .png import save as save_png
 
 
 def read_rows(path, delimiter=","):
@@ -71,8 +74,8 @@ def translated(lang, dataset, classes):
 
 
 def save(fig, lang, folder, name):
-    plots.decimal_ticks(fig, lang.decimal)
-    plots.save(fig, Path(folder) / name)
+    decimal_ticks(fig, lang.decimal)
+    save_png(fig, Path(folder) / name)
     return name
 
 
@@ -91,13 +94,13 @@ def confusion(lang, folder, name, counts, dataset, title):
 
 def tsne(lang, folder, name, coords, labels, classes, dataset, title):
     """One t-SNE scatter plot, coloured by class, with its legend in the language."""
-    fig = plots.tsne_figure(coords, labels, translated(lang, dataset, classes), title)
+    fig = analysis.tsne_figure(coords, labels, translated(lang, dataset, classes), title)
     return save(fig, lang, folder, name)
 
 
 def tsne_grid(lang, folder, name, panels, classes, dataset, title):
     """panels: [(coords, labels, subtitle)], one shared legend."""
-    fig = plots.tsne_grid(panels, translated(lang, dataset, classes), title)
+    fig = analysis.tsne_grid(panels, translated(lang, dataset, classes), title)
     return save(fig, lang, folder, name)
 
 
@@ -112,4 +115,27 @@ def validation_curves(lang, folder, name, runs):
 
 def bars(lang, folder, name, values, title, xlabel):
     """values: {label: accuracy}, one bar each, labelled as a percentage."""
-    return save(plots.bar_figure(values, title, xlabel, lang.pct), lang, folder, name)
+    return save(bar_figure(values, title, xlabel, lang.pct), lang, folder, name)
+
+
+def bar_figure(values, title, xlabel, number="{:.3f}".format):
+    """values: {name: number between 0 and 1}, one horizontal bar each, top to bottom, labelled
+    with `number`(value) (long names fit on the left)."""
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(values) + 1.4))
+    names = list(values)[::-1]
+    bars = ax.barh(names, [values[n] for n in names], color="tab:blue")
+    ax.bar_label(bars, labels=[number(values[n]) for n in names], padding=3)
+    ax.set_xlim(0, 1.15)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    return fig
+
+
+def decimal_ticks(fig, decimal):
+    """Write the numbers on every numeric axis of `fig` with `decimal` as the decimal mark
+    (matplotlib writes 0.5 whatever the language)."""
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            if isinstance(axis.get_major_formatter(), ScalarFormatter):
+                axis.set_major_formatter(FuncFormatter(
+                    lambda value, _: f"{value:g}".replace(".", decimal).replace("-", "\u2212")))

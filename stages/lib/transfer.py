@@ -3,12 +3,12 @@ from pathlib import Path
 
 import torch
 
-from . import images
-from .core import data, models
+from . import images, models
+from .core import data, params
 from .core.common import StageError
 from .core.files import load_torch
 
-WEIGHTS = Path("data/weights/resnet50.pth")
+WEIGHTS = Path(params.WEIGHTS)
 
 
 def dataset_root(cfg):
@@ -31,12 +31,28 @@ def load_state_dict(path=WEIGHTS):
 
 def pretrained_resnet50(num_classes, path=WEIGHTS):
     """ResNet-50 with the ImageNet weights from `path` and a new head for `num_classes`."""
-    model = models.ResNet50(num_classes)
+    model = models.build("resnet50", num_classes)
     problems = model.load_imagenet(load_state_dict(path))
     if problems:
         raise StageError(f"{path} does not fit torchvision's ResNet-50 (wrong architecture?): "
                          f"{len(problems)} mismatched keys, e.g. {'; '.join(problems[:3])}")
     return model
+
+
+def start_model(start, cfg, num_classes):
+    """The ResNet-50 of a strategy that starts from `start` (random or imagenet) and trains as
+    `cfg` (a params.Strategy) says, and its parameter groups for the optimizer: every layer
+    (the backbone at `backbone_lr` when it starts from ImageNet), or the new head only."""
+    model = models.build("resnet50", num_classes) if start == "random" \
+        else pretrained_resnet50(num_classes)
+    if cfg.train == "head":
+        model.freeze_backbone()
+        return model, list(model.head.parameters())
+    if start == "random":
+        return model, list(model.parameters())
+    backbone_lr = cfg.backbone_lr if cfg.backbone_lr is not None else cfg.lr
+    return model, [{"params": list(model.backbone.parameters()), "lr": backbone_lr},
+                   {"params": list(model.head.parameters()), "lr": cfg.lr}]
 
 
 def classes_of(root):

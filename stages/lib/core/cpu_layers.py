@@ -1,15 +1,13 @@
 """Faster CPU versions of two layers of the practical's networks, swapped in by
-engine.prepare when a model is prepared for the CPU (convert_for_cpu). They compute what the
+inference.prepare when a model is prepared for the CPU (convert_for_cpu). They compute what the
 plain layers compute, only cheaper on a CPU, and fall back to the plain computation wherever
-their trick does not apply; stages/lib/core/models.py keeps the plain nn layers that students read.
+their trick does not apply; stages/lib/models/ keeps the plain nn layers that students read.
 
     python benchmarks/conv_weight_grad.py    # times SmallMapConv2d against nn.Conv2d
 """
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from .models import AlexNet
 
 
 class Dropout(nn.Dropout):
@@ -90,9 +88,10 @@ class SmallMapConv2d(nn.Conv2d):
 
 def small_map_convs(model):
     """The nn.Conv2d layers of `model` that SmallMapConv2d speeds up, as (parent, name) pairs:
-    the 3x3 convolutions of an AlexNet, which all run on 4x4 maps. Other networks' 3x3
-    convolutions (SimpleCNN's on 28x28 maps, ResNet-50's) stay nn.Conv2d."""
-    if not isinstance(model, AlexNet):
+    the 3x3 convolutions of `model.features` in a model that says they run on small maps
+    (`small_map_convs = True`: AlexNet's, on 4x4 maps). Other networks' 3x3 convolutions
+    (SimpleCNN's on 28x28 maps, ResNet-50's) stay nn.Conv2d."""
+    if not getattr(model, "small_map_convs", False):
         return []
     return [(model.features, name) for name, m in model.features.named_children()
             if type(m) is nn.Conv2d and m.kernel_size == (3, 3)]

@@ -29,11 +29,9 @@ from dataclasses import dataclass
 
 from . import params
 from .common import StageError, is_worker, seed_for
+from .launcher import launch, nnodes, timeout
 
 BACKENDS = params.BACKENDS
-# seconds a rank waits for the others (rendezvous, then each collective)
-TIMEOUT_ENV = "DISTRIBUTED_TIMEOUT"
-DEFAULT_TIMEOUT = 300
 
 
 @dataclass(frozen=True)
@@ -169,19 +167,6 @@ def _from_bytes(data):
 Settings, settings = params.Distributed, params.distributed
 
 
-def timeout():
-    """TIMEOUT_ENV's seconds (default DEFAULT_TIMEOUT), how long a rank waits for the others."""
-    value = os.environ.get(TIMEOUT_ENV, "").strip() or str(DEFAULT_TIMEOUT)
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = 0.0
-    if not 0 < seconds < float("inf"):
-        raise StageError(f"{TIMEOUT_ENV}={value}: expected the seconds a rank waits for the "
-                         "others")
-    return seconds
-
-
 def _uses_cuda(device):
     """params' `device` (auto, cuda, mps, cpu) resolves to CUDA here."""
     from .runtime import pick_device
@@ -196,7 +181,7 @@ def _check(cfg, device, nproc, world, batch_size, batch_key):
 
     from .runtime import pick_device
 
-    if pick_device(device).type == "mps" and (nproc is None or nproc > 1 or _nnodes() > 1):
+    if pick_device(device).type == "mps" and (nproc is None or nproc > 1 or nnodes() > 1):
         raise StageError("params.yaml: several processes ('distributed.nproc_per_node') run on "
                          "CUDA GPUs or CPUs, not on MPS; set device: cpu to use them here")
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -213,13 +198,6 @@ def _check(cfg, device, nproc, world, batch_size, batch_key):
                          "evenly across them")
 
 
-def _nnodes():
-    """The number of nodes asked of torchrun (PET_NNODES: N, or MIN:MAX for elastic runs,
-    whose size is only known at the rendezvous: then 1 here)."""
-    value = os.environ.get("PET_NNODES", "1")
-    return int(value) if value.isdigit() else 1
-
-
 def start(cfg, device, batch_size, batch_key, module, argv):
     """Begin a training stage: the Context to train in, or None when this process launched
     the workers and they finished (the stage has nothing left to do).
@@ -233,10 +211,9 @@ def start(cfg, device, batch_size, batch_key, module, argv):
     nproc = cfg.nproc_per_node
     if nproc is None:
         nproc = torch.cuda.device_count() if _uses_cuda(device) else 1
-    _check(cfg, device, nproc, nproc * _nnodes(), batch_size, batch_key)
-    if nproc == 1 and _nnodes() == 1 and "PET_NNODES" not in os.environ:
+    _check(cfg, device, nproc, nproc * nnodes(), batch_size, batch_key)
+    if nproc == 1 and nnodes() == 1 and "PET_NNODES" not in os.environ:
         return SINGLE
-    from .launcher import launch  # the launcher imports this module's timeout()
 
     launch(module, argv, nproc)
     return None

@@ -8,7 +8,32 @@ import sys
 import time
 
 from .common import LAUNCHED_ENV, StageError, Terminated, one_line
-from .distributed import TIMEOUT_ENV, _nnodes, timeout
+
+# seconds a rank waits for the others (rendezvous, then each collective)
+TIMEOUT_ENV = "DISTRIBUTED_TIMEOUT"
+DEFAULT_TIMEOUT = 300
+
+
+def timeout():
+    """TIMEOUT_ENV's seconds (default DEFAULT_TIMEOUT), how long a rank waits for the others."""
+    value = os.environ.get(TIMEOUT_ENV, "").strip() or str(DEFAULT_TIMEOUT)
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise StageError(f"{TIMEOUT_ENV}={value}: expected the seconds a rank waits for the "
+                         "others")
+    return seconds
+
+
+def nnodes():
+    """The number of nodes asked of torchrun (PET_NNODES: N, or MIN:MAX for elastic runs,
+    whose size is only known at the rendezvous: then 1 here)."""
+    value = os.environ.get("PET_NNODES", "1")
+    return int(value) if value.isdigit() else 1
+
+
 
 
 def launch(module, argv, nproc):
@@ -34,7 +59,7 @@ def launch(module, argv, nproc):
     # c10d's waits (join_timeout, read_timeout) and the static rendezvous's (timeout)
     conf += [f"{key}={seconds:g}" for key in ("join_timeout", "read_timeout", "timeout")
              if not any(c.startswith(f"{key}=") for c in conf)]
-    alone = _nnodes() == 1 and not any(os.environ.get(f"PET_{key}") for key in RENDEZVOUS_KEYS)
+    alone = nnodes() == 1 and not any(os.environ.get(f"PET_{key}") for key in RENDEZVOUS_KEYS)
     store, where = _loopback_store(seconds) if alone else (None, [])
     args = parse_args(["--nproc-per-node", str(nproc), "--max-restarts", "0", "--rdzv-conf",
                        ",".join(conf), *where, "--module", module, *argv])

@@ -1,19 +1,9 @@
-"""Names that are interface (dvc.yaml's foreach keys, params sections, output paths), defined
-once, and the rule for the names data brings (class names). Their wording for people is the
-report's business (stages/templates/)."""
+"""The rule for the names data brings (class names): they reach HTML, scripts and spreadsheets.
+The names of models and strategies are params.yaml's (`models`, `strategies`: params.py);
+their wording for people is the report's (stages/templates/)."""
 import re
 
 from .common import StageError
-
-# train@<model> and tsne@<model>: each model and the dataset it is trained on
-MODEL_DATASETS = {"simple_cnn": "mnist", "alexnet": "cifar10"}
-
-# transfer@<strategy>: the ResNet-50 strategies that train
-TRAINED_STRATEGIES = ("scratch", "finetune", "finetune_aug")
-
-# all four transfer strategies (the SVM on frozen features included), in the order the
-# metrics, plots and report list them
-STRATEGIES = ("scratch", "svm", "finetune", "finetune_aug")
 
 UNSAFE_IN_NAMES = re.compile(r"[<>&\"'\\\x00-\x1f\x7f]")   # markup, quotes, escapes, controls
 FORMULA_START = ("=", "+", "-", "@")   # a spreadsheet reads a cell that starts so as a formula

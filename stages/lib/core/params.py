@@ -3,8 +3,10 @@ stops with one line naming the key and what it allows; the stages see typed attr
 
 A stage reads only the sections it declares in dvc.yaml, so `dvc exp run -S key=value` reruns
 exactly the stages that a change affects."""
+import difflib
 import math
-from dataclasses import asdict, dataclass
+import re
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import yaml
@@ -18,8 +20,8 @@ SCHEDULERS = ("none", "step", "cosine")
 KERNELS = ("linear", "rbf", "poly", "sigmoid")
 SVM_GRID = {"C": "numbers > 0", "kernel": f"one of {', '.join(KERNELS)}",
             "gamma": "scale, auto or numbers > 0", "degree": "integers >= 1"}
-LANGUAGES = ("en", "es")
 BACKENDS = ("auto", "nccl", "gloo")
+TRAINED_LAYERS = ("all", "head")
 MIN_IMAGE_SIZE = 32   # ResNet-50 halves the side five times: 32 px leaves a 1x1 map
 MAX_IMAGE_SIZE = 1024  # 21x ImageNet's pixels per image: beyond, memory, not accuracy, decides
 
@@ -44,7 +46,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def load(path="params.yaml"):
     """The YAML mapping at `path`; a syntax error names its line and column, a key that no
-    stage reads its closest known key (param_keys.check_known)."""
+    stage reads its closest known key (check_known)."""
     try:
         with open(path) as f:
             data = yaml.load(f, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
@@ -57,8 +59,6 @@ def load(path="params.yaml"):
         raise StageError(f"{where}: not valid YAML: {problem}") from None
     if not isinstance(data, dict):
         raise StageError(f"{path} must be a mapping of keys to values")
-    from .param_keys import check_known  # it reads this module's dataclasses
-
     check_known(data, path)
     return data
 
@@ -133,6 +133,63 @@ def seed(params):
     return param(params, "seed", int, minimum=0)
 
 
+# ---------------------------------------------------------------- what the pipeline trains
+
+NAME = re.compile(r"[a-z][a-z0-9_]*")   # a model or strategy name: a module, a stage, a key
+WEIGHTS = "data/weights/resnet50.pth"   # download@resnet50's file: ImageNet's weights
+RESNET50 = "stages/lib/models/resnet50.py"   # the network's definition: random weights
+STARTS = {RESNET50: "random", WEIGHTS: "imagenet"}
+MODELS_FOLDER = Path(__file__).resolve().parents[1] / "models"   # stages/lib/models/
+
+
+def models(params):
+    """params.yaml's `models`: {model: dataset}, in its order. A model is the module
+    stages/lib/models/<model>.py, trained on data/raw/<dataset> (a download@<dataset>)."""
+    found = param(params, "models", dict)
+    downloads = params.get("download") if isinstance(params.get("download"), dict) else {}
+    for name, dataset in found.items():
+        if not isinstance(name, str) or not NAME.fullmatch(name) or name in SECTIONS:
+            raise StageError(f"params.yaml: 'models' has a model named {name!r}: a model's name "
+                             "is its module's (lowercase letters, digits, _), not a section's")
+        if not (MODELS_FOLDER / f"{name}.py").is_file():
+            raise StageError(f"params.yaml: 'models.{name}': no stages/lib/models/{name}.py")
+        if not isinstance(dataset, str) or dataset not in downloads:
+            raise StageError(f"params.yaml: 'models.{name}' must name a dataset of `download` "
+                             f"({', '.join(k for k in downloads if k not in DOWNLOAD_SETTINGS)})"
+                             f", got {dataset!r}")
+    return found
+
+
+def strategies(params):
+    """params.yaml's `strategies`: {strategy: what its ResNet-50 starts from (RESNET50: random
+    weights; WEIGHTS: ImageNet's)}, in its order."""
+    found = param(params, "strategies", dict)
+    for name, start in found.items():
+        if not isinstance(name, str) or not NAME.fullmatch(name) or name == "svm" \
+                or name in TRANSFER_SETTINGS:
+            raise StageError(f"params.yaml: 'strategies' has a strategy named {name!r}: "
+                             "lowercase letters, digits and _, and not svm nor a transfer "
+                             "setting")
+        start_of(name, start)
+    return found
+
+
+def start_of(strategy, start):
+    """random or imagenet: what transfer@<strategy> starts from (its `strategies` entry)."""
+    if start not in STARTS:
+        raise StageError(f"params.yaml: 'strategies.{strategy}' must be {RESNET50} (random "
+                         f"weights) or {WEIGHTS} (ImageNet's), got {start!r}")
+    return STARTS[start]
+
+
+def report_order(strategies):
+    """Every strategy of part 3 in the order the report, metrics and figures list them: those
+    trained from random weights, the SVM on frozen ImageNet features, then the fine-tuned
+    ones (the practical's order: scratch, svm, finetune, finetune_aug)."""
+    random = [s for s, start in strategies.items() if STARTS.get(start) == "random"]
+    return random + ["svm"] + [s for s in strategies if s not in random]
+
+
 @dataclass(frozen=True)
 class Training:
     """<model>.*: a CNN trained from scratch on resident tensors (simple_cnn, alexnet)."""
@@ -163,8 +220,9 @@ def training(params, model):
                     optimizer=param(params, key("optimizer"), str, choices=OPTIMIZERS),
                     momentum=param(params, key("momentum"), float, minimum=0),
                     weight_decay=param(params, key("weight_decay"), float, minimum=0),
-                    augment=param(params, key("augment"), bool) if model == "alexnet"
-                    else False,
+                    # optional: a model without the key is trained on the images as they are
+                    augment=param(params, key("augment"), bool)
+                    if "augment" in (params.get(model) or {}) else False,
                     train_samples=samples(params, key("train_samples")),
                     val_samples=samples(params, key("val_samples")))
 
@@ -185,6 +243,7 @@ class Augment:
 @dataclass(frozen=True)
 class Strategy:
     """transfer.<strategy>.*: how ResNet-50 is trained for one strategy."""
+    train: str                  # all: every layer | head: only the new last layer
     epochs: int
     lr: float
     backbone_lr: float | None   # None ("same" in params.yaml): the same as lr
@@ -201,6 +260,7 @@ def strategy(params, name):
     def key(k):
         return f"transfer.{name}.{k}"
     return Strategy(
+        train=param(params, key("train"), str, choices=TRAINED_LAYERS),
         epochs=param(params, key("epochs"), int, minimum=1),
         lr=param(params, key("lr"), float, above=0),
         backbone_lr=param(params, key("backbone_lr"), float, above=0, unset="same"),
@@ -331,10 +391,6 @@ def download(params):
                     max_unpacked_mb=param(params, "download.max_unpacked_mb", int, minimum=1))
 
 
-def report_language(params):
-    return param(params, "report.language", str, choices=LANGUAGES)
-
-
 @dataclass(frozen=True)
 class Distributed:
     """distributed.*: how many processes per node, the backend they talk over, and whether
@@ -352,3 +408,84 @@ def distributed(params):
     return Distributed(nproc_per_node=None if nproc == "auto" else nproc,
                        backend=param(params, "distributed.backend", str, choices=BACKENDS),
                        sync_batchnorm=param(params, "distributed.sync_batchnorm", bool))
+
+
+# Names a model or a strategy cannot take: they are sections or settings already.
+SECTIONS = {"models", "strategies", "seed", "device", "precision", "deterministic",
+            "distributed", "download", "transfer", "tsne", "report"}
+DOWNLOAD_SETTINGS = {f.name for f in fields(Download)}
+TRANSFER_SETTINGS = {f.name for f in fields(TransferData)} | {"svm"}
+
+
+# ---------------------------------------------------------------- the keys that exist
+# Every field of the sections above (known_keys), and the check that stops at a key no stage
+# reads, naming the closest real one (a typo, or a `+key` of `dvc exp run -S`, would otherwise
+# change nothing, silently).
+
+DOWNLOAD_KEYS = ("format", "url", "sha256", "weights")   # download.<name>.*, by format
+
+
+def known_keys(names=(), models=(), strategies=()):
+    """Every dotted key the pipeline reads (the fields of the sections above), with
+    download.<name>.* for each source `names` (download's entries are the user's to add), a
+    section <model>.* for each of `models` and transfer.<strategy>.* for each of `strategies`
+    (params.yaml's `models` and `strategies`: what the pipeline trains, also the user's).
+    transfer.svm.grid holds a mapping of its own: it is one key."""
+    def of(cls, prefix, skip=()):
+        return [f"{prefix}{f.name}" for f in fields(cls) if f.name not in skip]
+
+    keys = of(Shared, "") + of(Distributed, "distributed.") + of(Download, "download.")
+    keys += [f"download.{n}.{k}" for n in names for k in DOWNLOAD_KEYS]
+    keys += [f"models.{m}" for m in models] + [f"strategies.{s}" for s in strategies]
+    for name in models:
+        keys += of(Training, f"{name}.")
+    keys += of(TransferData, "transfer.") + of(Svm, "transfer.svm.") + of(Tsne, "tsne.")
+    for name in strategies:
+        keys += of(Strategy, f"transfer.{name}.", skip=("augment",))
+        keys += of(Augment, f"transfer.{name}.augment.")
+    return keys + ["report.language"]
+
+
+def closest(key, known):
+    """The known key `key` was probably meant to be: a sibling with a similar name
+    ('alexnet.lrr' -> 'alexnet.lr'); under a section that does not exist, the same name in a
+    section with a similar name ('alexnt.lr' -> 'alexnet.lr'); else None."""
+    section, _, name = key.rpartition(".")
+    siblings = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == section}
+    if siblings:
+        close = difflib.get_close_matches(name, siblings, n=1, cutoff=0.7)
+        return siblings[close[0]] if close else None
+    alike = [k for k in known if k.rpartition(".")[2] == name]
+    close = difflib.get_close_matches(key, alike, n=1, cutoff=0.7)
+    return close[0] if close else None
+
+
+def check_known(data, path="params.yaml"):
+    """Stop with one line at the first key of `data` that no stage reads (a typo, or a `+key`
+    added by `dvc exp run -S`, would otherwise change nothing, silently), naming the closest
+    key that exists."""
+    def entries(section, skip=()):   # the names a section of the user's lists
+        found = data.get(section)
+        return [n for n in found if n not in skip] if isinstance(found, dict) else []
+
+    names = entries("download", {f.name for f in fields(Download)})
+    known = known_keys(names, entries("models"), entries("strategies"))
+    sections = {k.rsplit(".", i)[0] for k in known for i in range(1, k.count(".") + 1)}
+
+    def walk(node, prefix):
+        for key, value in node.items():
+            dotted = f"{prefix}{key}"
+            if dotted in known:
+                continue
+            if dotted in sections:
+                if isinstance(value, dict):
+                    walk(value, f"{dotted}.")
+                continue   # a section that is not a mapping: its reader names what it wants
+            while isinstance(value, dict) and value:   # a whole unknown section: its first key
+                key, value = next(iter(value.items()))
+                dotted = f"{dotted}.{key}"
+            close = closest(dotted, known)
+            raise StageError(f"{path}: '{dotted}' is not a parameter of this pipeline"
+                             + (f"; did you mean '{close}'?" if close else ""))
+
+    walk(data, "")
