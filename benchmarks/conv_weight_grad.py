@@ -17,8 +17,115 @@ justify these layers are what this script prints on the machine at hand.
     python benchmarks/conv_weight_grad.py
     python benchmarks/conv_weight_grad.py --batch 64 --rounds 9
 """
+import argparse
+import statistics
 import sys
+import time
 from pathlib import Path
+
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from stages.lib.core import cpu_layers  # noqa: E402
+from stages.lib.core.common import StageError  # noqa: E402
+from stages.lib.core.runtime import keep_freed_memory  # noqa: E402
+from stages.lib.models.alexnet import AlexNet  # noqa: E402
+
+
+def layer_pair(conv):
+    """(nn.Conv2d, SmallMapConv2d) with the weights of the nn.Conv2d `conv`, channels_last."""
+    plain = conv.to(memory_format=torch.channels_last)
+    small = cpu_layers.SmallMapConv2d(conv.in_channels, conv.out_channels, conv.kernel_size,
+                                      padding=conv.padding)
+    small.load_state_dict(conv.state_dict())
+    return [plain, small.to(memory_format=torch.channels_last)]
+
+
+def pass_ms(layer, x, grad, autocast, steps):
+    """Milliseconds per forward + backward pass, over `steps` passes."""
+    began = time.perf_counter()
+    for _ in range(steps):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = layer(x)
+        out.backward(grad)
+        x.grad = None
+        for p in layer.parameters():
+            p.grad = None
+    return (time.perf_counter() - began) / steps * 1000
+
+
+class ForcedForwardConvWeightGrad(torch.nn.Module):
+    """SmallMapConv2d's autograd Function, forced on, in whatever dtype the tensors have."""
+
+    def __init__(self, conv):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x):
+        c = self.conv
+        return cpu_layers._WeightGradByForwardConv.apply(x, c.weight, c.bias, c.padding)
+
+
+def timed_rounds(layers, x, grad, autocast, steps, rounds):
+    """Median milliseconds per pass of each layer, the layers taking turns block by block."""
+    for layer in layers:                                             # warm-up
+        pass_ms(layer, x, grad, autocast, 3)
+    times = [[] for _ in layers]
+    for _ in range(rounds):
+        for i, layer in enumerate(layers):
+            times[i].append(pass_ms(layer, x, grad, autocast, steps))
+    return [statistics.median(t) for t in times]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=20, help="passes per timed block")
+    parser.add_argument("--rounds", type=int, default=5, help="timed blocks per version")
+    args = parser.parse_args()
+    for option in ("batch", "steps", "rounds"):
+        if getattr(args, option) < 1:
+            parser.error(f"--{option} must be at least 1, got {getattr(args, option)}")
+    keep_freed_memory()
+    torch.manual_seed(0)
+    alexnet = AlexNet()
+    convs = [getattr(parent, name) for parent, name in cpu_layers.small_map_convs(alexnet)]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
+          f"median of {args.rounds} blocks of {args.steps} passes")
+    width = alexnet.features[-2].in_features                        # the last dropout's input
+    print(f"\ndropout p=0.5, {args.batch} x {width}:")
+    plain, fast = torch.nn.Dropout(0.5), cpu_layers.Dropout(0.5)
+    for dtype in (torch.bfloat16, torch.float32):
+        x = torch.randn(args.batch, width, dtype=dtype, requires_grad=True)
+        grad = torch.randn(args.batch, width, dtype=dtype)
+        native, small = timed_rounds([plain, fast], x, grad, False, args.steps, args.rounds)
+        print(f"  {str(dtype).removeprefix('torch.'):8s}: nn.Dropout {native:6.2f} ms"
+              f"   cpu_layers.Dropout {small:6.2f} ms   ratio {small / native:.2f}x", flush=True)
+    for autocast in (True, False):
+        print(f"\n{'bf16 autocast' if autocast else 'fp32'}:")
+        for conv in convs:
+            x = torch.randn(args.batch, conv.in_channels, 4, 4).contiguous(
+                memory_format=torch.channels_last).requires_grad_(True)
+            grad = torch.randn(args.batch, conv.out_channels, 4, 4).contiguous(
+                memory_format=torch.channels_last)
+            if autocast:
+                grad = grad.bfloat16()
+            layers = layer_pair(conv)
+            if not autocast:
+                layers.append(ForcedForwardConvWeightGrad(layers[1]))
+            native, small, *forced = timed_rounds(layers, x, grad, autocast, args.steps,
+                                                  args.rounds)
+            line = (f"  {conv.in_channels:3d} -> {conv.out_channels:3d}: nn.Conv2d {native:6.2f} ms"
+                    f"   SmallMapConv2d {small:6.2f} ms   ratio {small / native:.2f}x")
+            if forced:
+                line += (f"   its Function forced {forced[0]:6.2f} ms"
+                         f"   ratio {forced[0] / native:.2f}x")
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except StageError as error:   # missing or damaged data: one line, as the stages say it
+        sys.exit(f"error: {error}")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from stages.lib import evaluation, live, models, plots
+from stages.lib import evaluation, live, models, plots, png
 from stages.lib.core import checkpoints, data, distributed, engine, inference, params, runtime
 from stages.lib.core.common import StageError, run, seed_for, writes
 from stages.lib.core.files import check_writable, save_torch, write_json
@@ -104,7 +104,7 @@ def main(argv):
 
     summary = evaluation.summarize(history)
     preds, labels = inference.predict(model, val_batches(0, 1), device, amp_dtype)
-    plots.save(plots.curves_figure(history, name), out / "curves.png")
+    png.save(plots.curves_figure(history, name), out / "curves.png")
 
     about = {"arch": name, "classes": classes, "normalization": [list(mean), list(std)]}
     save_torch({**about, "epoch": cfg.epochs, "state_dict": inference.cpu_state(state)},

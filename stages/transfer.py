@@ -1,8 +1,8 @@
 """Stage transfer@<strategy>: ResNet-50 trained on the transfer set one of three ways.
 
-    python -m stages.transfer <strategy> <start>
+    python -m stages.transfer <strategy>
 
-A strategy is an entry of params.yaml's `strategies`: its <start> is the file its ResNet-50
+A strategy is an entry of params.yaml's `strategies`: its value is the file its ResNet-50
 starts from, stages/lib/models/resnet50.py (random weights) or data/weights/resnet50.pth
 (ImageNet's, with a new head), and its section transfer.<strategy> says how it trains:
 `train` all layers (the backbone at `backbone_lr` when it starts from ImageNet) or the head
@@ -31,19 +31,19 @@ from pathlib import Path
 
 import torch
 
-from stages.lib import evaluation, live, models, plots, transfer
+from stages.lib import evaluation, live, models, plots, png, transfer
 from stages.lib.core import checkpoints, data, distributed, engine, inference, params, runtime
 from stages.lib.core.common import StageError, run, writes
 from stages.lib.core.files import check_writable, save_torch, write_json
 
 
 def main(argv):
-    if len(argv) != 2:
-        raise StageError("usage: python -m stages.transfer <strategy> <start> (dvc.yaml runs it "
-                         "for each entry of params.yaml's `strategies`)")
-    strategy, start = argv
-    start = params.start_of(strategy, start)
+    if len(argv) != 1:
+        raise StageError("usage: python -m stages.transfer <strategy> (dvc.yaml runs it for "
+                         "each entry of params.yaml's `strategies`)")
+    strategy = argv[0]
     settings = params.load()
+    start = params.start(settings, strategy)
     shared, data_cfg = params.shared(settings), params.transfer_data(settings)
     cfg = params.strategy(settings, strategy)
     out = Path("plots/transfer") / strategy
@@ -108,7 +108,7 @@ def main(argv):
 
     summary = evaluation.summarize(history)
     preds, labels = inference.predict(model, val_batches((0, 1)), device, amp_dtype)
-    plots.save(plots.curves_figure(history, f"ResNet-50 {strategy}"), out / "curves.png")
+    png.save(plots.curves_figure(history, f"ResNet-50 {strategy}"), out / "curves.png")
 
     mean, std = data.NORMALIZATION["imagenet"]
     save_torch({"arch": "resnet50", "classes": classes, "normalization": [list(mean), list(std)],

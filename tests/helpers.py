@@ -182,13 +182,14 @@ class Tiny(nn.Module):
 
 
 def figure_texts(monkeypatch):
-    """Patch plots.save to collect, per file name, every text matplotlib draws in the figure
-    it saves (titles, axis labels, tick labels, legends, cell counts); returns that dict."""
+    """Patch png.save (every figure is written through it) to collect, per file name, every
+    text matplotlib draws in the figure it saves (titles, axis labels, tick labels, legends,
+    cell counts); returns that dict."""
     import matplotlib.text
 
-    from stages.lib import plots
+    from stages.lib import png
 
-    texts, save = {}, plots.save
+    texts, save = {}, png.save
 
     def collecting(fig, path):
         fig.canvas.draw()
@@ -196,7 +197,7 @@ def figure_texts(monkeypatch):
                                   if t.get_visible() and t.get_text().strip()]
         save(fig, path)
 
-    monkeypatch.setattr(plots, "save", collecting)
+    monkeypatch.setattr(png, "save", collecting)
     return texts
 
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from stages.lib import analysis
+from stages.lib import analysis, evaluation
 from stages.lib.core import data
 
 CLASSES = ["cat", "dog", "bird"]
@@ -11,7 +11,7 @@ CLASSES = ["cat", "dog", "bird"]
 def test_confusions_and_per_class_accuracy():
     labels = [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
     preds = [0, 1, 1, 2, 1, 0, 0, 2, 2, 1]
-    matrix, m = analysis.evaluation_metrics(np.array(labels), np.array(preds), CLASSES)
+    matrix, m = evaluation.evaluation_metrics(np.array(labels), np.array(preds), CLASSES)
     assert matrix.tolist() == [[1, 2, 1], [2, 1, 0], [0, 1, 2]]
     assert m["accuracy"] == pytest.approx(0.4)
     assert m["per_class_accuracy"] == pytest.approx({"cat": 0.25, "dog": 1 / 3, "bird": 2 / 3})
@@ -26,13 +26,13 @@ def test_confusions_and_per_class_accuracy():
 
 def test_top_confusions_limits_to_k_and_skips_empty():
     matrix = np.diag([5, 5, 5])
-    assert analysis.top_confusions(matrix, CLASSES) == []
+    assert evaluation.top_confusions(matrix, CLASSES) == []
     matrix = np.ones((4, 4), dtype=int)
-    assert len(analysis.top_confusions(matrix, list("abcd"), k=5)) == 5
+    assert len(evaluation.top_confusions(matrix, list("abcd"), k=5)) == 5
 
 
 def test_class_without_samples_has_no_accuracy():
-    _, m = analysis.evaluation_metrics(np.array([0, 0]), np.array([0, 1]), CLASSES)
+    _, m = evaluation.evaluation_metrics(np.array([0, 0]), np.array([0, 1]), CLASSES)
     assert m["per_class_accuracy"]["bird"] is None
 
 

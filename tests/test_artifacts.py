@@ -6,8 +6,10 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = {"models/simple_cnn.pt", "models/alexnet.pt", "models/transfer/scratch.pt",
-          "models/transfer/finetune.pt", "models/transfer/finetune_aug.pt"}
+# what params.yaml trains
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+MODELS = {*(f"models/{m}.pt" for m in PARAMS["models"]),
+          *(f"models/transfer/{s}.pt" for s in PARAMS["strategies"])}
 # GTO's artifact name rule (gto.constants.name_re, which DVC checks), lowercase as in DVC's
 # example projects
 NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
@@ -18,21 +20,13 @@ def dvc_yaml():
 
 
 def declared_outs():
-    """{output path: stage name} over every stage of dvc.yaml, foreach stages expanded."""
-    outs = {}
-    for name, stage in dvc_yaml()["stages"].items():
-        if "foreach" in stage:
-            items = stage["foreach"]
-            assert isinstance(items, dict), f"{name}: foreach over a list is not expanded here"
-            expanded = [(f"{name}@{key}", key, item, stage["do"]) for key, item in items.items()]
-        else:
-            expanded = [(name, None, None, stage)]
-        for stage_name, key, item, body in expanded:
-            for out in body.get("outs", []):
-                path = next(iter(out)) if isinstance(out, dict) else out
-                path = path.replace("${key}", str(key)).replace("${item}", str(item))
-                outs[path] = stage_name
-    return outs
+    """{output path: stage name} over every stage, as DVC resolves dvc.yaml (foreach lists
+    from params.yaml)."""
+    from dvc.repo import Repo
+
+    with Repo(str(ROOT)) as repo:
+        return {out.def_path: stage.addressing for stage in repo.index.stages
+                for out in stage.outs}
 
 
 def test_every_trained_model_is_a_model_artifact():

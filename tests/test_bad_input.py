@@ -185,7 +185,7 @@ def test_the_word_is_named_in_the_error(project, monkeypatch):
 
 @pytest.mark.parametrize("key, hint", [
     ("alexnet.lrr", "alexnet.lr"),                     # `dvc exp run -S +alexnet.lrr=0.1`
-    ("simple_cnn.augment", None),                       # alexnet's key, not simple_cnn's
+    ("simple_cnn.augmnt", "simple_cnn.augment"),        # every model may augment
     ("transfer.finetune.augment.hflp", "transfer.finetune.augment.hflip"),
     ("tsne.perplexty", "tsne.perplexity"),
     ("alexnt.lr", "alexnet.lr"),

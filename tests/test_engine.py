@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from helpers import Tiny, tiny_dataset
-from stages.lib import analysis
+from stages.lib import evaluation
 from stages.lib.core import data, engine, inference, runtime
 from stages.lib.core.common import StageError
 from stages.lib.core.runtime import seed_everything
@@ -51,7 +51,7 @@ def test_the_state_is_the_last_epochs_also_when_an_earlier_one_was_better():
     """A learning rate that overshoots after a good first epoch: the state returned (the one
     model every number describes) is still the last epoch's; summarize names the best."""
     history, state = train_tiny(0, epochs=2, lr=1.0)
-    summary = analysis.summarize(history)
+    summary = evaluation.summarize(history)
     assert summary["best_epoch"] == 1   # seeded: this run peaks before its last epoch
     assert summary["best_accuracy"] > history[-1]["val_accuracy"]
     assert evaluated(state) == history[-1]["val_accuracy"] == summary["accuracy"]
@@ -139,12 +139,12 @@ def history(val_losses, train_losses):
     ([1.0, 0.6, 0.7, 0.8], [1.0, 0.7, 0.8, 0.9], None),             # both got worse
 ])
 def test_overfitting_epoch(val, train, expected):
-    assert analysis.overfitting_epoch(history(val, train)) == expected
+    assert evaluation.overfitting_epoch(history(val, train)) == expected
 
 
 def test_summarize_prefers_earliest_best():
     h = history([0.5, 0.4, 0.4], [0.9, 0.8, 0.7])
-    summary = analysis.summarize(h)
+    summary = evaluation.summarize(h)
     assert summary["best_epoch"] == 2 and summary["best_accuracy"] == pytest.approx(0.6)
     assert summary["accuracy"] == pytest.approx(0.6)
     assert summary["min_val_loss_epoch"] == 2

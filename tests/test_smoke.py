@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from helpers import ROOT, copy_project, load_tool, run, stage_env
+from stages import report
 from stages.lib.core import params
 
 pytestmark = pytest.mark.filterwarnings("ignore:_NoneStep.value:DeprecationWarning")  # DVC's
@@ -76,10 +77,10 @@ def test_the_smoke_params_pass_every_stage_s_checks():
         assert last in node, key
         node[last] = value
     params.shared(values), params.tsne(values), params.svm(values), params.download(values)
-    params.report_language(values), params.transfer_data(values)
-    for model in ("simple_cnn", "alexnet"):
+    report.language_of(values), params.transfer_data(values)
+    for model in params.models(values):   # every model and strategy, each cut short
         assert params.training(values, model).epochs <= 2
-    for strategy in ("scratch", "finetune", "finetune_aug"):
+    for strategy in params.strategies(values):
         assert params.strategy(values, strategy).epochs == 1
 
 

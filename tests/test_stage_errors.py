@@ -41,7 +41,8 @@ def test_alexnet_augment_must_be_bool(project, monkeypatch):
 
 
 def test_unknown_model(project, monkeypatch):
-    fails(project, monkeypatch, r"unknown model 'vgg16': train@ knows simple_cnn, alexnet",
+    fails(project, monkeypatch, r"no model named 'vgg16': the models are the modules of "
+                                r"stages/lib/models/ \(alexnet, resnet50, simple_cnn\)",
           "train", "vgg16", "mnist")
 
 

@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 from matplotlib.ticker import FuncFormatter, ScalarFormatter
 
-from . import analysis, plots
+from . import analysis, plots, png
 from .core.common import StageError
 from .png import plt
-from .png import save as save_png
 
 
 def read_rows(path, delimiter=","):
@@ -75,7 +74,7 @@ def translated(lang, dataset, classes):
 
 def save(fig, lang, folder, name):
     decimal_ticks(fig, lang.decimal)
-    save_png(fig, Path(folder) / name)
+    png.save(fig, Path(folder) / name)
     return name
 
 

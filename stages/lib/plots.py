@@ -7,10 +7,10 @@ import csv
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import ConfusionMatrixDisplay
 
-from . import evaluation
+from . import evaluation, png
 from .core.files import write_json
 from .core.names import check_class_name
-from .png import plt, save
+from .png import plt
 
 # The words inside the figures, English for the stages' own PNGs (`dvc plots`); the report
 # draws its figures with the same functions and its language's words (stages/lib/figures.py).
@@ -45,7 +45,7 @@ def write_confusion(out_dir, labels, preds, classes, title):
         writer.writerows((actual, predicted, int(matrix[i, j]))
                          for i, actual in enumerate(classes)
                          for j, predicted in enumerate(classes))
-    save(confusion_figure(matrix, classes, title), out_dir / "confusion.png")
+    png.save(confusion_figure(matrix, classes, title), out_dir / "confusion.png")
     return metrics
 
 

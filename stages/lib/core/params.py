@@ -174,8 +174,15 @@ def strategies(params):
     return found
 
 
-def start_of(strategy, start):
+def start(params, strategy):
     """random or imagenet: what transfer@<strategy> starts from (its `strategies` entry)."""
+    if not NAME.fullmatch(strategy) or strategy == "svm" or strategy in TRANSFER_SETTINGS:
+        raise StageError(f"{strategy!r} cannot be a strategy's name: lowercase letters, digits "
+                         "and _, and not svm nor a transfer setting")
+    return start_of(strategy, param(params, f"strategies.{strategy}", str))
+
+
+def start_of(strategy, start):
     if start not in STARTS:
         raise StageError(f"params.yaml: 'strategies.{strategy}' must be {RESNET50} (random "
                          f"weights) or {WEIGHTS} (ImageNet's), got {start!r}")
