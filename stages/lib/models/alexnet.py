@@ -1,14 +1,13 @@
-"""The AlexNet-style net of part 2: one tower of AlexNet sized for 32x32x3 images (CIFAR-10).
-6,199,498 parameters."""
+"""The AlexNet-style net of part 2 (CIFAR-10)."""
 from torch import nn
 
 EMBEDDING = "2048-d penultimate dense layer"
 
 
 class AlexNet(nn.Module):
-    # Its 3x3 convolutions run on 4x4 maps, where a CPU computes their weight gradient faster
-    # another way: engine.prepare swaps cpu_layers.SmallMapConv2d into them (same parameters).
-    small_map_convs = True
+    """One tower of AlexNet sized for 32x32x3 images (CIFAR-10). 6,199,498 parameters."""
+
+    small_map_convs = True   # its 3x3 convolutions see 4x4 maps: see stages/lib/core/cpu_layers.py
 
     def __init__(self, num_classes=10):
         super().__init__()

@@ -1,11 +1,13 @@
-"""The Simple CNN of part 1 (MNIST, 28x28x1): two 3x3 convolutions, a max-pool and two dense
-layers. 813,802 parameters, 813,600 of them weights."""
+"""The Simple CNN of part 1 (MNIST)."""
 from torch import nn
 
 EMBEDDING = "128-d dense layer"
 
 
 class SimpleCNN(nn.Module):
+    """Two 3x3 convolutions, a max-pool and two dense layers (MNIST, 28x28x1).
+    813,802 parameters, 813,600 of them weights."""
+
     def __init__(self, num_classes=10):
         super().__init__()
         self.features = nn.Sequential(
