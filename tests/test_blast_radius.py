@@ -13,9 +13,9 @@ import subprocess
 
 import pytest
 import yaml
+from readme_commands import clone_project
 
 from helpers import stage_env
-from readme_commands import clone_project
 
 pytestmark = pytest.mark.e2e
 

@@ -23,6 +23,7 @@ import time
 
 import nbformat
 import pytest
+import smoke
 import yaml
 from nbclient import NotebookClient
 from readme_commands import (
@@ -232,9 +233,9 @@ class Tier:
             env.pop(name, None)
         self.base_env = env
         self.project = clone_project(base / "project", env)
-        smoke = yaml.safe_load((ROOT / "smoke.yaml").read_text())
         params = yaml.safe_load((self.project / "params.yaml").read_text())
-        for key, value in smoke.items():
+        for key, value in smoke.expand(yaml.safe_load((ROOT / "smoke.yaml").read_text()),
+                                       params).items():
             *parents, last = key.split(".")
             node = params
             for part in parents:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import smoke
 import yaml
 
 from helpers import ROOT, copy_project, load_tool, run, stage_env
@@ -55,7 +56,6 @@ def test_the_smoke_copies_only_the_results_of_the_stages_it_ran(whole_graph, tmp
     (a stage it skipped has results only from the workspace's last commit)."""
     monkeypatch.setenv("DATASETS_MIRROR", str(tmp_path))
     todo = whole_graph()
-    smoke = load_tool(ROOT / "tools/smoke.py")
     tracked, cached = smoke.results(todo, todo.runnable)
     assert "metrics/simple_cnn.json" in tracked and "plots/transfer/scratch/confusion.csv" in \
         tracked
@@ -69,7 +69,8 @@ def test_the_smoke_copies_only_the_results_of_the_stages_it_ran(whole_graph, tmp
 
 def test_the_smoke_params_pass_every_stage_s_checks():
     values = params.load(ROOT / "params.yaml")
-    for key, value in yaml.safe_load((ROOT / "smoke.yaml").read_text()).items():
+    cuts = yaml.safe_load((ROOT / "smoke.yaml").read_text())
+    for key, value in smoke.expand(cuts, values).items():
         *parents, last = key.split(".")
         node = values
         for part in parents:
@@ -82,6 +83,13 @@ def test_the_smoke_params_pass_every_stage_s_checks():
         assert params.training(values, model).epochs <= 2
     for strategy in params.strategies(values):
         assert params.strategy(values, strategy).epochs == 1
+
+
+def test_placeholders_stand_for_every_model_and_strategy():
+    settings = {"models": {"a": "mnist", "b": "cifar10"}, "strategies": {"x": "w", "y": "v"}}
+    assert smoke.expand({"<model>.epochs": 2, "transfer.<strategy>.epochs": 1, "seed": 3},
+                        settings) == {"a.epochs": 2, "b.epochs": 2, "transfer.x.epochs": 1,
+                                      "transfer.y.epochs": 1, "seed": 3}
 
 
 def test_a_key_params_yaml_lacks_stops_before_any_work(tmp_path):

@@ -25,8 +25,6 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DRY_RUN=0
 MIRROR=""
 OUT_DIR=${OUT:-$ROOT/gpu_check}
-STAGES=(download@mnist download@cifar10 download@hymenoptera datasets train@simple_cnn
-        tsne@simple_cnn train@alexnet tsne@alexnet transfer@scratch)
 TWICE=train@simple_cnn
 TWICE_FILES=(models/simple_cnn.pt metrics/simple_cnn.json plots/simple_cnn/confusion.csv)
 
@@ -56,6 +54,24 @@ PYTHON=${PYTHON:-}
 if [ -z "$PYTHON" ]; then
   if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON=$ROOT/.venv/bin/python; else PYTHON=python3; fi
 fi
+
+# The stages that need no ImageNet weights, from params.yaml's `models` and `strategies`: the
+# datasets they read, then train@ and tsne@ of each model, transfer@ of each strategy that
+# starts from random weights.
+mapfile -t STAGES < <(cd "$ROOT" && "$PYTHON" - <<'EOF'
+from stages.lib.core import params
+settings = params.load()
+models, strategies = params.models(settings), params.strategies(settings)
+datasets = dict.fromkeys([*models.values(), settings["transfer"]["dataset"]])
+print(*[f"download@{d}" for d in datasets], "datasets", sep="\n")
+for model in models:
+    print(f"train@{model}\ntsne@{model}")
+for strategy, start in strategies.items():
+    if params.STARTS[start] == "random":
+        print(f"transfer@{strategy}")
+EOF
+)
+[ "${#STAGES[@]}" -gt 0 ] || fail "params.yaml names no stage to run"
 
 # run CMD...: the command, or what it would be on a dry run
 run() {
@@ -164,14 +180,17 @@ PEAK=$(sort -n "$OUT_DIR/memory.log" | tail -n 1)
   echo
   echo "| model | accuracy | best accuracy (epoch) | device, precision |"
   echo "|---|---|---|---|"
-  (cd "$WORK" && "$PYTHON" - <<'EOF'
+  (cd "$WORK" && "$PYTHON" - "${STAGES[@]}" <<'EOF'
 import json
-for name, record in (("simple_cnn", "models/simple_cnn.run.json"),
-                     ("alexnet", "models/alexnet.run.json"),
-                     ("transfer@scratch", "models/transfer/scratch.run.json")):
-    metrics = json.load(open(f"metrics/{name.replace('transfer@', 'transfer/')}.json"))
-    run = json.load(open(record))
-    print(f"| {name} | {metrics['accuracy']:.4f} | {metrics['best_accuracy']:.4f} "
+import sys
+for stage in sys.argv[1:]:
+    kind, _, name = stage.partition("@")
+    if kind not in ("train", "transfer"):
+        continue
+    path = name if kind == "train" else f"transfer/{name}"
+    metrics = json.load(open(f"metrics/{path}.json"))
+    run = json.load(open(f"models/{path}.run.json"))
+    print(f"| {stage} | {metrics['accuracy']:.4f} | {metrics['best_accuracy']:.4f} "
           f"({metrics['best_epoch']}) | {run['gpu'] or run['device']}, {run['precision']} |")
 EOF
 )

@@ -12,10 +12,17 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from stages.lib.core import params  # noqa: E402
+
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-# The practical's reference figures (its text), beside this run's
+# The practical's parts, its models' names and its reference figures (its text), beside this
+# run's; a model or strategy added to params.yaml gets a row under its own name
 PRACTICAL = {"simple_cnn": "98.92 %", "alexnet": "70.12 %", "scratch": "0.72",
              "svm": "0.905", "finetune": "0.91", "finetune_aug": "0.915"}
+PARTS = {"simple_cnn": (1, "Simple CNN"), "alexnet": (2, "AlexNet-style")}
+DATASETS = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
 TRANSFER = {"scratch": "from scratch", "svm": "ImageNet features + SVM",
             "finetune": "fine-tuned", "finetune_aug": "fine-tuned + augmentation"}
 
@@ -32,29 +39,34 @@ def pct(value):
 def table():
     rows = ["| part | model | parameters | accuracy (last epoch) | best (epoch) | practical | "
             "time |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    for part, name, label in ((1, "simple_cnn", "Simple CNN, MNIST"),
-                              (2, "alexnet", "AlexNet-style, CIFAR-10")):
+    settings = params.load(ROOT / "params.yaml")
+    strategies = params.strategies(settings)
+    for name, dataset in params.models(settings).items():
+        part, title = PARTS.get(name, ("", name))
+        label = f"{title}, {DATASETS.get(dataset, dataset)}"
         m, run = read(f"metrics/{name}.json"), read(f"models/{name}.run.json")
         details = read(f"plots/{name}/evaluation.json")
         if m is None or run is None or details is None:
-            rows.append(f"| {part} | {label} | | not run | | {PRACTICAL[name]} | |")
+            rows.append(f"| {part} | {label} | | not run | | {PRACTICAL.get(name, '')} | |")
             continue
         rows.append(f"| {part} | {label}, {run['params']['epochs']} epochs | "
                     f"{details['params']:,} | **{pct(m['accuracy'])}** | "
-                    f"{pct(m['best_accuracy'])} ({m['best_epoch']}) | {PRACTICAL[name]} | "
+                    f"{pct(m['best_accuracy'])} ({m['best_epoch']}) | {PRACTICAL.get(name, '')} | "
                     f"{run['seconds'] / 60:.1f} min |")
-    for strategy, label in TRANSFER.items():
+    for strategy in params.report_order(strategies):
+        label, practical = TRANSFER.get(strategy, strategy), PRACTICAL.get(strategy, "")
         m = read(f"metrics/transfer/{strategy}.json")
         run = read(f"models/transfer/{strategy}.run.json")
         if m is None:
-            rows.append(f"| 3 | ResNet-50 {label} | | not run (needs the ImageNet weights) "
-                        f"| | {PRACTICAL[strategy]} | |")
+            weights = strategy == "svm" or params.STARTS[strategies[strategy]] == "imagenet"
+            why = " (needs the ImageNet weights)" if weights else ""
+            rows.append(f"| 3 | ResNet-50 {label} | | not run{why} | | {practical} | |")
             continue
         best = (f"{m['best_accuracy']:.3f} ({m['best_epoch']})" if "best_accuracy" in m
                 else "")
         time = f"{run['seconds'] / 60:.1f} min" if run else ""
         rows.append(f"| 3 | ResNet-50 {label} | | **{m['accuracy']:.3f}** | {best} | "
-                    f"{PRACTICAL[strategy]} | {time} |")
+                    f"{practical} | {time} |")
     machines = {}
     for path in sorted(ROOT.glob("models/**/*.run.json")):
         run = json.loads(path.read_text())

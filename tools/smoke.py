@@ -64,9 +64,27 @@ def git(*args, check=True):
     return result
 
 
+PLACEHOLDERS = {"<model>": "models", "<strategy>": "strategies"}   # params.yaml's lists
+
+
+def expand(values, params):
+    """smoke.yaml's keys with `<model>` or `<strategy>` written out for each entry of
+    params.yaml's `models` or `strategies` (a model added there is cut short too), in order."""
+    out = {}
+    for key, value in values.items():
+        keys = [str(key)]
+        for placeholder, section in PLACEHOLDERS.items():
+            names = params.get(section) if isinstance(params.get(section), dict) else {}
+            keys = [k.replace(placeholder, name) for k in keys for name in names] \
+                if any(placeholder in k for k in keys) else keys
+        out.update(dict.fromkeys(keys, value))
+    return out
+
+
 def overrides(path):
-    """smoke.yaml's `key: value` lines as `-S key=value` arguments; each key must be one of
-    params.yaml's (a typo or a renamed key stops here, not after minutes of running)."""
+    """smoke.yaml's `key: value` lines as `-S key=value` arguments (expand's keys); each key
+    must be one of params.yaml's (a typo or a renamed key stops here, not after minutes of
+    running)."""
     if not path.is_file():
         fail(f"{path} not found")
     values = yaml.safe_load(path.read_text()) or {}
@@ -74,7 +92,7 @@ def overrides(path):
         fail(f"{path.name}: expected `key: value` lines")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     arguments = []
-    for key, value in values.items():
+    for key, value in expand(values, params).items():
         node = params
         for part in str(key).split("."):
             if not isinstance(node, dict) or part not in node:
