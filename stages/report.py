@@ -59,7 +59,13 @@ class Language:
         return sentence.format(**fields)
 
     def strategy(self, name):
-        return self.say(f"strategies.{name}")
+        """A strategy's name in this language; one the wording does not list (added to
+        params.yaml's `strategies` without wording) is shown as params.yaml names it."""
+        return self.say(f"strategies.{name}") if name in self.words["strategies"] else name
+
+    def model(self, name):
+        """A model's name in this language, or as params.yaml's `models` names it."""
+        return self.say(f"models.{name}") if name in self.words["models"] else name
 
     def class_name(self, dataset, name):
         """A class of `dataset` in this language (wording `class_names`); a class the wording
@@ -184,7 +190,7 @@ def used_sizes(splits, record):
 def model_figures(lang, m):
     """The figures of part 1 or 2 for model record `m`, in the report's language."""
     name, dataset, scores = m["name"], m["dataset"], m["tsne"]
-    title = lang.say(f"models.{name}")
+    title = lang.model(name)
     shown = {
         "curves": figures.curves(lang, FIGURES, f"{name}_curves.png", f"plots/{name}/live",
                                  title),
@@ -268,7 +274,7 @@ def templates(language):
         autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default=False),
         trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters.update(text=text, pct=language.pct, num=language.num, integer=language.integer,
-                       plain=language.plain, strategy=language.strategy)
+                       plain=language.plain, strategy=language.strategy, model=language.model)
     env.filters["class_name"] = lambda name, dataset: language.class_name(dataset, name)
     env.globals.update(t=language.say)
     return env
@@ -296,29 +302,32 @@ def main(argv):
     runs = {**{m: read_json(f"models/{m}.run.json") for m in trained_on},
             **{f"transfer@{s}": read_json(f"models/transfer/{s}.run.json") for s in strategies}}
     datasets = read_json("metrics/datasets.json")
-    simple_cnn, alexnet = (model(m, trained_on[m], datasets, runs)
-                           for m in ("simple_cnn", "alexnet"))
-    simple_cnn.update(smaller=smaller(simple_cnn["metrics"], simple_cnn["tsne"]))
-    alexnet.update(curves=figures.read_curves("plots/alexnet/live"),
-                   confused_pairs=confused_pairs(alexnet["metrics"]["top_confusions"]))
+    # parts 1 and 2 have questions of their own; any other model gets the common sections
+    trained = {m: model(m, dataset, datasets, runs) for m, dataset in trained_on.items()}
+    simple_cnn, alexnet = trained.get("simple_cnn"), trained.get("alexnet")
+    if simple_cnn:
+        simple_cnn.update(smaller=smaller(simple_cnn["metrics"], simple_cnn["tsne"]))
+    if alexnet:
+        alexnet.update(curves=figures.read_curves("plots/alexnet/live"),
+                       confused_pairs=confused_pairs(alexnet["metrics"]["top_confusions"]))
     results = {s: counted(merged(f"metrics/transfer/{s}.json",
                                  f"plots/transfer/{s}/evaluation.json"),
                           f"plots/transfer/{s}/confusion.csv")
                for s in order}
     separability = analysis.read_scores("metrics/tsne/transfer", "plots/transfer/tsne.json",
                                         order)
-    trained = [runs[f"transfer@{s}"] for s in strategies]
-    used = trained[0]["params"]
+    transfer_runs = [runs[f"transfer@{s}"] for s in strategies]
+    used = transfer_runs[0]["params"]
     # What identifies this run's configuration: the hyperparameters every stage recorded.
     recorded = {**{stage: r["params"] for stage, r in runs.items()},
                 "svm": {k: results["svm"][k] for k in ("kernel", "C", "gamma")},
-                **{f"tsne@{m['name']}": m["tsne"]["settings"] for m in (simple_cnn, alexnet)},
+                **{f"tsne@{name}": m["tsne"]["settings"] for name, m in trained.items()},
                 "tsne@transfer": separability["settings"]}
 
     if OUT.exists():
         shutil.rmtree(OUT)
     FIGURES.mkdir(parents=True)
-    for m in (simple_cnn, alexnet):
+    for m in trained.values():
         m["figures"] = model_figures(words, m)
     transfer_csv(results)
     env = templates(words)
@@ -327,10 +336,11 @@ def main(argv):
         machine=next(iter(runs.values())), runs=runs,
         libraries=", ".join(f"{lib} {importlib.metadata.version(lib)}" for lib in LIBRARIES),
         simple_cnn=simple_cnn, alexnet=alexnet, strategies=order,
+        other_models=[m for name, m in trained.items() if name not in ("simple_cnn", "alexnet")],
         alexnet_source=inspect.getsource(models.module("alexnet").AlexNet).rstrip(),
         transfer={"dataset": used["dataset"], "image_size": used["image_size"],
                   "splits": used_sizes(datasets[used["dataset"]], results["svm"]),
-                  "results": results, "devices": devices(trained),
+                  "results": results, "devices": devices(transfer_runs),
                   "separability": separability, "ranking": ranking(results),
                   "extremes": extremes(separability),
                   "figures": transfer_figures(

@@ -66,12 +66,21 @@ def test_the_evaluation_view_is_torchvisions_imagenet_evaluation(folder):
 
 
 @pytest.mark.parametrize("augment", [None, FLIP_JITTER, FULL], ids=["none", "flip", "full"])
-def test_resident_and_decoded_every_pass_give_the_same_batches(folder, augment):
-    resident = image_set(folder, "train", augment)
-    streamed = image_set(folder, "train", augment, resident_mb=0, workers=2)
-    assert resident.resident and not streamed.resident
-    assert "decoded at every pass" in streamed.describe()
-    for (a, y), (b, z) in zip(passes(resident), passes(streamed), strict=True):
+@pytest.mark.parametrize("resident_mb, workers", [(64, 2), (0, 0), (0, 1), (0, 2), (0, 3)])
+def test_resident_and_decoded_every_pass_give_the_same_batches(folder, augment, resident_mb,
+                                                               workers):
+    """transfer.resident_mb and transfer.num_workers are no stage's params (dvc.yaml): what
+    the network sees, train and validation, is the same to the bit whatever they say."""
+    reference = image_set(folder, "train", augment)
+    other = image_set(folder, "train", augment, resident_mb=resident_mb, workers=workers)
+    assert reference.resident and other.resident == (resident_mb > 0)
+    if not other.resident:
+        assert "decoded at every pass" in other.describe()
+    for (a, y), (b, z) in zip(passes(reference), passes(other), strict=True):
+        assert torch.equal(a, b) and torch.equal(y, z)
+    val, other_val = image_set(folder, "val"), image_set(folder, "val", None, resident_mb,
+                                                         workers)
+    for (a, y), (b, z) in zip(val.batches(3), other_val.batches(3), strict=True):
         assert torch.equal(a, b) and torch.equal(y, z)
 
 

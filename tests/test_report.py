@@ -215,8 +215,42 @@ def close_probe_and_missing_scores(root):
     edit(root, "metrics/tsne/transfer/svm.json", lambda d: d.update(silhouette=None))
 
 
+def a_third_model(root):
+    """A model added to params.yaml's `models` (no wording of its own): the report's common
+    sections for it, under the name params.yaml gives it. Its module (which the report does not
+    run) is a file in a folder that stands for stages/lib/models/."""
+    import shutil
+
+    modules = root / "model_modules"
+    modules.mkdir()
+    for name in ("simple_cnn", "alexnet", "lenet"):
+        (modules / f"{name}.py").write_text("")
+    params.MODELS_FOLDER = modules   # put back by the tests' monkeypatch
+
+    edit_yaml = yaml.safe_load((root / "params.yaml").read_text())
+    edit_yaml["models"]["lenet"] = "mnist"
+    (root / "params.yaml").write_text(yaml.safe_dump(edit_yaml, sort_keys=False))
+    for source, target in (("plots/simple_cnn", "plots/lenet"),
+                           ("metrics/tsne/simple_cnn", "metrics/tsne/lenet")):
+        shutil.copytree(root / source, root / target)
+    for pattern in ("metrics/{}.json", "models/{}.run.json"):
+        shutil.copy(root / pattern.format("simple_cnn"), root / pattern.format("lenet"))
+
+
+def test_a_model_added_to_params_gets_the_common_sections(tmp_path, monkeypatch):
+    monkeypatch.setattr(params, "MODELS_FOLDER", params.MODELS_FOLDER)
+    write_inputs(tmp_path)
+    a_third_model(tmp_path)
+    markdown, _ = render(tmp_path, monkeypatch)
+    assert "## lenet on mnist" in markdown
+    for figure in ("lenet_curves.png", "lenet_confusion.png", "lenet_tsne_final.png"):
+        assert f"(figures/{figure})" in markdown
+        assert (tmp_path / "reports/figures" / figure).is_file()
+    assert "lenet" in markdown.split("## lenet on mnist")[0]   # its training time, in the run
+
+
 def test_every_sentence_is_used(tmp_path, monkeypatch):
-    """No dead wording: over three runs that take every branch, each sentence of en.yaml is
+    """No dead wording: over four runs that take every branch, each sentence of en.yaml is
     said, both forms of each plural included."""
     from stages import report
 
@@ -227,7 +261,8 @@ def test_every_sentence_is_used(tmp_path, monkeypatch):
         return say(self, key, **fields)
 
     monkeypatch.setattr(report.Language, "say", recording)
-    for variant in (None, other_branches, close_probe_and_missing_scores):
+    monkeypatch.setattr(params, "MODELS_FOLDER", params.MODELS_FOLDER)
+    for variant in (None, other_branches, close_probe_and_missing_scores, a_third_model):
         root = tmp_path / (variant.__name__ if variant else "first")
         write_inputs(root)
         if variant:

@@ -112,3 +112,27 @@ def test_gif_placeholder_is_not_a_sample(tmp_path):
     root = tmp_path / "hymenoptera_data"
     assert images.image_folder_classes(root) == ["ants", "bees"]
     assert len(images.image_folder(root, "train", None)) == 4  # the .gif is skipped
+
+
+@pytest.mark.e2e  # two stage processes
+def test_how_images_are_fed_does_not_change_the_model(project, mirror):
+    """transfer.num_workers and transfer.resident_mb are no stage's params (dvc.yaml): the
+    model a strategy trains, augmentation included, is the same file whether the images are
+    decoded once and kept, or decoded at every pass by worker processes."""
+    result = run_stage(project, "stages.download", "hymenoptera", "data/raw/hymenoptera",
+                       mirror=mirror)
+    assert result.returncode == 0, result.stderr
+    augment = {"random_crop": True, "crop_scale_min": 0.3, "hflip": True, "color_jitter": 0.2,
+               "rotation": 5.0}
+    outputs = []
+    for workers, resident_mb in ((0, 2048), (2, 0)):
+        edit_params(project, {"transfer.image_size": 32, "transfer.scratch.epochs": 2,
+                              "transfer.scratch.augment": augment,
+                              "transfer.num_workers": workers, "transfer.resident_mb": resident_mb})
+        result = run_stage(project, "stages.transfer", "scratch")
+        assert result.returncode == 0, result.stderr
+        assert ("decoded at every pass" in result.stdout) == (resident_mb == 0), result.stdout
+        outputs.append([(project / path).read_bytes() for path in (
+            "models/transfer/scratch.pt", "metrics/transfer/scratch.json",
+            "plots/transfer/scratch/evaluation.json", "plots/transfer/scratch/confusion.csv")])
+    assert outputs[0] == outputs[1]
