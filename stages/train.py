@@ -16,18 +16,17 @@ Writes:
                              confusions
   plots/<model>/live/        per-epoch curves (dvclive; step = epoch)
   plots/<model>/curves.png, confusion.csv (counted cells), confusion.png
-While it trains, the state after each epoch is kept outside the outputs
-(checkpoints.checkpoint_path): a killed run goes on from there; it is removed once the stage ends.
+(stages/lib/training.py, shared with transfer@<strategy>). While it trains, the state after
+each epoch is kept outside the outputs (checkpoints.checkpoint_path): a killed run goes on
+from there; it is removed once the stage ends.
 """
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from stages.lib import evaluation, live, models, plots, png
-from stages.lib.core import checkpoints, data, distributed, engine, inference, params, runtime
-from stages.lib.core.common import StageError, run, seed_for, writes
-from stages.lib.core.files import check_writable, save_torch, write_json
+from stages.lib import evaluation, models, training
+from stages.lib.core import data, distributed, engine, inference, params
+from stages.lib.core.common import StageError, run, seed_for
 
 
 def main(argv):
@@ -39,15 +38,12 @@ def main(argv):
     settings = params.load()
     shared, cfg = params.shared(settings), params.training(settings, name)
     out = Path("plots") / name
-    if writes():
-        check_writable("models", "metrics", out)
-    dist_cfg = distributed.settings(settings)
-    ctx = distributed.start(dist_cfg, shared.device, cfg.batch_size,
-                            f"{name}.batch_size", "stages.train", argv)
-    if ctx is None:
+    go = training.start(settings, shared, label=name, checkpoint_name=name,
+                        batch_size=cfg.batch_size, batch_key=f"{name}.batch_size",
+                        module="stages.train", argv=argv, outputs=("models", "metrics", out))
+    if go is None:
         return   # this process launched the workers, and they are done
-    device, amp_dtype = runtime.setup(shared)
-    device = distributed.device_of(ctx, device)
+    ctx, device = go.ctx, go.device
 
     folder = data.RAW / dataset
     train = data.take(data.load_tensors(folder, "train"), cfg.train_samples, shared.seed)
@@ -77,55 +73,28 @@ def main(argv):
     largest, largest_params = models.largest_layer(model)
     optimizer = engine.make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum,
                                       cfg.weight_decay)
-    env = runtime.run_info(device, amp_dtype,
-                           runtime.precision_choice(device, shared.precision)[1]) \
-        | ctx.describe(device) \
-        | {"distributed": asdict(dist_cfg)}
-    if ctx.main:
-        print(f"{name}: {n_params:,} parameters ({n_weights:,} without biases) on {dataset} "
-              f"({len(y_train)} train / {len(y_val)} val), {env['device']}, "
-              f"{env['precision']}" + (f", {ctx.world} processes ({ctx.backend})"
-                                       if ctx.world > 1 else ""), flush=True)
+    training.announce(go, f"{n_params:,} parameters ({n_weights:,} without biases) on "
+                          f"{dataset} ({len(y_train)} train / {len(y_val)} val)")
 
     record = params.record(shared, cfg)
-    fingerprint = checkpoints.fingerprint_of(name, record, str(device), str(amp_dtype),
-                                             torch.__version__, ctx.world, asdict(dist_cfg),
-                                             folder / "train.pt", folder / "val.pt",
-                                             *checkpoints.code_files())
-    checkpoint = checkpoints.checkpoint_path(name, fingerprint)
-    history, state, seconds = live.fit(
-        out / "live", ctx=ctx, model=model, train_batches=train_batches,
-        val_batches=val_batches, epochs=cfg.epochs, optimizer=optimizer, device=device,
-        amp_dtype=amp_dtype, lr_key=f"{name}.lr", checkpoint=checkpoint,
-        fingerprint=fingerprint, generators=[generator] + [augmenter] * (ctx.world > 1))
-    if not ctx.main:
-        ctx.close()
-        return   # rank 0 evaluates and writes
-
-    summary = evaluation.summarize(history)
-    preds, labels = inference.predict(model, val_batches(0, 1), device, amp_dtype)
-    png.save(plots.curves_figure(history, name), out / "curves.png")
-
-    about = {"arch": name, "classes": classes, "normalization": [list(mean), list(std)]}
-    save_torch({**about, "epoch": cfg.epochs, "state_dict": inference.cpu_state(state)},
-               f"models/{name}.pt")
-    write_json(f"models/{name}.run.json",
-               {**env, "params": record, "seconds": round(seconds, 1),
-                "epoch_seconds": [round(r["seconds"], 1) for r in history]})
-    plots.write_evaluation(out, f"metrics/{name}.json", labels.numpy(), preds.numpy(), classes,
-                           f"{name}, epoch {cfg.epochs} (the last)",
-                           best=summary,
-                           details={key: value for key, value in summary.items()
-                                    if key not in evaluation.HEADLINE}
-                           | {"params": n_params, "params_no_bias": n_weights,
-                              "largest_layer": largest, "largest_layer_params": largest_params,
-                              "epochs": cfg.epochs, "train_samples": len(y_train),
-                              "val_samples": len(y_val)})
-    checkpoints.finish_checkpoint(checkpoint)
-    ctx.close()
-    print(f"{name}: val accuracy {history[-1]['val_accuracy']:.4f} (last epoch), best "
-          f"{summary['best_accuracy']:.4f} at epoch {summary['best_epoch']}, {seconds:.0f} s",
-          flush=True)
+    fitted = training.fit(go, model, optimizer, train_batches=train_batches,
+                          val_batches=val_batches, epochs=cfg.epochs, lr_key=f"{name}.lr",
+                          record=record, inputs=(folder / "train.pt", folder / "val.pt"),
+                          generators=[generator] + [augmenter] * (ctx.world > 1),
+                          live_dir=out / "live")
+    headline_left_out = {k: v for k, v in fitted.summary.items()
+                         if k not in evaluation.HEADLINE}
+    training.finish(go, fitted, model, val_batches(0, 1), title=name,
+                    model_path=f"models/{name}.pt",
+                    about={"arch": name, "classes": classes,
+                           "normalization": [list(mean), list(std)]},
+                    record=record, out=out, metrics_path=f"metrics/{name}.json",
+                    classes=classes,
+                    details=headline_left_out
+                    | {"params": n_params, "params_no_bias": n_weights,
+                       "largest_layer": largest, "largest_layer_params": largest_params,
+                       "epochs": cfg.epochs, "train_samples": len(y_train),
+                       "val_samples": len(y_val)})
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Stage transfer@<strategy>: ResNet-50 trained on the transfer set one of three ways.
+"""Stage transfer@<strategy>: ResNet-50 trained on the transfer set, one strategy.
 
     python -m stages.transfer <strategy>
 
@@ -11,30 +11,27 @@ only, with its optimizer, schedule and augmentation. The practical's three:
   finetune      ImageNet weights, new head, every layer trained, the backbone slower
   finetune_aug  as finetune, with data augmentation
 
-Reads params `seed`, `device`, `precision`, `transfer.{dataset,image_size,batch_size,
-eval_batch_size,num_workers,resident_mb,train_samples,val_samples}`,
-`transfer.<strategy>.*`, `distributed.*` and data/raw/<transfer.dataset>/ (decoded once and
-kept on the device within `transfer.resident_mb`: stages/lib/images.py). With
+Reads params `seed`, `device`, `precision`, `strategies.<strategy>`, `transfer.{dataset,
+image_size,batch_size,eval_batch_size,train_samples,val_samples}`, `transfer.<strategy>.*`,
+`distributed.*` and data/raw/<transfer.dataset>/ (decoded once and kept on the device within
+`transfer.resident_mb`, by `transfer.num_workers` processes: the same bytes whatever they say,
+so they are no params of the stage; stages/lib/images.py). With
 `distributed.nproc_per_node` > 1 it trains on that many processes (torchrun, DDP;
 stages/lib/core/distributed.py); rank 0 writes.
 Writes models/transfer/<strategy>.pt (the last epoch's weights: the model every number and
-figure of the stage describes), .run.json, metrics/transfer/<strategy>.json (evaluation.HEADLINE:
-accuracy of that model, best_accuracy and best_epoch named beside it),
+figure of the stage describes), .run.json, metrics/transfer/<strategy>.json
+(evaluation.HEADLINE: accuracy of that model, best_accuracy and best_epoch named beside it),
 plots/transfer/<strategy>/evaluation.json (per-class accuracy, top confusions, losses, the
-sample counts used),
-plots/transfer/<strategy>/live/ (dvclive curves), curves.png, confusion.{csv,png}. The
-training state after each epoch is kept outside the outputs (checkpoints.checkpoint_path), to resume
-a killed run, and removed once the stage ends.
+sample counts used), plots/transfer/<strategy>/live/ (dvclive curves), curves.png,
+confusion.{csv,png}: stages/lib/training.py, shared with train@<model>. The training state
+after each epoch is kept outside the outputs (checkpoints.checkpoint_path), to resume a killed
+run, and removed once the stage ends.
 """
-from dataclasses import asdict
 from pathlib import Path
 
-import torch
-
-from stages.lib import evaluation, live, models, plots, png, transfer
-from stages.lib.core import checkpoints, data, distributed, engine, inference, params, runtime
-from stages.lib.core.common import StageError, run, writes
-from stages.lib.core.files import check_writable, save_torch, write_json
+from stages.lib import models, training, transfer
+from stages.lib.core import data, distributed, engine, inference, params
+from stages.lib.core.common import StageError, run
 
 
 def main(argv):
@@ -47,15 +44,14 @@ def main(argv):
     shared, data_cfg = params.shared(settings), params.transfer_data(settings)
     cfg = params.strategy(settings, strategy)
     out = Path("plots/transfer") / strategy
-    if writes():
-        check_writable("models/transfer", "metrics/transfer", out)
-    dist_cfg = distributed.settings(settings)
-    ctx = distributed.start(dist_cfg, shared.device, data_cfg.batch_size,
-                            "transfer.batch_size", "stages.transfer", argv)
-    if ctx is None:
+    go = training.start(settings, shared, label=f"transfer@{strategy}",
+                        checkpoint_name=f"transfer-{strategy}",
+                        batch_size=data_cfg.batch_size, batch_key="transfer.batch_size",
+                        module="stages.transfer", argv=argv,
+                        outputs=("models/transfer", "metrics/transfer", out))
+    if go is None:
         return   # this process launched the workers, and they are done
-    device, amp_dtype = runtime.setup(shared)
-    device = distributed.device_of(ctx, device)
+    ctx, device = go.ctx, go.device
     root = transfer.dataset_root(data_cfg)
     classes = transfer.classes_of(root)
 
@@ -78,57 +74,30 @@ def main(argv):
         return val_set.batches(data_cfg.eval_batch_size, shard=share)
 
     n_params, _ = models.count_parameters(model)
-    env = runtime.run_info(device, amp_dtype,
-                           runtime.precision_choice(device, shared.precision)[1]) \
-        | ctx.describe(device) \
-        | {"distributed": asdict(dist_cfg)}
-    if ctx.main:
-        print(f"transfer@{strategy}: ResNet-50 ({n_params:,} parameters), {data_cfg.dataset} "
-              f"{len(train_set)} train / {len(val_set)} val images "
-              f"({train_set.describe()}), classes {', '.join(classes)}, "
-              f"{data_cfg.image_size} px, {env['device']}, "
-              f"{env['precision']}" + (f", {ctx.world} processes ({ctx.backend})"
-                                       if ctx.world > 1 else ""), flush=True)
+    training.announce(go, f"ResNet-50 ({n_params:,} trainable parameters), {data_cfg.dataset} "
+                          f"{len(train_set)} train / {len(val_set)} val images "
+                          f"({train_set.describe()}), classes {', '.join(classes)}, "
+                          f"{data_cfg.image_size} px")
 
     record = params.record(shared, data_cfg, cfg)
-    weights = [transfer.WEIGHTS] if start == "imagenet" else []
-    fingerprint = checkpoints.fingerprint_of(strategy, record, str(device), str(amp_dtype),
-                                             torch.__version__, ctx.world, asdict(dist_cfg),
-                                             root, *weights, *checkpoints.code_files())
-    checkpoint = checkpoints.checkpoint_path(f"transfer-{strategy}", fingerprint)
-    history, state, seconds = live.fit(
-        out / "live", ctx=ctx, model=model, train_batches=train_batches,
-        val_batches=val_batches, epochs=cfg.epochs, optimizer=optimizer,
-        scheduler=scheduler, device=device, amp_dtype=amp_dtype,
-        lr_key=f"transfer.{strategy}.lr", checkpoint=checkpoint, fingerprint=fingerprint,
-        generators=[train_set.generator])
-    if not ctx.main:
-        ctx.close()
-        return   # rank 0 evaluates and writes
-
-    summary = evaluation.summarize(history)
-    preds, labels = inference.predict(model, val_batches((0, 1)), device, amp_dtype)
-    png.save(plots.curves_figure(history, f"ResNet-50 {strategy}"), out / "curves.png")
-
+    fitted = training.fit(go, model, optimizer, scheduler=scheduler,
+                          train_batches=train_batches, val_batches=val_batches,
+                          epochs=cfg.epochs, lr_key=f"transfer.{strategy}.lr", record=record,
+                          inputs=[root] + ([transfer.WEIGHTS] if start == "imagenet" else []),
+                          generators=[train_set.generator], live_dir=out / "live")
     mean, std = data.NORMALIZATION["imagenet"]
-    save_torch({"arch": "resnet50", "classes": classes, "normalization": [list(mean), list(std)],
-                "image_size": data_cfg.image_size, "epoch": cfg.epochs,
-                "state_dict": inference.cpu_state(state)}, f"models/transfer/{strategy}.pt")
-    write_json(f"models/transfer/{strategy}.run.json",
-               {**env, "params": record, "seconds": round(seconds, 1),
-                "epoch_seconds": [round(r["seconds"], 1) for r in history]})
-    plots.write_evaluation(
-        out, f"metrics/transfer/{strategy}.json", labels.numpy(), preds.numpy(), classes,
-        f"ResNet-50 {strategy}, epoch {cfg.epochs} (the last)", best=summary,
-        details={"epochs": cfg.epochs, "final_val_loss": summary["final_val_loss"],
-                 "final_train_accuracy": summary["final_train_accuracy"],
-                 "image_size": data_cfg.image_size, "train_samples": len(train_set),
-                 "val_samples": len(val_set)})
-    checkpoints.finish_checkpoint(checkpoint)
-    ctx.close()
-    print(f"transfer@{strategy}: val accuracy {history[-1]['val_accuracy']:.4f} (last epoch), best "
-          f"{summary['best_accuracy']:.4f} at epoch {summary['best_epoch']}, {seconds:.0f} s",
-          flush=True)
+    s = fitted.summary
+    training.finish(go, fitted, model, val_batches((0, 1)), title=f"ResNet-50 {strategy}",
+                    model_path=f"models/transfer/{strategy}.pt",
+                    about={"arch": "resnet50", "classes": classes,
+                           "normalization": [list(mean), list(std)],
+                           "image_size": data_cfg.image_size},
+                    record=record, out=out, metrics_path=f"metrics/transfer/{strategy}.json",
+                    classes=classes,
+                    details={"epochs": cfg.epochs, "final_val_loss": s["final_val_loss"],
+                             "final_train_accuracy": s["final_train_accuracy"],
+                             "image_size": data_cfg.image_size,
+                             "train_samples": len(train_set), "val_samples": len(val_set)})
 
 
 if __name__ == "__main__":

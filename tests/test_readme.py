@@ -17,6 +17,7 @@ The notebook (the README's Colab badge) runs last in the offline pass, in the sa
 Its tests that need the clone are e2e (they use the mirror); the coverage tests are not."""
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -24,6 +25,7 @@ import time
 import nbformat
 import pytest
 import smoke
+import torch
 import yaml
 from nbclient import NotebookClient
 from readme_commands import (
@@ -413,3 +415,96 @@ def test_notebook_shows_the_main_plots(tier):
 def test_notebook_says_why_there_is_no_report(tier):
     assert text(cell_with(tier.notebook, "report.md")).startswith("No report: it needs the "
                                                                    "ImageNet")
+
+
+# -- adding a model and a strategy by docs/design.md's steps, in the clone the README left ----
+
+LENET = '''"""LeNet-5 for 28x28x1 images (a model added by docs/design.md's steps)."""
+from torch import nn
+
+EMBEDDING = "84-d dense layer"
+
+
+class LeNet5(nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 6, 5, padding=2), nn.Tanh(), nn.AvgPool2d(2),
+            nn.Conv2d(6, 16, 5), nn.Tanh(), nn.AvgPool2d(2), nn.Flatten(),
+            nn.Linear(400, 120), nn.Tanh(), nn.Linear(120, 84), nn.Tanh())
+        self.head = nn.Linear(84, num_classes)
+
+    def embed(self, x):
+        return self.features(x)
+
+    def forward(self, x):
+        return self.head(self.embed(x))
+
+
+def build(num_classes):
+    return LeNet5(num_classes)
+'''
+EXTENSION_PARAMS = {
+    "models.lenet": "mnist",
+    "lenet": {"epochs": 2, "batch_size": 32, "eval_batch_size": 100, "lr": 0.002,
+              "optimizer": "adam", "momentum": 0.9, "weight_decay": 0.0, "train_samples": "all",
+              "val_samples": "all"},
+    "strategies.frozen": "data/weights/resnet50.pth",
+    "transfer.frozen": {"train": "head", "epochs": 1, "lr": 0.01, "backbone_lr": "same",
+                        "optimizer": "sgd", "momentum": 0.9, "weight_decay": 0.0001,
+                        "scheduler": "none", "step_size": 7, "gamma": 0.1,
+                        "augment": {"random_crop": False, "crop_scale_min": 0.08,
+                                    "hflip": False, "color_jitter": 0.0, "rotation": 0.0}},
+}
+EXTENSION_WORDS = {"en": ("LeNet-5", "ImageNet backbone frozen, new head trained"),
+                   "es": ("LeNet-5", "red de ImageNet congelada, capa final nueva entrenada")}
+
+
+def test_a_model_and_a_strategy_added_by_the_design_documents_steps(tier):
+    """docs/design.md, "Adding things": a LeNet-5 is its module and a params section (its
+    name in the wording, optional); a strategy that trains the new head only on the frozen
+    ImageNet backbone is a params section (and its wording). Nothing else is edited: dvc.yaml's
+    foreach lists take them from params.yaml, the report and `dvc metrics show` show them."""
+    project, env = tier.project, tier.env_for("weights")
+    assert differ_from_head(project, env) == [], "the README left changes behind"
+    (project / "stages/lib/models/lenet.py").write_text(LENET)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    for key, value in EXTENSION_PARAMS.items():
+        *parents, last = key.split(".")
+        node = params
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for language, (model, strategy) in EXTENSION_WORDS.items():
+        path = project / f"stages/templates/wording/{language}.yaml"
+        words = yaml.safe_load(path.read_text())
+        words["models"]["lenet"], words["strategies"]["frozen"] = model, strategy
+        path.write_text(yaml.safe_dump(words, sort_keys=False, allow_unicode=True))
+    changed = run(["git", "status", "--porcelain"], project, env).stdout.split("\n")
+    assert sorted(line[3:] for line in changed if line) == [
+        "params.yaml", "stages/lib/models/lenet.py", "stages/templates/wording/en.yaml",
+        "stages/templates/wording/es.yaml"]
+
+    status, output = shell(f"{ACTIVATE} && dvc repro", project, env)
+    assert status == 0, output
+    ran = set(re.findall(r"Running stage '([^']+)'", output))
+    assert ran == {"train@lenet", "tsne@lenet", "transfer@frozen", "compare", "report"}, output
+
+    metrics = json.loads(shell(f"{ACTIVATE} && dvc metrics show --json", project, env)[1])
+    shown = next(iter(metrics.values()))["data"]
+    for path in ("metrics/lenet.json", "metrics/tsne/lenet/final.json",
+                 "metrics/transfer/frozen.json", "metrics/tsne/transfer/frozen.json"):
+        assert "accuracy" in shown[path]["data"] or "probe" in shown[path]["data"], path
+    report = (project / "reports/report.md").read_text()
+    assert "## LeNet-5 on mnist" in report and "(figures/lenet_tsne_final.png)" in report
+    assert "| ImageNet backbone frozen, new head trained |" in report
+    assert (project / "reports/figures/transfer_frozen_confusion.png").is_file()
+
+    # head only: the backbone, BatchNorm statistics included, is ImageNet's to the bit
+    trained = torch.load(project / "models/transfer/frozen.pt", weights_only=True)["state_dict"]
+    imagenet = torch.load(project / "data/weights/resnet50.pth", weights_only=True)
+    backbone = {k.removeprefix("backbone."): v for k, v in trained.items()
+                if k.startswith("backbone.")}
+    assert backbone and all(torch.equal(v, imagenet[k]) for k, v in backbone.items())
+    assert not torch.equal(trained["head.weight"], torch.zeros_like(trained["head.weight"]))

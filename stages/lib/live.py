@@ -1,13 +1,17 @@
 """engine.fit with its per-epoch curves logged through dvclive (and printed)."""
 import time
 
+from dvclive import Live
+
 from .core import distributed, engine
 
 
-def fit(live_dir, ctx=distributed.SINGLE, **fit_args):
-    """Run engine.fit(**fit_args), logging train/val loss and accuracy per epoch with dvclive
-    in `live_dir` (its plots/metrics/{train,val}/{loss,accuracy}.tsv feed `dvc plots`).
-    Returns (history, state, seconds): engine.fit's and the time it took.
+def fit(live_dir, *, ctx=distributed.SINGLE, model, train_batches, val_batches, epochs,
+        optimizer, device, amp_dtype, scheduler=None, lr_key="lr", checkpoint=None,
+        fingerprint="", generators=()):
+    """Run engine.fit (the arguments are its own), logging train/val loss and accuracy per
+    epoch with dvclive in `live_dir` (its plots/metrics/{train,val}/{loss,accuracy}.tsv feed
+    `dvc plots`). Returns (history, state, seconds): engine.fit's and the time it took.
 
     dvclive's step is the epoch number (1, 2, ...), so `dvc plots` and the metrics files name
     an epoch alike. The logs are written afresh each run (dvclive clears `live_dir`): a run
@@ -16,13 +20,18 @@ def fit(live_dir, ctx=distributed.SINGLE, **fit_args):
     between an epoch's log line and its checkpoint.
 
     On several processes (`ctx`) only rank 0 logs and prints (dvclive's advice for DDP)."""
-    from dvclive import Live
-
     start = time.perf_counter()
+
+    def train(on_epoch=None):
+        return engine.fit(model, train_batches=train_batches, val_batches=val_batches,
+                          epochs=epochs, optimizer=optimizer, device=device,
+                          amp_dtype=amp_dtype, scheduler=scheduler, on_epoch=on_epoch,
+                          lr_key=lr_key, checkpoint=checkpoint, fingerprint=fingerprint,
+                          generators=generators, ctx=ctx)
+
     if not ctx.main:
-        history, state = engine.fit(ctx=ctx, **fit_args)
+        history, state = train()
         return history, state, time.perf_counter() - start
-    epochs = fit_args["epochs"]
     # dvcyaml=False, save_dvc_exp=False: the stage's outputs are declared in dvc.yaml, and
     # experiments are DVC's business (`dvc exp run`), not dvclive's.
     with Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
@@ -36,5 +45,5 @@ def fit(live_dir, ctx=distributed.SINGLE, **fit_args):
                   f"acc {r['train_accuracy']:.4f}  val loss {r['val_loss']:.4f} "
                   f"acc {r['val_accuracy']:.4f}  {r['seconds']:.1f} s", flush=True)
 
-        history, state = engine.fit(on_epoch=on_epoch, ctx=ctx, **fit_args)
+        history, state = train(on_epoch)
     return history, state, time.perf_counter() - start
