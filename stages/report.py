@@ -5,7 +5,9 @@
 Reads metrics/ (datasets, models, t-SNE, transfer), the stages' records in plots/ (dvclive's
 per-epoch curves, confusion counts, t-SNE coordinates, evaluation details),
 models/**/*.run.json (the hyperparameters each training stage used, device, precision, run
-times), the AlexNet definition in stages/lib/core/models.py and the param `report.language`.
+times), the AlexNet definition in stages/lib/models/alexnet.py and the params `models`,
+`strategies` (what was trained: every model and strategy gets its section and rows) and
+`report.language` (a file of stages/templates/wording/).
 Writes reports/report.md, reports/report.html, reports/figures/ (every figure it shows, drawn
 here from those records in the report's language: stages/lib/figures.py) and
 reports/transfer_accuracy.csv (DVC's bar chart of the strategies).
