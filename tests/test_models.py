@@ -10,6 +10,7 @@ from torch import nn
 
 from stages.lib import models
 from stages.lib.core import cpu_layers, engine, inference
+from stages.lib.core.common import StageError
 from stages.lib.models.alexnet import AlexNet
 from stages.lib.models.resnet50 import ResNet50
 from stages.lib.models.simple_cnn import SimpleCNN
@@ -84,6 +85,30 @@ def test_build(name, kind, classes, image):
         logits = model(x)
         assert logits.shape == (2, classes)
         assert torch.allclose(model.head(model.embed(x)), logits)
+
+
+MODULES = sorted(p.stem for p in models.FOLDER.glob("*.py") if p.name != "__init__.py")
+INPUTS = {"simple_cnn": (1, 28, 28), "alexnet": (3, 32, 32), "resnet50": (3, 64, 64)}
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_every_model_module_keeps_the_contract(name):
+    """What the pipeline asks of a model module (stages/lib/models/__init__.py): build,
+    EMBEDDING, embed and head; and a known input size here, for this test."""
+    module = models.module(name)
+    assert isinstance(module.EMBEDDING, str) and module.EMBEDDING
+    assert name in INPUTS, f"give {name}'s input size in INPUTS"
+    model = module.build(3).eval()
+    with torch.no_grad():
+        h = model.embed(torch.randn(2, *INPUTS[name]))
+        assert h.ndim == 2 and model.head(h).shape == (2, 3)
+
+
+@pytest.mark.parametrize("name", ["AlexNet", "../core/params", "__init__", "", None])
+def test_a_name_with_no_model_module_is_one_line(name):
+    with pytest.raises(StageError, match=r"no model named .*: the models are the modules of "
+                                         r"stages/lib/models/ \(alexnet, resnet50, simple_cnn\)"):
+        models.module(name)
 
 
 def test_dropout_matches_nn_dropout_semantics():
