@@ -17,6 +17,9 @@ import re
 import shutil
 from pathlib import Path
 
+from torchvision.datasets import CIFAR10, MNIST
+from torchvision.models import ResNet50_Weights
+
 from stages.lib import archives, fetch, images
 from stages.lib.core import data, params
 from stages.lib.core.common import StageError, run
@@ -62,16 +65,12 @@ def source_params(params, name, kind):
         return {"url": url, "sha256": param(params, f"download.{name}.sha256", str,
                                             unset="none")}
     if kind == "weights":
-        from torchvision.models import ResNet50_Weights
-
         return {"weights": param(params, f"download.{name}.weights", str,
                                  choices=[w.name for w in ResNet50_Weights])}
     return {}
 
 
 def prepare_mnist(name, source, work, settings, limit):
-    from torchvision.datasets import MNIST
-
     arrays = {}
     for filename, md5 in MNIST.resources:
         path = work / filename
@@ -101,8 +100,6 @@ def prepare_mnist(name, source, work, settings, limit):
 
 
 def prepare_cifar10(name, source, work, settings, limit):
-    from torchvision.datasets import CIFAR10
-
     archive = work / CIFAR10.filename
     mismatch = get_file(name, CIFAR10.filename, [CIFAR10.url], archive, CIFAR10.tgz_md5, "md5",
                         settings)
@@ -147,8 +144,6 @@ def prepare_imagefolder(name, source, work, settings, limit):
 
 
 def prepare_weights(name, source, work, settings, limit):
-    from torchvision.models import ResNet50_Weights
-
     url = ResNet50_Weights[source["weights"]].url
     filename = Path(url).name
     # torch.hub convention: resnet50-<first 8 hex digits of the file's SHA-256>.pth

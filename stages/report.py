@@ -28,6 +28,7 @@ import shutil
 from pathlib import Path
 
 import jinja2
+import markdown
 import yaml
 
 from stages.lib import analysis, figures, models
@@ -102,8 +103,6 @@ def text(value):
 def to_html(markdown_text):
     """Markdown to HTML with raw HTML switched off (it comes out escaped, as text): a second
     guard behind text(), should a data string ever reach the Markdown unescaped."""
-    import markdown
-
     converter = markdown.Markdown(extensions=["tables", "fenced_code"])
     converter.preprocessors.deregister("html_block")
     converter.inlinePatterns.deregister("html")

@@ -11,6 +11,10 @@ confusions), confusion.{csv,png}.
 from pathlib import Path
 
 import torch
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
 
 from stages.lib import plots
 from stages.lib.core import data, params
@@ -22,11 +26,6 @@ OUT = Path("plots/transfer/svm")
 def main(argv):
     if argv:
         raise StageError("usage: python -m stages.svm")
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import SVC
-
     settings = params.load()
     cfg, seed = params.svm(settings), params.seed(settings)
     train, val = data.load_features("train"), data.load_features("val")

@@ -15,6 +15,11 @@ not depend on the number of workers nor on whether the set is resident.
 from pathlib import Path
 
 import torch
+from PIL import Image
+from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
 
 from .core.common import StageError, seed_for
 from .core.data import NORMALIZATION, SPLITS, subsample
@@ -26,8 +31,6 @@ SOURCE_SIDE = 2   # the source pictures random crops are cut from: short side <=
 def image_folder_classes(root, label=None):
     """Check an ImageFolder layout (train/<class>/..., val/<class>/...) and return its classes.
     Errors name the dataset as `label` (default: the folder)."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS
-
     root = Path(root)
     label = label or str(root)
     classes = None
@@ -55,8 +58,6 @@ def image_folder_classes(root, label=None):
 
 def load_image(path):
     """PIL loader for ImageFolder that names the file when it cannot be read."""
-    from PIL import Image
-
     try:
         with open(path, "rb") as f:
             image = Image.open(f)
@@ -72,8 +73,6 @@ def load_image(path):
 def image_folder(root, split, transform, samples=None, seed=0):
     """The ImageFolder at root/split; `samples` (None: all) keeps that many images, picked by
     data.subsample(): still an ImageFolder, its .samples and .targets cut to them."""
-    from torchvision.datasets import ImageFolder
-
     dataset = ImageFolder(str(Path(root) / split), transform=transform, loader=load_image)
     if samples is not None:
         keep = subsample(len(dataset), samples, seed)
@@ -90,8 +89,6 @@ def whole_picture(augment):
 
 def decode_transform(image_size, augment=None):
     """PIL image -> the uint8 tensor kept for it (see the module's docstring)."""
-    from torchvision.transforms import v2
-
     if whole_picture(augment):
         return v2.Compose([v2.PILToTensor(), ShrinkTo(SOURCE_SIDE * image_size)])
     return v2.Compose([v2.Resize(round(image_size * 8 / 7)), v2.CenterCrop(image_size),
@@ -107,8 +104,6 @@ class ShrinkTo(torch.nn.Module):
         self.side = side
 
     def forward(self, image):
-        from torchvision.transforms.v2 import functional as F
-
         return F.resize(image, self.side, antialias=True) \
             if min(image.shape[-2:]) > self.side else image
 
@@ -118,8 +113,6 @@ def device_augmentation(image_size, augment):
     transforms, in the order the PIL pipeline applied them), or None without augmentation.
     `augment`: a params.Augment: rotation (degrees), random_crop (RandomResizedCrop with scale
     (crop_scale_min, 1)), hflip, color_jitter (brightness/contrast/saturation strength)."""
-    from torchvision.transforms import v2
-
     if augment is None or not augment.any():
         return None
     steps = []
@@ -200,8 +193,6 @@ class ImageSet:
         exact size does not matter). Source pictures are measured from their headers."""
         if self.stacked:
             return len(self) * 3 * image_size ** 2
-        from PIL import Image
-
         side, total = SOURCE_SIDE * image_size, 0
         for path in self.files:
             try:

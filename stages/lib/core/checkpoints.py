@@ -2,13 +2,18 @@
 kept (.dvc/tmp/checkpoints/, outside DVC's outputs), saving and loading it atomically, and
 every random state training draws from, so that a resumed run ends with the same bytes as an
 uninterrupted one."""
+import hashlib
+import json
+import random
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .common import StageError, private_dir
-from .files import load_error, torch_load
+from .files import load_error, save_torch, torch_load, write_atomic
 
 
 def fingerprint_of(*parts):
@@ -17,9 +22,6 @@ def fingerprint_of(*parts):
     names and contents of all its files (an image replaced by another of the same size during
     an interruption is seen); digests are remembered by size and modification time
     (DigestCache) so that thousands of images are hashed once."""
-    import hashlib
-    import json
-
     cache = DigestCache()
     h = hashlib.sha256()
     for part in parts:
@@ -44,8 +46,6 @@ class DigestCache:
     of them changed."""
 
     def __init__(self):
-        import json
-
         self.path = private_dir("digests") / "digests.json"
         try:
             self.known = json.loads(self.path.read_text())
@@ -56,8 +56,6 @@ class DigestCache:
         self.changed = False
 
     def digest(self, path):
-        import hashlib
-
         stat = path.stat()
         key, stamp = str(path.resolve()), [stat.st_size, stat.st_mtime_ns]
         entry = self.known.get(key)
@@ -69,9 +67,6 @@ class DigestCache:
         return value
 
     def save(self):
-        import json
-
-        from .files import write_atomic
 
         if self.changed:
             write_atomic(self.path, json.dumps(self.known).encode())
@@ -118,14 +113,10 @@ class StateWriter:
     waits for the last write."""
 
     def __init__(self):
-        from concurrent.futures import ThreadPoolExecutor
-
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         self.pending = None
 
     def save(self, path, fingerprint, **parts):
-        from .files import save_torch
-
         self.wait()
         self.pending = self.pool.submit(save_torch, training_state(fingerprint, **parts), path)
 
@@ -229,10 +220,6 @@ def state_problem(state, epochs, world):
 def get_rng_state(generators=()):
     """Every random state training draws from: torch's global (CPU and each CUDA device),
     `generators`, numpy's and Python's, as tensors and plain lists."""
-    import random
-
-    import numpy as np
-
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     python = random.getstate()
     return {"torch": torch.get_rng_state(),
@@ -244,9 +231,6 @@ def get_rng_state(generators=()):
 
 
 def set_rng_state(state, generators=()):
-    import random
-
-    import numpy as np
 
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():

@@ -1,14 +1,20 @@
 """What every stage process shares: one-line errors, and run(), which starts a stage (its
 lock, dying with its parent, unwinding on SIGTERM) and turns expected failures into one line
 and a non-zero exit."""
+import fcntl
 import hashlib
+import json
 import os
 import re
+import select
 import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+
+import numpy as np
 
 
 class StageError(Exception):
@@ -34,8 +40,6 @@ def seed_for(seed, purpose, rank=0):
     rank) gets its own stream (numpy's SeedSequence mixes them), so that no two collide. The
     streams of a single process keep `seed` itself (what `seed` in params.yaml has always
     meant), except the augmentation of a run on several processes."""
-    import numpy as np
-
     if rank == 0 and purpose != "augment":
         return seed
     entropy = [seed, SEED_PURPOSES.index(purpose), rank]
@@ -62,8 +66,6 @@ def _watch_parents():
     watched: a queue worker may legitimately exit while the job it started goes on. The
     parent is also covered by Linux's PR_SET_PDEATHSIG; the watcher thread uses a pidfd where
     Linux has one, else polling."""
-    import threading
-
     try:
         import ctypes
 
@@ -87,8 +89,6 @@ def _watch_parents():
                 handles = None
                 break
         if handles is not None:
-            import select
-
             poller = select.poll()
             for handle in handles:
                 poller.register(handle, select.POLLIN)
@@ -145,8 +145,6 @@ def stage_lock(name):
     two terminals) stops at once instead of writing the same outputs. The lock is an flock on
     .dvc/tmp/stage-locks/<name>.lock (private_dir): the kernel drops it when the process ends,
     however."""
-    import fcntl
-
     folder = private_dir("stage-locks")
     handle = open(folder / f"{name.replace('/', '_')}.lock", "a+")
     try:
@@ -195,8 +193,6 @@ def _record_failure(message):
     """In a torchrun worker: leave the one-line `message` in torchrun's error file for this
     worker (TORCHELASTIC_ERROR_FILE, in the format its ProcessFailure reads), where the
     launcher finds the first failure."""
-    import json
-
     path = os.environ.get("TORCHELASTIC_ERROR_FILE")
     if path:
         with open(path, "w") as f:

@@ -24,12 +24,19 @@ The results are close to, not identical with, one process: dropout and augmentat
 each rank's own random stream, BatchNorm statistics are each rank's own (on CPUs) or summed
 in another order, as are the gradients."""
 import datetime
+import io
 import os
 from dataclasses import dataclass
 
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
 from . import params
 from .common import StageError, is_worker, seed_for
+from .files import torch_load
 from .launcher import launch, nnodes, timeout
+from .runtime import pick_device
 
 BACKENDS = params.BACKENDS
 
@@ -52,8 +59,6 @@ class Context:
     def sum(self, tensor):
         """`tensor` summed over every rank, in place (all-reduce); as is on one process."""
         if self.world > 1:
-            import torch.distributed as dist
-
             dist.all_reduce(tensor)
         return tensor
 
@@ -63,9 +68,6 @@ class Context:
         weights_only=True, so that no rank unpickles code another process sent."""
         if self.world == 1:
             return value
-        import torch
-        import torch.distributed as dist
-
         device = self._device()
         data = _to_bytes(value, device) if self.main else None
         size = torch.tensor([data.numel() if self.main else 0], dtype=torch.int64,
@@ -80,9 +82,6 @@ class Context:
         """Every rank's `value` (as share() allows), as a list on rank 0 (None elsewhere)."""
         if self.world == 1:
             return [value]
-        import torch
-        import torch.distributed as dist
-
         device = self._device()
         data = _to_bytes(value, device)
         sizes = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(self.world)]
@@ -99,8 +98,6 @@ class Context:
 
     def _device(self):
         """Where collectives' tensors live: this rank's GPU under NCCL, else the CPU."""
-        import torch
-
         return torch.device("cuda", self.local_rank) if self.backend == "nccl" \
             else torch.device("cpu")
 
@@ -111,9 +108,6 @@ class Context:
         reference scripts do with --sync-bn; torch has no SyncBatchNorm on CPUs."""
         if self.world == 1:
             return model
-        import torch
-        from torch.nn.parallel import DistributedDataParallel
-
         device = next(model.parameters()).device
         if self.sync_batchnorm and device.type == "cuda":
             torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -133,8 +127,6 @@ class Context:
         0 comes last, after it has evaluated and written), then each destroys its part. A rank
         that left alone while another still held the group could abort at exit."""
         if self.world > 1:
-            import torch.distributed as dist
-
             if dist.is_initialized():
                 dist.barrier()
                 dist.destroy_process_group()
@@ -145,10 +137,6 @@ SINGLE = Context()
 
 def _to_bytes(value, device):
     """`value` as a uint8 tensor of torch.save's bytes, on `device`."""
-    import io
-
-    import torch
-
     buffer = io.BytesIO()
     torch.save(value, buffer)
     return torch.frombuffer(bytearray(buffer.getbuffer()), dtype=torch.uint8).to(device)
@@ -156,10 +144,6 @@ def _to_bytes(value, device):
 
 def _from_bytes(data):
     """What _to_bytes sent, read with weights_only=True (files.torch_load)."""
-    import io
-
-    from .files import torch_load
-
     return torch_load(io.BytesIO(data.cpu().numpy().tobytes()))
 
 
@@ -169,18 +153,12 @@ Settings, settings = params.Distributed, params.distributed
 
 def _uses_cuda(device):
     """params' `device` (auto, cuda, mps, cpu) resolves to CUDA here."""
-    from .runtime import pick_device
-
     return pick_device(device).type == "cuda"
 
 
 def _check(cfg, device, nproc, world, batch_size, batch_key):
     """The one-line errors a launcher (nproc: its processes on this node) and a worker (nproc
     None) give alike; world: the number of processes in all."""
-    import torch
-
-    from .runtime import pick_device
-
     if pick_device(device).type == "mps" and (nproc is None or nproc > 1 or nnodes() > 1):
         raise StageError("params.yaml: several processes ('distributed.nproc_per_node') run on "
                          "CUDA GPUs or CPUs, not on MPS; set device: cpu to use them here")
@@ -206,8 +184,6 @@ def start(cfg, device, batch_size, batch_key, module, argv):
     module and argv: the stage's command (`stages.train`, ["alexnet", "cifar10"])."""
     if is_worker():
         return join(cfg, device, batch_size, batch_key)
-    import torch
-
     nproc = cfg.nproc_per_node
     if nproc is None:
         nproc = torch.cuda.device_count() if _uses_cuda(device) else 1
@@ -221,9 +197,6 @@ def start(cfg, device, batch_size, batch_key, module, argv):
 
 def join(cfg, device, batch_size, batch_key):
     """In a torchrun worker: check, pick this rank's device, join the process group."""
-    import torch
-    import torch.distributed as dist
-
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     _check(cfg, device, None, world, batch_size, batch_key)
@@ -240,8 +213,6 @@ def join(cfg, device, batch_size, batch_key):
 
 def device_of(ctx, device):
     """This rank's device: its own GPU (cuda:<local rank>) on CUDA, else `device`."""
-    import torch
-
     if ctx.world > 1 and device.type == "cuda":
         return torch.device("cuda", ctx.local_rank)
     return device
@@ -251,6 +222,4 @@ def reseed(ctx, seed):
     """After the model is built (the same weights on every rank), give each rank other than 0
     its own torch random stream: dropout masks then differ between the shares of a batch."""
     if ctx.rank:
-        import torch
-
         torch.manual_seed(seed_for(seed, "global", ctx.rank))

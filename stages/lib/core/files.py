@@ -10,6 +10,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import torch
+
 from .common import StageError
 
 
@@ -74,8 +76,6 @@ def load_torch(path, what, rerun, mmap=False):
 def torch_load(path, mmap=False):
     """torch.load of a path or a binary file object onto the CPU with weights_only=True; its
     exceptions as they come (load_torch turns them into one line)."""
-    import torch
-
     with warnings.catch_warnings():   # the unpickler's protocol notice is noise here
         warnings.simplefilter("ignore")
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
@@ -101,8 +101,6 @@ def load_error(error):
 def save_torch(obj, path):
     """torch.save `obj` to `path` atomically (a kill or a full disk leaves the previous file, or
     none), with one line when the disk is full."""
-    import torch
-
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     write_atomic(path, buffer.getbuffer())

@@ -2,10 +2,20 @@
 engine in this process, starting the stage's own command as N workers, a rendezvous that stays
 on 127.0.0.1 when the run is this node's alone, and the first failure in one line."""
 import datetime
+import ipaddress
+import logging
 import os
 import socket
 import sys
 import time
+
+import torch.distributed as dist
+from torch.distributed import DistStoreError
+from torch.distributed.elastic.multiprocessing.api import SignalException
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.elastic.rendezvous import RendezvousError
+from torch.distributed.run import parse_args
+from torch.distributed.run import run as torchrun
 
 from .common import LAUNCHED_ENV, StageError, Terminated, one_line
 
@@ -45,15 +55,6 @@ def launch(module, argv, nproc):
     rank 0, which writes the outputs, on node 0; c10d's ranks nodes in an order of its own.
     A worker's failure ends the others; the first failure's message is raised here as a
     StageError."""
-    import logging
-
-    from torch.distributed import DistStoreError
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.elastic.rendezvous import RendezvousError
-    from torch.distributed.run import parse_args
-    from torch.distributed.run import run as torchrun
-
     seconds = timeout()
     conf = [c for c in os.environ.get("PET_RDZV_CONF", "").split(",") if c]
     # c10d's waits (join_timeout, read_timeout) and the static rendezvous's (timeout)
@@ -118,9 +119,6 @@ def _loopback_store(seconds):
     (multi_tenant) is the one torchrun's static rendezvous takes for that port. The workers'
     gloo listeners follow GLOO_SOCKET_IFNAME (loopback, unless the user set it). On a torch
     without master_listen_fd: (None, []), torchrun's own choice, as before."""
-
-    import torch.distributed as dist
-
     os.environ.setdefault("GLOO_SOCKET_IFNAME", LOOPBACK)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
@@ -157,9 +155,6 @@ def is_this_machine(host):
     address that resolves to one of this machine's own addresses. torchrun's c10d rendezvous
     serves the store on the node whose endpoint this is (its own check is a private function,
     not kept across torch versions)."""
-    import ipaddress
-    import socket
-
     if host in ("localhost", socket.gethostname(), socket.getfqdn()):
         return True
     try:

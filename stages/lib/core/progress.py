@@ -1,7 +1,10 @@
 """What a training or inference pass shows while it runs: a tqdm bar on a terminal, a line
 every PROGRESS_INTERVAL seconds in logs (dvc repro, CI, a queue worker's log)."""
 import math
+import os
 import time
+
+from tqdm import tqdm
 
 from .common import StageError
 
@@ -17,8 +20,6 @@ BAR_LOSS_INTERVAL = 2.0
 
 def progress_interval():
     """PROGRESS_ENV's seconds between progress lines in a log; None when it says "off"."""
-    import os
-
     value = os.environ.get(PROGRESS_ENV, "").strip()
     if not value:
         return DEFAULT_PROGRESS_INTERVAL
@@ -71,8 +72,6 @@ class Progress:
     def __enter__(self):
         self.start = self.shown = time.monotonic()
         if self.disable is not True:
-            from tqdm import tqdm
-
             bar = tqdm(total=self.total, desc=self.desc, unit="batch", leave=False,
                        file=self.file, disable=self.disable, dynamic_ncols=True)
             self.bar = None if bar.disable else bar
@@ -96,8 +95,6 @@ class Progress:
     def line(self, now, loss_sum=None, count=0):
         """"  epoch 3/15 train: batch 120/782, 4.10 batch/s, 2:41 left, loss 1.2345" (indented:
         the per-epoch summary lines stay the only ones that start with "epoch")."""
-        from tqdm import tqdm
-
         elapsed = now - self.start
         rate = self.n / elapsed if elapsed > 0 else 0.0
         parts = [f"batch {self.n}" + (f"/{self.total}" if self.total else ""),

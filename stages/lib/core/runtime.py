@@ -1,7 +1,12 @@
 """Where and how a stage computes: the device, the autocast precision, the seeds."""
+import ctypes
+import ctypes.util
+import os
 import platform
 import random
+import warnings
 
+import numpy as np
 import torch
 
 from .common import StageError
@@ -27,10 +32,6 @@ def cuda_algorithms(deterministic):
     failing, for the few ops that have no deterministic CUDA kernel). False: cudnn.benchmark
     picks the fastest algorithms for each shape, which may differ from run to run. CPUs are
     deterministic either way."""
-    import os
-
-    import torch
-
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.backends.cudnn.deterministic = deterministic
@@ -45,8 +46,6 @@ def pick_device(name):
     """`auto` picks CUDA, then MPS, then CPU; an explicit device must be available. When an
     NVIDIA GPU is there but CUDA cannot be used (a driver too old for this torch, a CPU-only
     torch), `auto` says so in one warning line before it goes on without it."""
-    import torch
-
     global _warned
     cuda, why_not = cuda_usable()
     if not cuda and why_not and name == "auto" and not _warned:
@@ -74,11 +73,6 @@ NVIDIA_PRESENT = ("/proc/driver/nvidia/version", "/dev/nvidia0")
 def cuda_usable():
     """(CUDA works, why not when an NVIDIA GPU is present but CUDA does not: torch's own
     reason, e.g. the driver version it needs, else a general one; None without a GPU)."""
-    import os
-    import warnings
-
-    import torch
-
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always")
         usable = torch.cuda.is_available()
@@ -106,8 +100,6 @@ def precision_choice(device, precision):
     the gradient scaler on older ones (T4, V100: torch would emulate bf16, slowly); bf16 on
     CPUs with native bf16 instructions (AVX512-BF16/AMX), where it is faster at the same
     accuracy (see benchmarks/); fp32 elsewhere (MPS, older CPUs)."""
-    import torch
-
     if precision == "fp32":
         return None, "fp32: set in params.yaml"
     if precision == "fp16" and device.type == "cpu":
@@ -129,9 +121,6 @@ def precision_choice(device, precision):
 
 
 def seed_everything(seed):
-    import numpy as np
-    import torch
-
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -169,9 +158,6 @@ def keep_freed_memory():
     the OS after every training step: each step allocates the same large activations again, and
     fresh pages from the OS cost a page fault each. Same as MALLOC_MMAP_THRESHOLD_ and
     MALLOC_TRIM_THRESHOLD_; does nothing where libc is not glibc."""
-    import ctypes
-    import ctypes.util
-
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
