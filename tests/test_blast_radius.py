@@ -40,8 +40,12 @@ EXPECTED = {
     "stages/templates/report.md.j2": {"report"},
     "stages/svm.py": {"svm"},                                                 # then report
     "params.yaml:alexnet.lr": {"train@alexnet"},          # then tsne@alexnet and report
+    "params.yaml:simple_cnn.train_samples": {"train@simple_cnn"},
     "params.yaml:tsne.perplexity": {"tsne@simple_cnn", "tsne@alexnet", "compare"},
-    "params.yaml:transfer.finetune.epochs": {"transfer@finetune"},
+    "params.yaml:transfer.svm.C": {"svm"},
+    "params.yaml:transfer.finetune.lr": {"transfer@finetune"},
+    "params.yaml:transfer.val_samples": RESNET | {"features", "compare"},
+    "params.yaml:transfer.train_samples": RESNET | {"features"},
     "params.yaml:report.language": {"report"},
     "params.yaml:transfer.num_workers": set(),   # the same bytes (tests/test_images.py)
     "params.yaml:transfer.resident_mb": set(),
@@ -96,7 +100,7 @@ def stages_marked(project, env):
 
 def edit(project, what):
     """Change a file (a comment line at its end: new bytes, the same behaviour) or a param
-    (its value doubled, or the other language)."""
+    (its value doubled, 100 for `all`, or the other language)."""
     path, _, key = what.partition(":")
     target = project / path
     if not key:
@@ -108,7 +112,8 @@ def edit(project, what):
     node = params
     for part in parents:
         node = node[part]
-    node[last] = "es" if key == "report.language" else node[last] * 2
+    node[last] = "es" if key == "report.language" else 100 if node[last] == "all" \
+        else node[last] * 2
     target.write_text(yaml.safe_dump(params, sort_keys=False))
 
 

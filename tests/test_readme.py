@@ -446,7 +446,7 @@ def build(num_classes):
 '''
 EXTENSION_PARAMS = {
     "models.lenet": "mnist",
-    "lenet": {"epochs": 2, "batch_size": 32, "eval_batch_size": 100, "lr": 0.002,
+    "lenet": {"epochs": 1, "batch_size": 32, "eval_batch_size": 100, "lr": 0.002,
               "optimizer": "adam", "momentum": 0.9, "weight_decay": 0.0, "train_samples": "all",
               "val_samples": "all"},
     "strategies.frozen": "data/weights/resnet50.pth",

@@ -126,7 +126,7 @@ def test_how_images_are_fed_does_not_change_the_model(project, mirror):
                "rotation": 5.0}
     outputs = []
     for workers, resident_mb in ((0, 2048), (2, 0)):
-        edit_params(project, {"transfer.image_size": 32, "transfer.scratch.epochs": 2,
+        edit_params(project, {"transfer.image_size": 32, "transfer.scratch.epochs": 1,
                               "transfer.scratch.augment": augment,
                               "transfer.num_workers": workers, "transfer.resident_mb": resident_mb})
         result = run_stage(project, "stages.transfer", "scratch")
