@@ -199,7 +199,7 @@ def report_order(strategies):
 
 @dataclass(frozen=True)
 class Training:
-    """<model>.*: a CNN trained from scratch on resident tensors (simple_cnn, alexnet)."""
+    """<model>.*: a CNN trained from scratch on resident tensors (each of `models`)."""
     epochs: int
     batch_size: int
     eval_batch_size: int
