@@ -14,13 +14,13 @@ the trained models (models/transfer/<strategy>.pt) and the frozen ImageNet featu
 The accuracy of the strategies is not read here: the report draws it, so that a change to
 `transfer.svm.*` reruns `svm` and the report, not these inferences and t-SNEs.
 """
-import csv
 from pathlib import Path
 
 from stages.lib import analysis, png, transfer
 from stages.lib.analysis import fmt, judge
 from stages.lib.core import data, inference, params, runtime
 from stages.lib.core.common import StageError, run
+from stages.lib.core.files import write_csv
 
 OUT = Path("plots/transfer")
 
@@ -64,10 +64,7 @@ def main(argv):
     OUT.mkdir(parents=True, exist_ok=True)
     png.save(analysis.tsne_grid(panels, classes, f"t-SNE of the 2048-d validation features "
                                                 f"({len(labels)} images)"), OUT / "tsne.png")
-    with open(OUT / "tsne.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["strategy", "index", "x", "y", "label", "class"])
-        writer.writerows(rows)
+    write_csv(OUT / "tsne.csv", ["strategy", "index", "x", "y", "label", "class"], rows)
     analysis.write_scores("metrics/tsne/transfer", OUT / "tsne.json", metrics,
                        params.record(cfg))
 

@@ -18,13 +18,11 @@ inputs, works out what the sentences say and writes the numbers the language's w
 hyperparameters are the ones the stages recorded, not params.yaml's: a change to `alexnet.lr`
 reruns the AlexNet stages and then this one because their outputs changed.
 """
-import csv
 import hashlib
 import importlib.metadata
 import inspect
 import json
 import re
-import shutil
 from pathlib import Path
 
 import jinja2
@@ -34,10 +32,9 @@ import yaml
 from stages.lib import analysis, figures, models
 from stages.lib.core import params
 from stages.lib.core.common import StageError, run
-from stages.lib.core.files import read_json
+from stages.lib.core.files import read_json, staged_folder, write_csv
 
 OUT = Path("reports")
-FIGURES = OUT / "figures"
 TEMPLATES = Path(__file__).parent / "templates"
 LIBRARIES = ("torch", "torchvision", "dvc", "dvclive", "scikit-learn", "numpy")
 SMALL_GAP = 1.0  # accuracy points: a linear probe this close to the network says "shrink it"
@@ -188,22 +185,23 @@ def used_sizes(splits, record):
             for split, s in splits.items()}
 
 
-def model_figures(lang, m):
-    """The figures of part 1 or 2 for model record `m`, in the report's language."""
+def model_figures(lang, m, folder):
+    """The figures of model record `m` (parts 1 and 2, or a model of its own), in the report's
+    language, drawn into `folder`."""
     name, dataset, scores = m["name"], m["dataset"], m["tsne"]
     title = lang.model(name)
     shown = {
-        "curves": figures.curves(lang, FIGURES, f"{name}_curves.png", f"plots/{name}/live",
+        "curves": figures.curves(lang, folder, f"{name}_curves.png", f"plots/{name}/live",
                                  title),
         "confusion": figures.confusion(
-            lang, FIGURES, f"{name}_confusion.png", m["metrics"]["counts"], dataset,
+            lang, folder, f"{name}_confusion.png", m["metrics"]["counts"], dataset,
             lang.say("figures.confusion_title", model=title, epoch=m["metrics"]["epochs"]))}
     points = figures.read_tsne(f"plots/{name}/tsne.csv", "layer")
     classes = m["splits"]["val"]["class_names"]
     for layer in ("intermediate", "final"):
         coords, labels = points[layer]
         shown[f"tsne_{layer}"] = figures.tsne(
-            lang, FIGURES, f"{name}_tsne_{layer}.png", coords, labels, classes, dataset,
+            lang, folder, f"{name}_tsne_{layer}.png", coords, labels, classes, dataset,
             lang.say("figures.tsne_title", model=title,
                      layer=lang.say(layer, dims=scores[layer]["dimensions"]),
                      points=lang.integer(len(labels)),
@@ -212,18 +210,18 @@ def model_figures(lang, m):
     return {key: f"figures/{file}" for key, file in shown.items()}
 
 
-def transfer_figures(lang, dataset, classes, results, separability):
-    """The figures of part 3: accuracy by strategy, validation curves, t-SNE grid, one
-    confusion matrix per strategy. `classes`: the dataset's, in label order; `results`: each
-    strategy's, in the report's order."""
+def transfer_figures(lang, folder, dataset, classes, results, separability):
+    """The figures of part 3, drawn into `folder`: accuracy by strategy, validation curves,
+    t-SNE grid, one confusion matrix per strategy. `classes`: the dataset's, in label order;
+    `results`: each strategy's, in the report's order."""
     trained = [s for s in results if s != "svm"]
     shown = {
-        "accuracy": figures.bars(lang, FIGURES, "transfer_accuracy.png",
+        "accuracy": figures.bars(lang, folder, "transfer_accuracy.png",
                                  {lang.strategy(s): results[s]["accuracy"] for s in results},
                                  lang.say("figures.accuracy_title"),
                                  lang.say("figures.accuracy")),
         "curves": figures.validation_curves(
-            lang, FIGURES, "transfer_curves.png",
+            lang, folder, "transfer_curves.png",
             {lang.strategy(s): f"plots/transfer/{s}/live" for s in trained})}
     points = figures.read_tsne("plots/transfer/tsne.csv", "strategy")
     panels = [(*points[s], lang.say("figures.tsne_panel", strategy=lang.strategy(s),
@@ -231,26 +229,24 @@ def transfer_figures(lang, dataset, classes, results, separability):
                                     probe=lang.pct(separability[s]["probe"])))
               for s in results]
     shown["tsne"] = figures.tsne_grid(
-        lang, FIGURES, "transfer_tsne.png", panels, classes, dataset,
+        lang, folder, "transfer_tsne.png", panels, classes, dataset,
         lang.say("figures.tsne_grid", points=lang.integer(len(panels[0][1]))))
     for s in results:
         title = lang.say("figures.confusion_title", model=lang.strategy(s),
                          epoch=results[s]["epochs"]) if s in trained \
             else lang.strategy(s)
         shown[f"confusion_{s}"] = figures.confusion(
-            lang, FIGURES, f"transfer_{s}_confusion.png", results[s]["counts"], dataset, title)
+            lang, folder, f"transfer_{s}_confusion.png", results[s]["counts"], dataset, title)
     return {key: f"figures/{file}" for key, file in shown.items()}
 
 
-def transfer_csv(results):
+def transfer_csv(results, path):
     """reports/transfer_accuracy.csv: the accuracy of each strategy, for DVC's bar chart (drawn
     here, not in `compare`, so that a change to `transfer.svm.*` reruns only `svm` and this
     stage)."""
-    with open(OUT / "transfer_accuracy.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["strategy", "accuracy", "best_accuracy"])
-        writer.writerows((s, r["accuracy"], r.get("best_accuracy", r["accuracy"]))
-                         for s, r in results.items())
+    write_csv(path, ["strategy", "accuracy", "best_accuracy"],
+              ((s, r["accuracy"], r.get("best_accuracy", r["accuracy"]))
+               for s, r in results.items()))
 
 
 def devices(records):
@@ -325,32 +321,33 @@ def main(argv):
                 **{f"tsne@{name}": m["tsne"]["settings"] for name, m in trained.items()},
                 "tsne@transfer": separability["settings"]}
 
-    if OUT.exists():
-        shutil.rmtree(OUT)
-    FIGURES.mkdir(parents=True)
-    for m in trained.values():
-        m["figures"] = model_figures(words, m)
-    transfer_csv(results)
+    params_hash = hashlib.sha256(json.dumps(recorded, sort_keys=True).encode()).hexdigest()
+    libraries = ", ".join(f"{lib} {importlib.metadata.version(lib)}" for lib in LIBRARIES)
+    classes = datasets[used["dataset"]]["val"]["class_names"]
     env = templates(words)
-    markdown_text = env.get_template("report.md.j2").render(
-        params_hash=hashlib.sha256(json.dumps(recorded, sort_keys=True).encode()).hexdigest()[:12],
-        machine=next(iter(runs.values())), runs=runs,
-        libraries=", ".join(f"{lib} {importlib.metadata.version(lib)}" for lib in LIBRARIES),
-        simple_cnn=simple_cnn, alexnet=alexnet, strategies=order,
-        other_models=[m for name, m in trained.items() if name not in ("simple_cnn", "alexnet")],
-        alexnet_source=inspect.getsource(models.module("alexnet").AlexNet).rstrip(),
-        transfer={"dataset": used["dataset"], "image_size": used["image_size"],
-                  "splits": used_sizes(datasets[used["dataset"]], results["svm"]),
-                  "results": results, "devices": devices(transfer_runs),
-                  "separability": separability, "ranking": ranking(results),
-                  "extremes": extremes(separability),
-                  "figures": transfer_figures(
-                      words, used["dataset"],
-                      datasets[used["dataset"]]["val"]["class_names"], results,
-                      separability)}).strip() + "\n"
-    (OUT / "report.md").write_text(markdown_text)
-    (OUT / "report.html").write_text(env.get_template("report.html.j2").render(
-        language=language, title=words.say("title"), body=to_html(markdown_text)))
+    # written whole: into a folder beside reports/, which then takes its place
+    with staged_folder(OUT) as staging:
+        (staging / "figures").mkdir()
+        for m in trained.values():
+            m["figures"] = model_figures(words, m, staging / "figures")
+        transfer_csv(results, staging / "transfer_accuracy.csv")
+        markdown_text = env.get_template("report.md.j2").render(
+            params_hash=params_hash[:12], machine=next(iter(runs.values())), runs=runs,
+            libraries=libraries, simple_cnn=simple_cnn, alexnet=alexnet, strategies=order,
+            other_models=[m for name, m in trained.items()
+                          if name not in ("simple_cnn", "alexnet")],
+            alexnet_source=inspect.getsource(models.module("alexnet").AlexNet).rstrip(),
+            transfer={"dataset": used["dataset"], "image_size": used["image_size"],
+                      "splits": used_sizes(datasets[used["dataset"]], results["svm"]),
+                      "results": results, "devices": devices(transfer_runs),
+                      "separability": separability, "ranking": ranking(results),
+                      "extremes": extremes(separability),
+                      "figures": transfer_figures(words, staging / "figures", used["dataset"],
+                                                  classes, results, separability)}
+        ).strip() + "\n"
+        (staging / "report.md").write_text(markdown_text)
+        (staging / "report.html").write_text(env.get_template("report.html.j2").render(
+            language=language, title=words.say("title"), body=to_html(markdown_text)))
     print(f"report: {OUT / 'report.md'} ({language}), {OUT / 'report.html'}", flush=True)
 
 

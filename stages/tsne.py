@@ -12,7 +12,6 @@ data/raw/<dataset>/val.pt. Writes:
                                   accuracy (cross-validated logistic regression on those features)
   plots/<model>/tsne.json         per layer: its description, dimensions, points; the settings
 """
-import csv
 from pathlib import Path
 
 import torch
@@ -21,6 +20,7 @@ from stages.lib import analysis, models, png
 from stages.lib.analysis import fmt, judge
 from stages.lib.core import data, inference, params, runtime
 from stages.lib.core.common import StageError, run
+from stages.lib.core.files import write_csv
 
 
 def main(argv):
@@ -60,10 +60,7 @@ def main(argv):
                  for i, (x, y), c in zip(keep.tolist(), coords, labels)]
         print(f"{name} {layer}: silhouette {fmt(m['silhouette'])}, linear probe "
               f"{fmt(m['probe'])}", flush=True)
-    with open(out / "tsne.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["layer", "index", "x", "y", "label", "class"])
-        writer.writerows(rows)
+    write_csv(out / "tsne.csv", ["layer", "index", "x", "y", "label", "class"], rows)
     analysis.write_scores(f"metrics/tsne/{name}", out / "tsne.json", metrics,
                        params.record(cfg))
 

@@ -124,6 +124,28 @@ def test_a_file_size_limit_is_one_line_like_a_full_disk(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_figures_and_tables_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """The confusion counts (CSV) and figure (PNG) a stage writes go through the atomic write:
+    a full disk is one line and the previous files stay as they were, nothing half-written."""
+    import numpy as np
+
+    from stages.lib import plots
+
+    out = tmp_path / "plots"
+    labels, preds = np.array([0, 1, 1, 0]), np.array([0, 1, 0, 0])
+    plots.write_confusion(out, labels, preds, ["a", "b"], "first")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert set(before) == {"confusion.csv", "confusion.png"}
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(StageError, match=r"^no space left on device while writing .*confusion"):
+        plots.write_confusion(out, labels, 1 - preds, ["a", "b"], "second")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 def png_header(width, height):
     """A PNG that announces width x height pixels (no pixel data needed to be refused)."""
     def chunk(kind, body):

@@ -443,3 +443,40 @@ def test_metrics_and_their_details_are_read_as_one_record(tmp_path, monkeypatch)
     assert report.merged("m.json", "d.json") == {
         "accuracy": 0.5, "final": {"silhouette": 0.25, "dimensions": 10}, "epochs": 3,
         "settings": {"x": 1}}
+
+
+def test_a_report_that_fails_midway_leaves_the_previous_one_whole(tmp_path, monkeypatch):
+    """reports/ is written in a folder beside it that takes its place at the end: a failure
+    after some figures leaves the last report as it was, and no staging folder behind."""
+    from stages import report
+    from stages.lib import figures
+    from stages.lib.core.common import StageError
+
+    write_inputs(tmp_path)
+    render(tmp_path, monkeypatch)
+    before = {p.relative_to(tmp_path): p.read_bytes()
+              for p in (tmp_path / "reports").rglob("*") if p.is_file()}
+    assert len(before) > 10
+
+    def broken(*args, **kwargs):
+        raise StageError("disk trouble")
+
+    monkeypatch.setattr(figures, "tsne_grid", broken)   # part 3, after parts 1 and 2's figures
+    with pytest.raises(StageError, match="disk trouble"):
+        report.main([])
+    after = {p.relative_to(tmp_path): p.read_bytes()
+             for p in (tmp_path / "reports").rglob("*") if p.is_file()}
+    assert after == before
+    assert not list(tmp_path.glob(".reports*"))
+
+
+def test_a_staging_folder_a_killed_run_left_is_removed(tmp_path):
+    from stages.lib.core.files import staged_folder
+
+    (tmp_path / ".reports.staging-abc123").mkdir()
+    (tmp_path / ".reports.staging-abc123" / "half.png").write_bytes(b"x")
+    with staged_folder(tmp_path / "reports") as new:
+        (new / "report.md").write_text("whole")
+    assert [p.name for p in tmp_path.iterdir()] == ["reports"]
+    assert (tmp_path / "reports/report.md").read_text() == "whole"
+    assert oct((tmp_path / "reports").stat().st_mode & 0o777) != oct(0o700)

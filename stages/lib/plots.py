@@ -2,13 +2,11 @@
 with counts as PNGs (what DVC's own plots cannot show offline), the confusion counts as CSV, and
 the evaluation's numbers (metrics and details). The t-SNE figures are analysis.py's, the
 report's own figures figures.py's."""
-import csv
-
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import ConfusionMatrixDisplay
 
 from . import evaluation, png
-from .core.files import write_json
+from .core.files import write_csv, write_json
 from .core.names import check_class_name
 from .png import plt
 
@@ -39,12 +37,9 @@ def write_confusion(out_dir, labels, preds, classes, title):
         check_class_name(name, "the evaluated model")
     matrix, metrics = evaluation.evaluation_metrics(labels, preds, classes)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "confusion.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["actual", "predicted", "count"])
-        writer.writerows((actual, predicted, int(matrix[i, j]))
-                         for i, actual in enumerate(classes)
-                         for j, predicted in enumerate(classes))
+    write_csv(out_dir / "confusion.csv", ["actual", "predicted", "count"],
+              ((actual, predicted, int(matrix[i, j]))
+               for i, actual in enumerate(classes) for j, predicted in enumerate(classes)))
     png.save(confusion_figure(matrix, classes, title), out_dir / "confusion.png")
     return metrics
 

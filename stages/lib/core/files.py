@@ -1,11 +1,13 @@
 """Writing outputs: atomically (a kill or a full disk never leaves half a file), readable by
 all, with one line when the disk is full; and reading JSON inputs with one line when they are
 missing or broken."""
+import csv
 import errno
 import io
 import json
 import os
 import re
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -26,6 +28,16 @@ def write_json(path, data):
         raise StageError(f"{path}: a value is not a finite number (NaN or infinity): the "
                          "training probably diverged; try a lower learning rate") from None
     write_atomic(path, text.encode())
+
+
+def write_csv(path, header, rows):
+    """A CSV file (csv's dialect: comma, \\r\\n line ends, quoting where needed) written
+    atomically, like write_json: a reader never sees half a table."""
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_atomic(path, text.getvalue().encode())
 
 
 def write_atomic(path, payload):
@@ -110,6 +122,41 @@ def _umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def staged_folder(path):
+    """A context for writing the folder `path` whole: yields an empty folder beside it (same
+    file system, hidden: `.<name>.staging-<random>`), and when the block ends without error
+    puts it in the place of `path` (the old one renamed away, then removed), mode 0755 less the
+    umask. On an error, or a kill, `path` stays as it was; the staging folder is removed, and
+    one a killed run left is removed by the next."""
+    return _Staged(Path(path))
+
+
+class _Staged:
+    def __init__(self, path):
+        self.path = path
+
+    def __enter__(self):
+        for left in self.path.parent.glob(f".{self.path.name}.staging-*"):
+            shutil.rmtree(left, ignore_errors=True)
+        self.new = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.staging-",
+                                         dir=self.path.parent))
+        os.chmod(self.new, 0o777 & ~_umask())
+        return self.new
+
+    def __exit__(self, kind, error, trace):
+        try:
+            if kind is None:
+                old = self.path.with_name(f".{self.path.name}.staging-old")
+                if self.path.exists():
+                    shutil.rmtree(old, ignore_errors=True)
+                    os.replace(self.path, old)
+                os.replace(self.new, self.path)
+                shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(self.new, ignore_errors=True)
+        return False
 
 
 def check_writable(*folders):
