@@ -1,6 +1,7 @@
 """Writing outputs: atomically (a kill or a full disk never leaves half a file), readable by
 all, with one line when the disk is full; and reading JSON inputs with one line when they are
 missing or broken."""
+import contextlib
 import csv
 import errno
 import io
@@ -124,39 +125,27 @@ def _umask():
     return mask
 
 
+@contextlib.contextmanager
 def staged_folder(path):
-    """A context for writing the folder `path` whole: yields an empty folder beside it (same
-    file system, hidden: `.<name>.staging-<random>`), and when the block ends without error
-    puts it in the place of `path` (the old one renamed away, then removed), mode 0755 less the
-    umask. On an error, or a kill, `path` stays as it was; the staging folder is removed, and
-    one a killed run left is removed by the next."""
-    return _Staged(Path(path))
-
-
-class _Staged:
-    def __init__(self, path):
-        self.path = path
-
-    def __enter__(self):
-        for left in self.path.parent.glob(f".{self.path.name}.staging-*"):
-            shutil.rmtree(left, ignore_errors=True)
-        self.new = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.staging-",
-                                         dir=self.path.parent))
-        os.chmod(self.new, 0o777 & ~_umask())
-        return self.new
-
-    def __exit__(self, kind, error, trace):
-        try:
-            if kind is None:
-                old = self.path.with_name(f".{self.path.name}.staging-old")
-                if self.path.exists():
-                    shutil.rmtree(old, ignore_errors=True)
-                    os.replace(self.path, old)
-                os.replace(self.new, self.path)
-                shutil.rmtree(old, ignore_errors=True)
-        finally:
-            shutil.rmtree(self.new, ignore_errors=True)
-        return False
+    """Write the folder `path` whole: yields an empty folder beside it (same file system,
+    hidden: `.<name>.staging-<random>`, mode 0755 less the umask) and, when the block ends
+    without error, puts it in the place of `path` (the old one renamed away, then removed). On
+    an error `path` stays as it was and the staging folder is removed; one that a killed run
+    left is removed by the next."""
+    path = Path(path)
+    for left in path.parent.glob(f".{path.name}.staging-*"):
+        shutil.rmtree(left, ignore_errors=True)
+    new = Path(tempfile.mkdtemp(prefix=f".{path.name}.staging-", dir=path.parent))
+    try:
+        os.chmod(new, 0o777 & ~_umask())
+        yield new
+        old = path.with_name(f".{path.name}.staging-old")
+        if path.exists():
+            os.replace(path, old)
+        os.replace(new, path)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(new, ignore_errors=True)
 
 
 def check_writable(*folders):
