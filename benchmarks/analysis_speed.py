@@ -28,12 +28,12 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stages.lib import analysis  # noqa: E402
-from stages.lib.core import data, inference, params  # noqa: E402
+from stages.lib.core import data, inference, params, registry  # noqa: E402
 from stages.lib.core.common import StageError  # noqa: E402
 from stages.lib.core.runtime import keep_freed_memory  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-DATASETS = params.models(params.load(ROOT / "params.yaml"))   # {model: dataset}
+DATASETS = registry.models(params.load(ROOT / "params.yaml"))   # {model: dataset}
 
 
 def features(name, points, seed):

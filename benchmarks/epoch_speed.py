@@ -36,11 +36,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from stages.lib import models  # noqa: E402
-from stages.lib.core import data, engine, inference, params  # noqa: E402
+from stages.lib.core import data, engine, inference, params, registry  # noqa: E402
 from stages.lib.core.common import StageError  # noqa: E402
 from stages.lib.core.runtime import autocast_dtype, keep_freed_memory, precision_name  # noqa: E402
 
-DATASETS = params.models(params.load(ROOT / "params.yaml"))   # {model: dataset}
+DATASETS = registry.models(params.load(ROOT / "params.yaml"))   # {model: dataset}
 
 
 class ReferenceDataset(torch.utils.data.Dataset):

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stages.lib.core import params  # noqa: E402
+from stages.lib.core import params, registry  # noqa: E402
 from stages.lib.core.runtime import cpu_name  # noqa: E402
 
 OUT = ROOT / "docs" / "full_run.md"
@@ -33,10 +33,10 @@ RUNNING = re.compile(r"^Running stage '([^']+)':")
 def weights_free(name):
     """A stage that runs without the ImageNet weights: a download other than theirs, the
     dataset table, every model's stages, the strategies that start from random weights."""
-    strategies = params.strategies(params.load(ROOT / "params.yaml"))
+    strategies = registry.strategies(params.load(ROOT / "params.yaml"))
     kind, _, key = name.partition("@")
     return (kind == "download" and key != "resnet50") or kind in ("datasets", "train", "tsne") \
-        or (kind == "transfer" and params.STARTS.get(strategies.get(key)) == "random")
+        or (kind == "transfer" and registry.STARTS.get(strategies.get(key)) == "random")
 
 
 def timed_repro(workdir, keep_going, command=None):

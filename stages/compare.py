@@ -18,7 +18,7 @@ from pathlib import Path
 
 from stages.lib import analysis, png, transfer
 from stages.lib.analysis import fmt, judge
-from stages.lib.core import data, inference, params, runtime
+from stages.lib.core import data, inference, params, registry, runtime
 from stages.lib.core.common import StageError, run
 from stages.lib.core.files import write_csv
 
@@ -30,8 +30,8 @@ def main(argv):
         raise StageError("usage: python -m stages.compare")
     settings = params.load()
     shared = params.shared(settings)
-    trained = params.strategies(settings)
-    order = params.report_order(trained)
+    trained = registry.strategies(settings)
+    order = registry.report_order(trained)
     data_cfg = params.transfer_data(settings, training=False, splits=("val",))
     cfg = params.tsne(settings)
     device, amp_dtype = runtime.setup(shared)

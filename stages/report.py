@@ -30,7 +30,7 @@ import markdown
 import yaml
 
 from stages.lib import analysis, figures, models
-from stages.lib.core import params
+from stages.lib.core import params, registry
 from stages.lib.core.common import StageError, run
 from stages.lib.core.files import read_json, staged_folder, write_csv
 
@@ -294,8 +294,8 @@ def main(argv):
     settings = params.load()
     language = language_of(settings)
     words = Language(language)
-    trained_on, strategies = params.models(settings), params.strategies(settings)
-    order = params.report_order(strategies)
+    trained_on, strategies = registry.models(settings), registry.strategies(settings)
+    order = registry.report_order(strategies)
     runs = {**{m: read_json(f"models/{m}.run.json") for m in trained_on},
             **{f"transfer@{s}": read_json(f"models/transfer/{s}.run.json") for s in strategies}}
     datasets = read_json("metrics/datasets.json")

@@ -30,7 +30,7 @@ run, and removed once the stage ends.
 from pathlib import Path
 
 from stages.lib import models, training, transfer
-from stages.lib.core import data, distributed, engine, inference, params
+from stages.lib.core import data, distributed, engine, inference, params, registry
 from stages.lib.core.common import StageError, run
 
 
@@ -40,7 +40,7 @@ def main(argv):
                          "each entry of params.yaml's `strategies`)")
     strategy = argv[0]
     settings = params.load()
-    start = params.start(settings, strategy)
+    start = registry.start(settings, strategy)
     shared, data_cfg = params.shared(settings), params.transfer_data(settings)
     cfg = params.strategy(settings, strategy)
     out = Path("plots/transfer") / strategy

@@ -11,13 +11,13 @@ import yaml
 
 import helpers
 from stages import report
-from stages.lib.core import params
+from stages.lib.core import params, registry
 
 ROOT = Path(__file__).resolve().parents[1]
 # what params.yaml trains: the files below are made up for these
 SETTINGS = params.load(ROOT / "params.yaml")
-TRAINED_STRATEGIES = tuple(params.strategies(SETTINGS))
-STRATEGIES = tuple(params.report_order(params.strategies(SETTINGS)))
+TRAINED_STRATEGIES = tuple(registry.strategies(SETTINGS))
+STRATEGIES = tuple(registry.report_order(registry.strategies(SETTINGS)))
 WORDING = ROOT / "stages" / "templates" / "wording"
 
 
@@ -225,7 +225,7 @@ def a_third_model(root):
     modules.mkdir()
     for name in ("simple_cnn", "alexnet", "lenet"):
         (modules / f"{name}.py").write_text("")
-    params.MODELS_FOLDER = modules   # put back by the tests' monkeypatch
+    registry.MODELS_FOLDER = modules   # put back by the tests' monkeypatch
 
     edit_yaml = yaml.safe_load((root / "params.yaml").read_text())
     edit_yaml["models"]["lenet"] = "mnist"
@@ -238,7 +238,7 @@ def a_third_model(root):
 
 
 def test_a_model_added_to_params_gets_the_common_sections(tmp_path, monkeypatch):
-    monkeypatch.setattr(params, "MODELS_FOLDER", params.MODELS_FOLDER)
+    monkeypatch.setattr(registry, "MODELS_FOLDER", registry.MODELS_FOLDER)
     write_inputs(tmp_path)
     a_third_model(tmp_path)
     markdown, _ = render(tmp_path, monkeypatch)
@@ -261,7 +261,7 @@ def test_every_sentence_is_used(tmp_path, monkeypatch):
         return say(self, key, **fields)
 
     monkeypatch.setattr(report.Language, "say", recording)
-    monkeypatch.setattr(params, "MODELS_FOLDER", params.MODELS_FOLDER)
+    monkeypatch.setattr(registry, "MODELS_FOLDER", registry.MODELS_FOLDER)
     for variant in (None, other_branches, close_probe_and_missing_scores, a_third_model):
         root = tmp_path / (variant.__name__ if variant else "first")
         write_inputs(root)

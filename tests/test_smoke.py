@@ -11,7 +11,7 @@ import yaml
 
 from helpers import ROOT, copy_project, load_tool, run, stage_env
 from stages import report
-from stages.lib.core import params
+from stages.lib.core import params, registry
 
 pytestmark = pytest.mark.filterwarnings("ignore:_NoneStep.value:DeprecationWarning")  # DVC's
 
@@ -79,9 +79,9 @@ def test_the_smoke_params_pass_every_stage_s_checks():
         node[last] = value
     params.shared(values), params.tsne(values), params.svm(values), params.download(values)
     report.language_of(values), params.transfer_data(values)
-    for model in params.models(values):   # every model and strategy, each cut short
+    for model in registry.models(values):   # every model and strategy, each cut short
         assert params.training(values, model).epochs <= 2
-    for strategy in params.strategies(values):
+    for strategy in registry.strategies(values):
         assert params.strategy(values, strategy).epochs == 1
 
 

@@ -59,15 +59,15 @@ fi
 # datasets they read, then train@ and tsne@ of each model, transfer@ of each strategy that
 # starts from random weights.
 mapfile -t STAGES < <(cd "$ROOT" && "$PYTHON" - <<'EOF'
-from stages.lib.core import params
+from stages.lib.core import params, registry
 settings = params.load()
-models, strategies = params.models(settings), params.strategies(settings)
+models, strategies = registry.models(settings), registry.strategies(settings)
 datasets = dict.fromkeys([*models.values(), settings["transfer"]["dataset"]])
 print(*[f"download@{d}" for d in datasets], "datasets", sep="\n")
 for model in models:
     print(f"train@{model}\ntsne@{model}")
 for strategy, start in strategies.items():
-    if params.STARTS[start] == "random":
+    if registry.STARTS[start] == "random":
         print(f"transfer@{strategy}")
 EOF
 )

@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stages.lib.core import params  # noqa: E402
+from stages.lib.core import params, registry  # noqa: E402
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 # The practical's parts, its models' names and its reference figures (its text), beside this
@@ -40,8 +40,8 @@ def table():
     rows = ["| part | model | parameters | accuracy (last epoch) | best (epoch) | practical | "
             "time |", "| --- | --- | --- | --- | --- | --- | --- |"]
     settings = params.load(ROOT / "params.yaml")
-    strategies = params.strategies(settings)
-    for name, dataset in params.models(settings).items():
+    strategies = registry.strategies(settings)
+    for name, dataset in registry.models(settings).items():
         part, title = PARTS.get(name, ("", name))
         label = f"{title}, {DATASETS.get(dataset, dataset)}"
         m, run = read(f"metrics/{name}.json"), read(f"models/{name}.run.json")
@@ -53,12 +53,12 @@ def table():
                     f"{details['params']:,} | **{pct(m['accuracy'])}** | "
                     f"{pct(m['best_accuracy'])} ({m['best_epoch']}) | {PRACTICAL.get(name, '')} | "
                     f"{run['seconds'] / 60:.1f} min |")
-    for strategy in params.report_order(strategies):
+    for strategy in registry.report_order(strategies):
         label, practical = TRANSFER.get(strategy, strategy), PRACTICAL.get(strategy, "")
         m = read(f"metrics/transfer/{strategy}.json")
         run = read(f"models/transfer/{strategy}.run.json")
         if m is None:
-            weights = strategy == "svm" or params.STARTS[strategies[strategy]] == "imagenet"
+            weights = strategy == "svm" or registry.STARTS[strategies[strategy]] == "imagenet"
             why = " (needs the ImageNet weights)" if weights else ""
             rows.append(f"| 3 | ResNet-50 {label} | | not run{why} | | {practical} | |")
             continue

@@ -4,11 +4,11 @@ from pathlib import Path
 import torch
 
 from . import images, models
-from .core import data, params
+from .core import data, registry
 from .core.common import StageError
 from .core.files import load_torch
 
-WEIGHTS = Path(params.WEIGHTS)
+WEIGHTS = Path(registry.WEIGHTS)
 
 
 def dataset_root(cfg):

@@ -3,14 +3,13 @@ stops with one line naming the key and what it allows; the stages see typed attr
 
 A stage reads only the sections it declares in dvc.yaml, so `dvc exp run -S key=value` reruns
 exactly the stages that a change affects."""
-import difflib
 import math
-import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import yaml
 
+from . import param_keys
 from .common import StageError, one_line
 
 DEVICES = ("auto", "cuda", "mps", "cpu")
@@ -131,70 +130,6 @@ def shared(params):
 
 def seed(params):
     return param(params, "seed", int, minimum=0)
-
-
-# ---------------------------------------------------------------- what the pipeline trains
-
-NAME = re.compile(r"[a-z][a-z0-9_]*")   # a model or strategy name: a module, a stage, a key
-WEIGHTS = "data/weights/resnet50.pth"   # download@resnet50's file: ImageNet's weights
-RESNET50 = "stages/lib/models/resnet50.py"   # the network's definition: random weights
-STARTS = {RESNET50: "random", WEIGHTS: "imagenet"}
-MODELS_FOLDER = Path(__file__).resolve().parents[1] / "models"   # stages/lib/models/
-
-
-def models(params):
-    """params.yaml's `models`: {model: dataset}, in its order. A model is the module
-    stages/lib/models/<model>.py, trained on data/raw/<dataset> (a download@<dataset>)."""
-    found = param(params, "models", dict)
-    downloads = params.get("download") if isinstance(params.get("download"), dict) else {}
-    for name, dataset in found.items():
-        if not isinstance(name, str) or not NAME.fullmatch(name) or name in SECTIONS:
-            raise StageError(f"params.yaml: 'models' has a model named {name!r}: a model's name "
-                             "is its module's (lowercase letters, digits, _), not a section's")
-        if not (MODELS_FOLDER / f"{name}.py").is_file():
-            raise StageError(f"params.yaml: 'models.{name}': no stages/lib/models/{name}.py")
-        if not isinstance(dataset, str) or dataset not in downloads:
-            raise StageError(f"params.yaml: 'models.{name}' must name a dataset of `download` "
-                             f"({', '.join(k for k in downloads if k not in DOWNLOAD_SETTINGS)})"
-                             f", got {dataset!r}")
-    return found
-
-
-def strategies(params):
-    """params.yaml's `strategies`: {strategy: what its ResNet-50 starts from (RESNET50: random
-    weights; WEIGHTS: ImageNet's)}, in its order."""
-    found = param(params, "strategies", dict)
-    for name, start in found.items():
-        if not isinstance(name, str) or not NAME.fullmatch(name) or name == "svm" \
-                or name in TRANSFER_SETTINGS:
-            raise StageError(f"params.yaml: 'strategies' has a strategy named {name!r}: "
-                             "lowercase letters, digits and _, and not svm nor a transfer "
-                             "setting")
-        start_of(name, start)
-    return found
-
-
-def start(params, strategy):
-    """random or imagenet: what transfer@<strategy> starts from (its `strategies` entry)."""
-    if not NAME.fullmatch(strategy) or strategy == "svm" or strategy in TRANSFER_SETTINGS:
-        raise StageError(f"{strategy!r} cannot be a strategy's name: lowercase letters, digits "
-                         "and _, and not svm nor a transfer setting")
-    return start_of(strategy, param(params, f"strategies.{strategy}", str))
-
-
-def start_of(strategy, start):
-    if start not in STARTS:
-        raise StageError(f"params.yaml: 'strategies.{strategy}' must be {RESNET50} (random "
-                         f"weights) or {WEIGHTS} (ImageNet's), got {start!r}")
-    return STARTS[start]
-
-
-def report_order(strategies):
-    """Every strategy of part 3 in the order the report, metrics and figures list them: those
-    trained from random weights, the SVM on frozen ImageNet features, then the fine-tuned
-    ones (the practical's order: scratch, svm, finetune, finetune_aug)."""
-    random = [s for s, start in strategies.items() if STARTS.get(start) == "random"]
-    return random + ["svm"] + [s for s in strategies if s not in random]
 
 
 @dataclass(frozen=True)
@@ -391,6 +326,9 @@ class Download:
         return self.max_unpacked_mb * 2**20
 
 
+DOWNLOAD_SETTINGS = {f.name for f in fields(Download)}   # the rest of download: the sources
+
+
 def download(params):
     return Download(retries=param(params, "download.retries", int, minimum=1),
                     timeout=param(params, "download.timeout", float, above=0),
@@ -415,13 +353,6 @@ def distributed(params):
     return Distributed(nproc_per_node=None if nproc == "auto" else nproc,
                        backend=param(params, "distributed.backend", str, choices=BACKENDS),
                        sync_batchnorm=param(params, "distributed.sync_batchnorm", bool))
-
-
-# Names a model or a strategy cannot take: they are sections or settings already.
-SECTIONS = {"models", "strategies", "seed", "device", "precision", "deterministic",
-            "distributed", "download", "transfer", "tsne", "report"}
-DOWNLOAD_SETTINGS = {f.name for f in fields(Download)}
-TRANSFER_SETTINGS = {f.name for f in fields(TransferData)} | {"svm"}
 
 
 # ---------------------------------------------------------------- the keys that exist
@@ -453,46 +384,13 @@ def known_keys(names=(), models=(), strategies=()):
     return keys + ["report.language"]
 
 
-def closest(key, known):
-    """The known key `key` was probably meant to be: a sibling with a similar name
-    ('alexnet.lrr' -> 'alexnet.lr'); under a section that does not exist, the same name in a
-    section with a similar name ('alexnt.lr' -> 'alexnet.lr'); else None."""
-    section, _, name = key.rpartition(".")
-    siblings = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == section}
-    if siblings:
-        close = difflib.get_close_matches(name, siblings, n=1, cutoff=0.7)
-        return siblings[close[0]] if close else None
-    alike = [k for k in known if k.rpartition(".")[2] == name]
-    close = difflib.get_close_matches(key, alike, n=1, cutoff=0.7)
-    return close[0] if close else None
-
-
 def check_known(data, path="params.yaml"):
     """Stop with one line at the first key of `data` that no stage reads (a typo, or a `+key`
     added by `dvc exp run -S`, would otherwise change nothing, silently), naming the closest
-    key that exists."""
+    key that exists (param_keys.check)."""
     def entries(section, skip=()):   # the names a section of the user's lists
         found = data.get(section)
         return [n for n in found if n not in skip] if isinstance(found, dict) else []
 
-    names = entries("download", {f.name for f in fields(Download)})
-    known = known_keys(names, entries("models"), entries("strategies"))
-    sections = {k.rsplit(".", i)[0] for k in known for i in range(1, k.count(".") + 1)}
-
-    def walk(node, prefix):
-        for key, value in node.items():
-            dotted = f"{prefix}{key}"
-            if dotted in known:
-                continue
-            if dotted in sections:
-                if isinstance(value, dict):
-                    walk(value, f"{dotted}.")
-                continue   # a section that is not a mapping: its reader names what it wants
-            while isinstance(value, dict) and value:   # a whole unknown section: its first key
-                key, value = next(iter(value.items()))
-                dotted = f"{dotted}.{key}"
-            close = closest(dotted, known)
-            raise StageError(f"{path}: '{dotted}' is not a parameter of this pipeline"
-                             + (f"; did you mean '{close}'?" if close else ""))
-
-    walk(data, "")
+    names = entries("download", DOWNLOAD_SETTINGS)
+    param_keys.check(data, known_keys(names, entries("models"), entries("strategies")), path)
