@@ -42,7 +42,7 @@ from readme_commands import (
     workspace,
 )
 
-from helpers import ROOT, run, stage_env
+from helpers import ROOT, edit_params, run, stage_env
 
 README = ROOT / "README.md"
 DOCUMENTS = [README, *sorted((ROOT / "docs").glob("*.md"))]
@@ -236,14 +236,8 @@ class Tier:
         self.base_env = env
         self.project = clone_project(base / "project", env)
         params = yaml.safe_load((self.project / "params.yaml").read_text())
-        for key, value in smoke.expand(yaml.safe_load((ROOT / "smoke.yaml").read_text()),
-                                       params).items():
-            *parents, last = key.split(".")
-            node = params
-            for part in parents:
-                node = node[part]
-            node[last] = value
-        (self.project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        edit_params(self.project, smoke.expand(
+            yaml.safe_load((ROOT / "smoke.yaml").read_text()), params))
         run(["git", "commit", "-q", "-am", "Stand-in: the smoke's sizes as params (tests)"],
             self.project, env)
         self.steps = {}
@@ -468,14 +462,7 @@ def test_a_model_and_a_strategy_added_by_the_design_documents_steps(tier):
     project, env = tier.project, tier.env_for("weights")
     assert differ_from_head(project, env) == [], "the README left changes behind"
     (project / "stages/lib/models/lenet.py").write_text(LENET)
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    for key, value in EXTENSION_PARAMS.items():
-        *parents, last = key.split(".")
-        node = params
-        for part in parents:
-            node = node[part]
-        node[last] = value
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    edit_params(project, EXTENSION_PARAMS)
     for language, (model, strategy) in EXTENSION_WORDS.items():
         path = project / f"stages/templates/wording/{language}.yaml"
         words = yaml.safe_load(path.read_text())
