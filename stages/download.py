@@ -8,6 +8,10 @@ writes only <out>:
   format cifar10      -> <out>/{train,val}.pt  uint8 tensors (N, 3, 32, 32) + labels + classes
   format imagefolder  -> <out>/{train,val}/<class>/<image files>
   format weights      -> <out> (torchvision's ResNet-50 ImageNet state dict, as published)
+and metrics/sources/<name>.json, where the data came from: {name, format, from (upstream or
+mirror), check: verified (an upstream checksum matched), unchecked (upstream publishes none)
+or unverified (it did not match: accepted by DATASETS_ACCEPT_UNVERIFIED, in `detail`)}; the
+report states it beside the numbers the data gave.
 Upstream URLs and checksums are torchvision's own; with DATASETS_MIRROR=DIR files come from
 DIR/<name>/<upstream file name>, verified against DIR/SHA256SUMS.
 """
@@ -23,10 +27,11 @@ from torchvision.models import ResNet50_Weights
 from stages.lib import archives, fetch, images
 from stages.lib.core import data, params
 from stages.lib.core.common import StageError, run
-from stages.lib.core.files import save_torch
+from stages.lib.core.files import save_torch, write_json
 from stages.lib.core.params import param
 
 FORMATS = ("mnist", "cifar10", "imagefolder", "weights")
+SOURCES = Path("metrics/sources")   # <name>.json: where each download's data came from
 # MD5s of the uncompressed IDX files of the original MNIST release, as published beside it
 # and used by many loaders: a re-gzipped copy (other .gz bytes, same content) is verified by them.
 MNIST_RAW_MD5 = {"train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
@@ -71,7 +76,7 @@ def source_params(params, name, kind):
 
 
 def prepare_mnist(name, source, work, settings, limit):
-    arrays = {}
+    arrays, unverified = {}, None
     for filename, md5 in MNIST.resources:
         path = work / filename
         mismatch = get_file(name, filename, [m + filename for m in MNIST.mirrors], path, md5,
@@ -79,7 +84,7 @@ def prepare_mnist(name, source, work, settings, limit):
         raw = archives.gunzip(path, max_bytes=limit)
         stem = filename.removesuffix(".gz")
         if mismatch and hashlib.md5(raw).hexdigest() != MNIST_RAW_MD5[stem]:
-            fetch.upstream_mismatch(name, f"{filename} from the mirror is not the MNIST release",
+            unverified = unverified or fetch.upstream_mismatch(name, f"{filename} from the mirror is not the MNIST release",
                                     f"md5 {mismatch}, torchvision's is {md5}; unpacked md5 "
                                     f"{hashlib.md5(raw).hexdigest()}, the release's is "
                                     f"{MNIST_RAW_MD5[stem]}")
@@ -96,7 +101,7 @@ def prepare_mnist(name, source, work, settings, limit):
             raise StageError(f"{prefix}-labels-idx1-ubyte.gz must hold a list of labels, got "
                              f"shape {tuple(labels.shape)}")
         splits[split] = data.tensor_record(images.unsqueeze(1), labels, data.MNIST_CLASSES)
-    return splits
+    return splits, unverified
 
 
 def prepare_cifar10(name, source, work, settings, limit):
@@ -108,20 +113,21 @@ def prepare_cifar10(name, source, work, settings, limit):
     archives.extract(archive, unpacked, max_bytes=limit)
     archive.unlink()
     folder = archives.single_top_folder(unpacked)
+    unverified = None
     if mismatch:   # a repacked archive of the original batches still matches their MD5s
         inner = [*CIFAR10.train_list, *CIFAR10.test_list,
                  [CIFAR10.meta["filename"], CIFAR10.meta["md5"]]]
         wrong = [n for n, md5 in inner
                  if not (folder / n).is_file() or fetch.digest(folder / n, "md5") != md5]
         if wrong:
-            fetch.upstream_mismatch(
+            unverified = fetch.upstream_mismatch(
                 name, f"{CIFAR10.filename} from the mirror is not the CIFAR-10 release",
                 f"md5 {mismatch}, torchvision's is {CIFAR10.tgz_md5}; inner files that differ "
                 f"from torchvision's MD5s: {', '.join(wrong)}")
     splits, classes = data.read_cifar10(folder)
     shutil.rmtree(unpacked)
     return {split: data.tensor_record(images, labels, classes)
-            for split, (images, labels) in splits.items()}
+            for split, (images, labels) in splits.items()}, unverified
 
 
 def prepare_imagefolder(name, source, work, settings, limit):
@@ -129,10 +135,9 @@ def prepare_imagefolder(name, source, work, settings, limit):
     archive = work / filename
     mismatch = get_file(name, filename, [source["url"]], archive, source["sha256"], "sha256",
                         settings)
-    if mismatch:
-        fetch.upstream_mismatch(name, f"{filename} from the mirror is not the file pinned in "
-                                      f"download.{name}.sha256",
-                                f"sha256 {mismatch}, pinned {source['sha256']}")
+    unverified = mismatch and fetch.upstream_mismatch(
+        name, f"{filename} from the mirror is not the file pinned in "
+              f"download.{name}.sha256", f"sha256 {mismatch}, pinned {source['sha256']}")
     unpacked = work / "unpacked"
     unpacked.mkdir()
     archives.extract(archive, unpacked, max_bytes=limit)
@@ -140,7 +145,7 @@ def prepare_imagefolder(name, source, work, settings, limit):
     root = archives.single_top_folder(unpacked)
     classes = images.image_folder_classes(root, label=f"{filename} (not an ImageFolder archive)")
     print(f"{name}: ImageFolder with classes {', '.join(classes)}", flush=True)
-    return root
+    return root, unverified or None
 
 
 def prepare_weights(name, source, work, settings, limit):
@@ -150,11 +155,19 @@ def prepare_weights(name, source, work, settings, limit):
     prefix = re.search(r"-([a-f0-9]+)\.", filename).group(1)
     path = work / filename
     mismatch = get_file(name, filename, [url], path, prefix, "sha256", settings)
-    if mismatch:
-        fetch.upstream_mismatch(name, f"{filename} from the mirror is not torchvision's "
-                                      f"{source['weights']} file",
-                                f"its sha256 {mismatch[:16]}... does not start with {prefix}")
-    return path
+    unverified = mismatch and fetch.upstream_mismatch(
+        name, f"{filename} from the mirror is not torchvision's {source['weights']} file",
+        f"its sha256 {mismatch[:16]}... does not start with {prefix}")
+    return path, unverified or None
+
+
+def source_record(name, kind, source, unverified):
+    """metrics/sources/<name>.json's content (see the module's docstring)."""
+    unchecked = kind == "imagefolder" and source["sha256"] is None
+    return {"name": name, "format": kind,
+            "from": "upstream" if fetch.mirror_dir() is None else "mirror",
+            "check": "unverified" if unverified else "unchecked" if unchecked else "verified",
+            "detail": unverified}
 
 
 def main(argv):
@@ -175,14 +188,15 @@ def main(argv):
     work = fetch.temporary_dir_beside(out)
     try:
         if kind == "weights":
-            result = prepare_weights(name, source, work, settings, limit)
+            result, unverified = prepare_weights(name, source, work, settings, limit)
         elif kind == "imagefolder":
-            result = prepare_imagefolder(name, source, work, settings, limit)
+            result, unverified = prepare_imagefolder(name, source, work, settings, limit)
         else:
             prepare = prepare_mnist if kind == "mnist" else prepare_cifar10
             result = work / "prepared"
             result.mkdir()
-            for split, record in prepare(name, source, work, settings, limit).items():
+            splits, unverified = prepare(name, source, work, settings, limit)
+            for split, record in splits.items():
                 save_torch(record, result / f"{split}.pt")
                 print(f"{name}/{split}: {tuple(record['images'].shape)} images, "
                       f"{len(record['classes'])} classes", flush=True)
@@ -191,6 +205,7 @@ def main(argv):
         elif out.exists() or out.is_symlink():
             out.unlink()
         os.replace(result, out)
+        write_json(SOURCES / f"{name}.json", source_record(name, kind, source, unverified))
         print(f"{name}: wrote {out}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -2,22 +2,26 @@
 
     python -m stages.report
 
-Reads metrics/ (datasets, models, t-SNE, transfer), the stages' records in plots/ (dvclive's
-per-epoch curves, confusion counts, t-SNE coordinates, evaluation details),
-models/**/*.run.json (the hyperparameters each training stage used, device, precision, run
-times), the AlexNet definition in stages/lib/models/alexnet.py and the params `models`,
-`strategies` (what was trained: every model and strategy gets its section and rows) and
-`report.language` (a file of stages/templates/wording/).
-Writes reports/report.md, reports/report.html, reports/figures/ (every figure it shows, drawn
-here from those records in the report's language: stages/lib/figures.py) and
+Reads metrics/ (datasets, models, t-SNE, transfer, and sources/: where each download came from
+and whether it was verified), the stages' records in plots/ (dvclive's per-epoch curves,
+confusion counts, t-SNE coordinates, evaluation details), models/**/*.run.json (the
+hyperparameters each training stage used, device, precision, run times), the AlexNet
+definition in stages/lib/models/alexnet.py and the params `models`, `strategies` (what was
+trained: every model and strategy gets its section and rows), `report.language` (a file of
+stages/templates/wording/) and `report.author` (the hand-in's name, or none).
+Writes reports/report.md, reports/report.html (one file: its figures embedded, a print style
+for a PDF: `make submission`), reports/figures/ (every figure the report shows, drawn here
+from those records in the report's language: stages/lib/figures.py) and
 reports/transfer_accuracy.csv (DVC's bar chart of the strategies).
 
 The words are in stages/templates/: the document report.md.j2 (one for all languages), its
-sentences in wording/<language>.yaml and the HTML page report.html.j2. This module reads the
-inputs, works out what the sentences say and writes the numbers the language's way. The
-hyperparameters are the ones the stages recorded, not params.yaml's: a change to `alexnet.lr`
-reruns the AlexNet stages and then this one because their outputs changed.
+sentences in wording/<language>.yaml, the HTML page report.html.j2, and practical.yaml (the
+practical's own settings and reference results). What the sentences conclude is
+stages/lib/judgements.py's (rules with stated tolerances); this module gathers the inputs and
+renders. The hyperparameters are the ones the stages recorded, not params.yaml's: a change to
+`alexnet.lr` reruns the AlexNet stages and then this one because their outputs changed.
 """
+import base64
 import hashlib
 import importlib.metadata
 import inspect
@@ -29,62 +33,20 @@ import jinja2
 import markdown
 import yaml
 
-from stages.lib import analysis, figures, models
+from stages.lib import analysis, figures, judgements, models
 from stages.lib.core import params, registry
 from stages.lib.core.common import StageError, run
 from stages.lib.core.files import read_json, staged_folder, write_csv
+from stages.lib.wording import TEMPLATES, Language, languages
 
 OUT = Path("reports")
-TEMPLATES = Path(__file__).parent / "templates"
+SOURCES = Path("metrics/sources")   # download@<name>'s record of where its data came from
 LIBRARIES = ("torch", "torchvision", "dvc", "dvclive", "scikit-learn", "numpy")
-SMALL_GAP = 1.0  # accuracy points: a linear probe this close to the network says "shrink it"
-
-
-class Language:
-    """The sentences of one language (templates/wording/<language>.yaml) and its numbers."""
-
-    def __init__(self, language):
-        self.words = yaml.safe_load((TEMPLATES / "wording" / f"{language}.yaml").read_text())
-        self.decimal, self.thousands = self.words["decimal_mark"], self.words["thousands_mark"]
-
-    def say(self, key, **fields):
-        """The sentence at dotted `key` with its {fields} filled in. A plural ({one, other})
-        is picked by the count `n`: `one` for exactly 1, in English as in Spanish."""
-        sentence = self.words
-        for part in key.split("."):
-            sentence = sentence[part]
-        if isinstance(sentence, dict):
-            sentence = sentence["one" if fields["n"] == 1 else "other"]
-            fields["n"] = self.integer(fields["n"])
-        return sentence.format(**fields)
-
-    def strategy(self, name):
-        """A strategy's name in this language; one the wording does not list (added to
-        params.yaml's `strategies` without wording) is shown as params.yaml names it."""
-        return self.say(f"strategies.{name}") if name in self.words["strategies"] else name
-
-    def model(self, name):
-        """A model's name in this language, or as params.yaml's `models` names it."""
-        return self.say(f"models.{name}") if name in self.words["models"] else name
-
-    def class_name(self, dataset, name):
-        """A class of `dataset` in this language (wording `class_names`); a class the wording
-        does not list (a dataset of your own) keeps its folder's name."""
-        return self.words["class_names"].get(dataset, {}).get(name, name)
-
-    def pct(self, x):
-        return self.say("na") if x is None else f"{100 * x:.2f} %".replace(".", self.decimal)
-
-    def num(self, x, digits=3):
-        return self.say("na") if x is None else f"{x:.{digits}f}".replace(".", self.decimal)
-
-    def integer(self, n):
-        return f"{n:,}".replace(",", self.thousands)
-
-    def plain(self, x):
-        """A hyperparameter as written (a learning rate of 0.0005, not 5.000e-04)."""
-        return f"{x:g}".replace(".", self.decimal) if isinstance(x, float) else str(x)
-
+PRACTICAL = yaml.safe_load((TEMPLATES / "practical.yaml").read_text())
+RULES = {"z": judgements.Z, "chance_loss": judgements.CHANCE_LOSS,
+         "loss_tolerance": judgements.LOSS_TOLERANCE, "high_bias": judgements.HIGH_BIAS,
+         "gap": judgements.GAP, "silhouette": judgements.SILHOUETTE_TOLERANCE,
+         "separable": judgements.SEPARABLE, "small_gap": judgements.SMALL_GAP}
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>&|])")
 
@@ -106,6 +68,18 @@ def to_html(markdown_text):
     return converter.convert(markdown_text)
 
 
+_FIGURE_SRC = re.compile(r'src="figures/([A-Za-z0-9_.-]+\.png)"')
+
+
+def embedded(html, folder):
+    """`html` with each of its figures (src="figures/<name>.png", files this stage drew into
+    `folder`) embedded as a data: URI: one file that opens, mails and prints whole."""
+    def inline(match):
+        data = base64.b64encode((folder / match.group(1)).read_bytes()).decode()
+        return f'src="data:image/png;base64,{data}"'
+    return _FIGURE_SRC.sub(inline, html)
+
+
 def merged(metrics_path, details_path):
     """A metrics file (headline numbers) with its details file (what `dvc metrics show` does not
     need to show) merged in, one level deep: the whole record a stage wrote."""
@@ -116,66 +90,18 @@ def merged(metrics_path, details_path):
     return whole
 
 
-def better_layer(tsne):
-    """Which layer separates the classes better: "final" or "intermediate" where silhouette
-    and linear probe agree, "mixed" where they do not, None where one is missing."""
-    inter, final = tsne["intermediate"], tsne["final"]
-    scores = [m[k] for m in (inter, final) for k in ("silhouette", "probe")]
-    if None in scores:
-        return None
-    final_silhouette = final["silhouette"] >= inter["silhouette"]
-    if final_silhouette != (final["probe"] >= inter["probe"]):
-        return "mixed"
-    return "final" if final_silhouette else "intermediate"
-
-
-def smaller(metrics, tsne):
-    """How near a linear classifier on the intermediate features comes to the whole network:
-    "above" (no worse), "close" (within SMALL_GAP points), "below"; None if not measured."""
-    probe = tsne["intermediate"]["probe"]
-    if probe is None:
-        return None
-    gap = 100 * (metrics["best_accuracy"] - probe)
-    return "above" if gap <= 0 else "close" if gap <= SMALL_GAP else "below"
-
-
-def confused_pairs(top):
-    """(class, class, count) of the three most confused unordered pairs (both directions)."""
-    pairs = {}
-    for c in top.values():
-        key = tuple(sorted((c["true"], c["predicted"])))
-        pairs[key] = pairs.get(key, 0) + c["count"]
-    return [(a, b, n) for (a, b), n in sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))][:3]
-
-
-def ranking(results):
-    """(strategy, accuracy, tied with the one before) by final accuracy, best first."""
-    ranked = sorted(results, key=lambda s: -results[s]["accuracy"])  # stable: ties keep order
-    return [(s, results[s]["accuracy"],
-             i > 0 and results[s]["accuracy"] == results[ranked[i - 1]]["accuracy"])
-            for i, s in enumerate(ranked)]
-
-
-def extremes(separability):
-    """The strategies whose features separate the classes best and worst (by linear
-    separability, then silhouette), or None with fewer than two scored."""
-    scored = [s for s in separability if s != "settings"
-              and None not in (separability[s]["silhouette"],
-                              separability[s]["probe"])]
-    if len(scored) < 2:
-        return None
-    order = sorted(scored, key=lambda s: (-separability[s]["probe"],
-                                          -separability[s]["silhouette"]))
-    return order[0], order[-1]
-
-
-def counted(result, confusion_csv):
+def counted(result, confusion_csv, val_loss=None):
     """`result` (a metrics record) with `correct` and `images` from the confusion counts its
-    accuracy was computed from (the report shows both, and they agree by construction), and
-    `counts`, those counts (figures.read_confusion's classes and matrix) for the figure."""
+    accuracy was computed from (they agree by construction), `counts` (figures.read_confusion's
+    classes and matrix), and what judgements make of them: `learned` (chance level, constant
+    classifier, classes never predicted), `per_class`, `mistakes` (every one-way confusion,
+    most first)."""
     classes, matrix = figures.read_confusion(confusion_csv)
     return {**result, "correct": int(matrix.trace()), "images": int(matrix.sum()),
-            "counts": (classes, matrix)}
+            "counts": (classes, matrix),
+            "learned": judgements.learned(classes, matrix, val_loss),
+            "per_class": judgements.per_class(classes, matrix),
+            "mistakes": judgements.top_confusions(classes, matrix, k=len(classes) ** 2)}
 
 
 def used_sizes(splits, record):
@@ -212,8 +138,8 @@ def model_figures(lang, m, folder):
 
 def transfer_figures(lang, folder, dataset, classes, results, separability):
     """The figures of part 3, drawn into `folder`: accuracy by strategy, validation curves,
-    t-SNE grid, one confusion matrix per strategy. `classes`: the dataset's, in label order;
-    `results`: each strategy's, in the report's order."""
+    t-SNE grid, the confusion matrices of every strategy in one grid. `classes`: the dataset's,
+    in label order; `results`: each strategy's, in the report's order."""
     trained = [s for s in results if s != "svm"]
     shown = {
         "accuracy": figures.bars(lang, folder, "transfer_accuracy.png",
@@ -231,12 +157,11 @@ def transfer_figures(lang, folder, dataset, classes, results, separability):
     shown["tsne"] = figures.tsne_grid(
         lang, folder, "transfer_tsne.png", panels, classes, dataset,
         lang.say("figures.tsne_grid", points=lang.integer(len(panels[0][1]))))
-    for s in results:
-        title = lang.say("figures.confusion_title", model=lang.strategy(s),
-                         epoch=results[s]["epochs"]) if s in trained \
-            else lang.strategy(s)
-        shown[f"confusion_{s}"] = figures.confusion(
-            lang, folder, f"transfer_{s}_confusion.png", results[s]["counts"], dataset, title)
+    shown["confusion"] = figures.confusion_grid(
+        lang, folder, "transfer_confusion.png",
+        [(lang.say("figures.confusion_title", model=lang.strategy(s), epoch=results[s]["epochs"])
+          if s in trained else lang.strategy(s), results[s]["counts"]) for s in results],
+        dataset)
     return {key: f"figures/{file}" for key, file in shown.items()}
 
 
@@ -250,17 +175,24 @@ def transfer_csv(results, path):
 
 
 def devices(records):
-    """The distinct "device, precision" of some run records, in order."""
-    return list(dict.fromkeys(f"{r['gpu'] or r['device']}, {r['precision']}" for r in records))
-
-
-def languages():
-    """The report's languages: one wording file each, templates/wording/<language>.yaml."""
-    return sorted(p.stem for p in (TEMPLATES / "wording").glob("*.yaml"))
+    """The distinct (device, precision) of some run records, in order: a GPU by its name, else
+    the device torch names (cpu, mps)."""
+    return list(dict.fromkeys((r["gpu"] or r["device"], r["precision"]) for r in records))
 
 
 def language_of(settings):
     return params.param(settings, "report.language", str, choices=languages())
+
+
+def author_of(settings):
+    """report.author: the student's name as the hand-in gives it ("Surname(s), Name"), or
+    None (`none` or empty)."""
+    author = params.param(settings, "report.author", str, unset="none")
+    if author is not None and (not author.strip() or len(author) > 200
+                               or any(not c.isprintable() for c in author)):
+        raise StageError("params.yaml: 'report.author' must be a name on one line (at most 200 "
+                         f"characters), or none, got {author!r}")
+    return author.strip() if author else None
 
 
 def templates(language):
@@ -273,27 +205,68 @@ def templates(language):
     env.filters.update(text=text, pct=language.pct, num=language.num, integer=language.integer,
                        plain=language.plain, strategy=language.strategy, model=language.model)
     env.filters["class_name"] = lambda name, dataset: language.class_name(dataset, name)
-    env.globals.update(t=language.say)
+    env.filters["download"] = language.download
+    env.globals.update(t=language.say, diagnosis=judgements.diagnosis,
+                       separable=judgements.separable)
     return env
 
 
 def model(name, dataset, datasets, runs):
     """What the report says about a model trained from scratch on `dataset` (parts 1, 2)."""
     tsne = analysis.read_scores(f"metrics/tsne/{name}", f"plots/{name}/tsne.json",
-                             ("intermediate", "final"))
+                                ("intermediate", "final"))
+    curves = figures.read_curves(f"plots/{name}/live")
     metrics = counted(merged(f"metrics/{name}.json", f"plots/{name}/evaluation.json"),
-                      f"plots/{name}/confusion.csv")
+                      f"plots/{name}/confusion.csv", curves[-1]["val_loss"])
+    classes, matrix = metrics["counts"]
     return {"name": name, "dataset": dataset, "splits": used_sizes(datasets[dataset], metrics),
             "metrics": metrics, "tsne": tsne, "run": runs[name]["params"],
-            "devices": devices([runs[name]]), "better_layer": better_layer(tsne)}
+            "devices": devices([runs[name]]), "curves": curves,
+            "fit": judgements.fit(curves, metrics["best_epoch"]),
+            "better_layer": judgements.better_layer(tsne),
+            "layer_measures": judgements.measures(tsne["intermediate"], tsne["final"],
+                                                  tsne["intermediate"]["points"]),
+            "top": judgements.top_confusions(classes, matrix),
+            "pairs": judgements.confused_pairs(classes, matrix),
+            "practical": PRACTICAL["models"].get(name)}
+
+
+def sources(names):
+    """metrics/sources/<name>.json of each download the report's numbers come from."""
+    return {name: read_json(SOURCES / f"{name}.json") for name in dict.fromkeys(names)}
+
+
+def caveats(parts, found, standin, image_size):
+    """Where this run is not the practical's, each {"part", "key", fields}: data accepted
+    unverified, stand-in weights, subsets, other epochs, another image size. `parts`: {part:
+    (dataset, splits with `used`, epochs or None)}, a model's part by its name, part 3's
+    "transfer". The report lists them all at the top and each beside the part it affects."""
+    said = []
+    for part, (dataset, splits, epochs) in parts.items():
+        if found[dataset]["check"] == "unverified":
+            said.append({"part": part, "key": "unverified", "dataset": dataset,
+                         "detail": found[dataset]["detail"]})
+        said += [{"part": part, "key": "subset", "split": split, "used": s["used"],
+                  "total": s["samples"]}
+                 for split, s in splits.items() if s["used"] != s["samples"]]
+        practical = PRACTICAL["models"].get(part)
+        if practical and epochs != practical["epochs"]:
+            said.append({"part": part, "key": "epochs", "epochs": epochs,
+                         "practical": practical["epochs"]})
+    if standin:
+        said.append({"part": "transfer", "key": "standin", "strategies": standin,
+                     "detail": found[registry.WEIGHTS_DOWNLOAD]["detail"]})
+    if image_size != PRACTICAL["transfer"]["image_size"]:
+        said.append({"part": "transfer", "key": "image_size", "size": image_size,
+                     "practical": PRACTICAL["transfer"]["image_size"]})
+    return said
 
 
 def main(argv):
     if argv:
         raise StageError("usage: python -m stages.report")
     settings = params.load()
-    language = language_of(settings)
-    words = Language(language)
+    language, author = language_of(settings), author_of(settings)
     trained_on, strategies = registry.models(settings), registry.strategies(settings)
     order = registry.report_order(strategies)
     runs = {**{m: read_json(f"models/{m}.run.json") for m in trained_on},
@@ -303,27 +276,43 @@ def main(argv):
     trained = {m: model(m, dataset, datasets, runs) for m, dataset in trained_on.items()}
     simple_cnn, alexnet = trained.get("simple_cnn"), trained.get("alexnet")
     if simple_cnn:
-        simple_cnn.update(smaller=smaller(simple_cnn["metrics"], simple_cnn["tsne"]))
-    if alexnet:
-        alexnet.update(curves=figures.read_curves("plots/alexnet/live"),
-                       confused_pairs=confused_pairs(alexnet["metrics"]["top_confusions"]))
+        probe = simple_cnn["tsne"]["intermediate"]
+        simple_cnn["smaller"] = judgements.smaller(simple_cnn["metrics"]["best_accuracy"],
+                                                   probe["probe"], probe["points"])
+    if simple_cnn and alexnet:   # 1.2: CIFAR-10's classes against MNIST's, final layers
+        a, b = alexnet["tsne"]["final"], simple_cnn["tsne"]["final"]
+        alexnet["versus"] = judgements.versus(a, b, a["points"], b["points"])
+    transfer_runs = {s: runs[f"transfer@{s}"] for s in strategies}
+    curves = {s: figures.read_curves(f"plots/transfer/{s}/live") for s in strategies}
     results = {s: counted(merged(f"metrics/transfer/{s}.json",
                                  f"plots/transfer/{s}/evaluation.json"),
-                          f"plots/transfer/{s}/confusion.csv")
+                          f"plots/transfer/{s}/confusion.csv",
+                          curves[s][-1]["val_loss"] if s in curves else None)
                for s in order}
+    for s, r in results.items():
+        r["status"] = r["learned"]["status"]
     separability = analysis.read_scores("metrics/tsne/transfer", "plots/transfer/tsne.json",
                                         order)
-    transfer_runs = [runs[f"transfer@{s}"] for s in strategies]
-    used = transfer_runs[0]["params"]
+    used = next(iter(transfer_runs.values()))["params"]
+    found = sources([m["dataset"] for m in trained.values()]
+                    + [used["dataset"], registry.WEIGHTS_DOWNLOAD])
+    standin = [s for s in order if s == "svm" or registry.STARTS[strategies[s]] == "imagenet"] \
+        if found[registry.WEIGHTS_DOWNLOAD]["check"] == "unverified" else []
+    words = Language(language, standin=standin)
+    transfer_splits = used_sizes(datasets[used["dataset"]], results["svm"])
+    said = caveats({**{name: (m["dataset"], m["splits"], m["run"]["epochs"])
+                       for name, m in trained.items()},
+                    "transfer": (used["dataset"], transfer_splits, None)},
+                   found, standin, used["image_size"])
     # What identifies this run's configuration: the hyperparameters every stage recorded.
     recorded = {**{stage: r["params"] for stage, r in runs.items()},
                 "svm": {k: results["svm"][k] for k in ("kernel", "C", "gamma")},
                 **{f"tsne@{name}": m["tsne"]["settings"] for name, m in trained.items()},
                 "tsne@transfer": separability["settings"]}
-
     params_hash = hashlib.sha256(json.dumps(recorded, sort_keys=True).encode()).hexdigest()
     libraries = ", ".join(f"{lib} {importlib.metadata.version(lib)}" for lib in LIBRARIES)
     classes = datasets[used["dataset"]]["val"]["class_names"]
+    points = separability[order[0]]["points"]
     env = templates(words)
     # written whole: into a folder beside reports/, which then takes its place
     with staged_folder(OUT) as staging:
@@ -332,22 +321,31 @@ def main(argv):
             m["figures"] = model_figures(words, m, staging / "figures")
         transfer_csv(results, staging / "transfer_accuracy.csv")
         markdown_text = env.get_template("report.md.j2").render(
-            params_hash=params_hash[:12], machine=next(iter(runs.values())), runs=runs,
-            libraries=libraries, simple_cnn=simple_cnn, alexnet=alexnet, strategies=order,
+            author=author, params_hash=params_hash[:12], machine=next(iter(runs.values())),
+            times=[(words.model(stage) if stage in trained else
+                        words.say("transfer_stage", strategy=words.strategy(stage[9:])),
+                        r["seconds"]) for stage, r in runs.items()],
+            libraries=libraries, sources=found, caveats=said, rules=RULES,
+            simple_cnn=simple_cnn, alexnet=alexnet, strategies=order,
             other_models=[m for name, m in trained.items()
                           if name not in ("simple_cnn", "alexnet")],
-            alexnet_source=inspect.getsource(models.module("alexnet").AlexNet).rstrip(),
+            alexnet_source=inspect.getsource(models.module("alexnet").AlexNet).rstrip()
+            if alexnet else "",
             transfer={"dataset": used["dataset"], "image_size": used["image_size"],
-                      "splits": used_sizes(datasets[used["dataset"]], results["svm"]),
-                      "results": results, "devices": devices(transfer_runs),
-                      "separability": separability, "ranking": ranking(results),
-                      "extremes": extremes(separability),
+                      "splits": transfer_splits,
+                      "results": results, "devices": devices(transfer_runs.values()),
+                      "separability": separability,
+                      "ranking": judgements.ranking(results),
+                      "extremes": judgements.extremes(
+                          {s: separability[s] for s in order}, points),
+                      "practical": PRACTICAL["transfer"]["accuracy"],
                       "figures": transfer_figures(words, staging / "figures", used["dataset"],
                                                   classes, results, separability)}
         ).strip() + "\n"
         (staging / "report.md").write_text(markdown_text)
-        (staging / "report.html").write_text(env.get_template("report.html.j2").render(
-            language=language, title=words.say("title"), body=to_html(markdown_text)))
+        (staging / "report.html").write_text(embedded(env.get_template("report.html.j2").render(
+            language=language, title=words.say("title"), author=author,
+            body=to_html(markdown_text)), staging / "figures"))
     print(f"report: {OUT / 'report.md'} ({language}), {OUT / 'report.html'}", flush=True)
 
 

@@ -53,12 +53,14 @@ def accepts_unverified(name):
 
 def upstream_mismatch(name, what, detail):
     """A file is not the upstream one: a StageError, unless UNVERIFIED_ENV accepts `name`, in
-    which case a loud warning on stderr (the run goes on with data that is not upstream's)."""
+    which case a loud warning on stderr (the run goes on with data that is not upstream's) and
+    the same words returned, for the record of where the data came from."""
     if not accepts_unverified(name):
         raise StageError(f"{what} ({detail}); if you trust this copy anyway, set "
                          f"{UNVERIFIED_ENV}={name}")
     print(f"WARNING: UNVERIFIED DATA: {what} ({detail}); accepted because "
           f"{UNVERIFIED_ENV}={os.environ[UNVERIFIED_ENV]}", file=sys.stderr, flush=True)
+    return f"{what} ({detail})"
 
 
 def digest(path, algorithm="sha256"):

@@ -1,8 +1,9 @@
 """The report's figures in the report's language, drawn from the data files the other stages
 write: dvclive's curves, the confusion counts, the t-SNE coordinates and the accuracies. Every
 title, axis label, legend, tick label and class name comes from the wording
-(stages/templates/wording/<language>.yaml, through `lang`, a report.Language); the numbers are
-written the language's way. The stages' own PNGs, in English, keep serving `dvc plots`.
+(stages/templates/wording/<language>.yaml, through `lang`, a wording.Language); the numbers are
+written the language's way, accuracies in percent as the text gives them, a loss that spans
+orders of magnitude on a log axis. The stages' own PNGs, in English, keep serving `dvc plots`.
 
 Each function draws one figure into `folder` and returns its file name."""
 import csv
@@ -14,6 +15,8 @@ from matplotlib.ticker import FuncFormatter, ScalarFormatter
 from . import analysis, plots, png
 from .core.common import StageError
 from .png import plt
+
+LOG_SPREAD = 10   # a loss axis whose values span more than this factor is drawn logarithmic
 
 
 def read_rows(path, delimiter=","):
@@ -81,7 +84,7 @@ def save(fig, lang, folder, name):
 def curves(lang, folder, name, live_dir, title):
     """Training and validation loss and accuracy per epoch."""
     fig = plots.curves_figure(read_curves(live_dir), title, words(lang))
-    return save(fig, lang, folder, name)
+    return save(readable(fig, lang), lang, folder, name)
 
 
 def confusion(lang, folder, name, counts, dataset, title):
@@ -109,12 +112,47 @@ def validation_curves(lang, folder, name, runs):
               for label, live in runs.items()}
     fig = plots.lines_figure(series, lang.say("figures.epoch"),
                              (lang.say("figures.val_loss"), lang.say("figures.val_accuracy")))
-    return save(fig, lang, folder, name)
+    return save(readable(fig, lang), lang, folder, name)
+
+
+def readable(fig, lang):
+    """A plots.lines_figure (loss left, accuracy right) with the accuracy in percent and the
+    loss on a log axis where its values span more than LOG_SPREAD times (a model that diverged
+    to 4,000 would flatten the others into the floor)."""
+    loss_ax, accuracy_ax = fig.axes
+    percent_axis(accuracy_ax.yaxis, lang)
+    losses = [y for line in loss_ax.get_lines() for y in line.get_ydata() if y > 0]
+    if losses and max(losses) > LOG_SPREAD * min(losses):
+        loss_ax.set_yscale("log")
+    return fig
+
+
+def percent_axis(axis, lang):
+    """Tick labels of an axis of fractions written as percentages, the language's way."""
+    axis.set_major_formatter(FuncFormatter(
+        lambda value, _: f"{100 * value:.{0 if axis.axes.get_ylim()[1] > 0.1 else 1}f} %"
+        .replace(".", lang.decimal)))
 
 
 def bars(lang, folder, name, values, title, xlabel):
     """values: {label: accuracy}, one bar each, labelled as a percentage."""
-    return save(bar_figure(values, title, xlabel, lang.pct), lang, folder, name)
+    fig = bar_figure(values, title, xlabel, lang.pct)
+    percent_axis(fig.axes[0].xaxis, lang)
+    return save(fig, lang, folder, name)
+
+
+def confusion_grid(lang, folder, name, panels, dataset):
+    """panels: [(title, (classes, matrix))], two to a row, each as large as one matrix alone
+    (part 3's four strategies, readable on a printed page)."""
+    cols = min(len(panels), 2)
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.6 * rows), squeeze=False)
+    for ax, (title, (classes, matrix)) in zip(axes.flat, panels):
+        plots.confusion_axes(ax, matrix, translated(lang, dataset, classes), title, words(lang))
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return save(fig, lang, folder, name)
 
 
 def bar_figure(values, title, xlabel, number="{:.3f}".format):

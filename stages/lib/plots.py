@@ -19,13 +19,18 @@ WORDS = {"epoch": "epoch", "loss": "loss", "accuracy": "accuracy", "train": "tra
 def confusion_figure(matrix, classes, title, words=WORDS):
     size = max(4.0, 0.55 * len(classes) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
+    confusion_axes(ax, matrix, classes, title, words)
+    return fig
+
+
+def confusion_axes(ax, matrix, classes, title, words=WORDS):
+    """A confusion matrix with its counts drawn on `ax`."""
     ConfusionMatrixDisplay(matrix, display_labels=classes).plot(
         ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45 if len(classes) > 4 else 0,
         values_format="d")
     ax.set_xlabel(words["predicted"])
     ax.set_ylabel(words["actual"])
     ax.set_title(title)
-    return fig
 
 
 def write_confusion(out_dir, labels, preds, classes, title):

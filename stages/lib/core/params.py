@@ -381,7 +381,7 @@ def known_keys(names=(), models=(), strategies=()):
     for name in strategies:
         keys += of(Strategy, f"transfer.{name}.", skip=("augment",))
         keys += of(Augment, f"transfer.{name}.augment.")
-    return keys + ["report.language"]
+    return keys + ["report.language", "report.author"]
 
 
 def check_known(data, path="params.yaml"):

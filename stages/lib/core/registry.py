@@ -11,6 +11,7 @@ from .params import DOWNLOAD_SETTINGS, TransferData, param
 
 NAME = re.compile(r"[a-z][a-z0-9_]*")   # a model or strategy name: a module, a stage, a key
 WEIGHTS = "data/weights/resnet50.pth"   # download@resnet50's file: ImageNet's weights
+WEIGHTS_DOWNLOAD = "resnet50"   # ... and that download's name (metrics/sources/resnet50.json)
 RESNET50 = "stages/lib/models/resnet50.py"   # the network's definition: random weights
 STARTS = {RESNET50: "random", WEIGHTS: "imagenet"}
 MODELS_FOLDER = Path(__file__).resolve().parents[1] / "models"   # stages/lib/models/

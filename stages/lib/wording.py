@@ -1,0 +1,68 @@
+"""The report's words: the sentences of one language (stages/templates/wording/<language>.yaml)
+and its way of writing numbers. Shared by the report stage and the figures it draws
+(stages/lib/figures.py)."""
+from pathlib import Path
+
+import yaml
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+
+
+def languages():
+    """The report's languages: one wording file each, templates/wording/<language>.yaml."""
+    return sorted(p.stem for p in (TEMPLATES / "wording").glob("*.yaml"))
+
+
+class Language:
+    """The sentences of one language and its numbers. `standin`: the strategies whose numbers
+    come from stand-in weights (not ImageNet's): their names say so wherever they appear."""
+
+    def __init__(self, language, standin=()):
+        self.words = yaml.safe_load((TEMPLATES / "wording" / f"{language}.yaml").read_text())
+        self.decimal, self.thousands = self.words["decimal_mark"], self.words["thousands_mark"]
+        self.standin = set(standin)
+
+    def say(self, key, **fields):
+        """The sentence at dotted `key` with its {fields} filled in. A plural ({one, other})
+        is picked by the count `n`: `one` for exactly 1, in English as in Spanish."""
+        sentence = self.words
+        for part in key.split("."):
+            sentence = sentence[part]
+        if isinstance(sentence, dict):
+            sentence = sentence["one" if fields["n"] == 1 else "other"]
+            fields["n"] = self.integer(fields["n"])
+        return sentence.format(**fields)
+
+    def strategy(self, name):
+        """A strategy's name in this language; one the wording does not list (added to
+        params.yaml's `strategies` without wording) is shown as params.yaml names it."""
+        shown = self.say(f"strategies.{name}") if name in self.words["strategies"] else name
+        return self.say("standin_name", name=shown) if name in self.standin else shown
+
+    def model(self, name):
+        """A model's name in this language, or as params.yaml's `models` names it."""
+        return self.say(f"models.{name}") if name in self.words["models"] else name
+
+    def download(self, name):
+        """A dataset's (or the weights') name as people write it (wording `downloads`); one the
+        wording does not list keeps params.yaml's name."""
+        return self.words["downloads"].get(name, name)
+
+    def class_name(self, dataset, name):
+        """A class of `dataset` in this language (wording `class_names`); a class the wording
+        does not list (a dataset of your own) keeps its folder's name."""
+        return self.words["class_names"].get(dataset, {}).get(name, name)
+
+    def pct(self, x, digits=2):
+        return self.say("na") if x is None else \
+            f"{100 * x:.{digits}f} %".replace(".", self.decimal)
+
+    def num(self, x, digits=3):
+        return self.say("na") if x is None else f"{x:.{digits}f}".replace(".", self.decimal)
+
+    def integer(self, n):
+        return f"{n:,}".replace(",", self.thousands)
+
+    def plain(self, x):
+        """A hyperparameter as written (a learning rate of 0.0005, not 5.000e-04)."""
+        return f"{x:g}".replace(".", self.decimal) if isinstance(x, float) else str(x)
