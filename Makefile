@@ -37,7 +37,7 @@ endif
 # what `make exps` leaves out: dependency hashes, creation time, t-SNE scores
 EXPS_DROP := Created|stages/|models/|data/|plots/|metrics/tsne/
 
-.PHONY: smoke repro restore exps share test test-fast lint bench full-run gpu-check
+.PHONY: smoke repro restore exps share submission test test-fast lint bench full-run gpu-check
 
 $(BIN)/.installed: requirements.txt requirements.lock
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -62,6 +62,9 @@ exps: $(BIN)/.installed
 
 share: $(BIN)/.installed
 	python tools/push_runs.py $(SHARE_FLAGS)
+
+submission: $(BIN)/.installed
+	python tools/submission.py
 
 test: $(BIN)/.installed-test
 	python -m pytest -n 2 --dist loadfile

@@ -45,6 +45,15 @@ def test_downloads_from_mirror_in_loadable_form(project, mirror):
     assert weights["fc.weight"].shape == (1000, 2048)
     leftover = [p for p in (project / "data").rglob("*.part")]
     assert leftover == []
+    # where each came from, for the report: the tiny mirror's made-up files were accepted
+    # unverified (and say why); hymenoptera has no published checksum (params: sha256 none)
+    sources = {name: json.loads((project / f"metrics/sources/{name}.json").read_text())
+               for name in OUTS}
+    assert {name: (s["from"], s["check"]) for name, s in sources.items()} == {
+        "mnist": ("mirror", "unverified"), "cifar10": ("mirror", "unverified"),
+        "hymenoptera": ("mirror", "unchecked"), "resnet50": ("mirror", "unverified")}
+    assert "not torchvision's IMAGENET1K_V1 file" in sources["resnet50"]["detail"]
+    assert sources["hymenoptera"]["detail"] is None
 
     result = run_stage(project, "stages.datasets")
     assert result.returncode == 0, result.stderr
@@ -154,3 +163,14 @@ def test_datasets_needs_downloads_first(project):
     result = run_stage(project, "stages.datasets")
     assert_one_line_error(result, r"data/raw/mnist/train\.pt not found: run `dvc repro "
                                   r"download@mnist` first")
+
+
+def test_a_pinned_checksum_that_matches_is_recorded_as_verified(project, mirror):
+    archive = mirror / "hymenoptera/hymenoptera_data.zip"
+    edit_params(project, {"download.hymenoptera.sha256":
+                          hashlib.sha256(archive.read_bytes()).hexdigest()})
+    result = download(project, "hymenoptera", mirror)
+    assert result.returncode == 0, result.stderr
+    record = json.loads((project / "metrics/sources/hymenoptera.json").read_text())
+    assert record == {"name": "hymenoptera", "format": "imagefolder", "from": "mirror",
+                      "check": "verified", "detail": None}

@@ -112,6 +112,11 @@ def validation_curves(lang, folder, name, runs):
               for label, live in runs.items()}
     fig = plots.lines_figure(series, lang.say("figures.epoch"),
                              (lang.say("figures.val_loss"), lang.say("figures.val_accuracy")))
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    for ax in fig.axes:   # one legend under both charts: long names would cover the lines
+        ax.get_legend().remove()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False,
+               ncol=1 if max(map(len, labels)) > 30 else min(len(labels), 3))
     return save(readable(fig, lang), lang, folder, name)
 
 
@@ -149,6 +154,8 @@ def confusion_grid(lang, folder, name, panels, dataset):
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.6 * rows), squeeze=False)
     for ax, (title, (classes, matrix)) in zip(axes.flat, panels):
         plots.confusion_axes(ax, matrix, translated(lang, dataset, classes), title, words(lang))
+        for count in ax.texts:   # the counts, readable at half a page's width
+            count.set_fontsize(16 if len(classes) <= 4 else 9)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.tight_layout()
