@@ -84,10 +84,10 @@ def prepare_mnist(name, source, work, settings, limit):
         raw = archives.gunzip(path, max_bytes=limit)
         stem = filename.removesuffix(".gz")
         if mismatch and hashlib.md5(raw).hexdigest() != MNIST_RAW_MD5[stem]:
-            unverified = unverified or fetch.upstream_mismatch(name, f"{filename} from the mirror is not the MNIST release",
-                                    f"md5 {mismatch}, torchvision's is {md5}; unpacked md5 "
-                                    f"{hashlib.md5(raw).hexdigest()}, the release's is "
-                                    f"{MNIST_RAW_MD5[stem]}")
+            unverified = unverified or fetch.upstream_mismatch(
+                name, f"{filename} from the mirror is not the MNIST release",
+                f"md5 {mismatch}, torchvision's is {md5}; unpacked md5 "
+                f"{hashlib.md5(raw).hexdigest()}, the release's is {MNIST_RAW_MD5[stem]}")
         arrays[stem] = data.parse_idx(raw, filename, 2051 if "images" in filename else 2049)
         path.unlink()
     splits = {}

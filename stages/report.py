@@ -25,6 +25,7 @@ import base64
 import hashlib
 import importlib.metadata
 import inspect
+import itertools
 import json
 import re
 from pathlib import Path
@@ -207,7 +208,8 @@ def templates(language):
     env.filters["class_name"] = lambda name, dataset: language.class_name(dataset, name)
     env.filters["download"] = language.download
     env.globals.update(t=language.say, diagnosis=judgements.diagnosis,
-                       separable=judgements.separable)
+                       separable=judgements.separable,
+                       next_figure=itertools.count(1).__next__)   # figures numbered in order
     return env
 
 
@@ -289,7 +291,7 @@ def main(argv):
                           f"plots/transfer/{s}/confusion.csv",
                           curves[s][-1]["val_loss"] if s in curves else None)
                for s in order}
-    for s, r in results.items():
+    for r in results.values():
         r["status"] = r["learned"]["status"]
     separability = analysis.read_scores("metrics/tsne/transfer", "plots/transfer/tsne.json",
                                         order)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import test_report as made_up
+
 from stages.lib import figures, judgements
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -39,14 +39,13 @@ def run_record(params, seconds, threads=2):
             "gpu": None, "params": params, "seconds": seconds}
 
 
-def model_metrics(epochs, best_epoch, confusions, overfitting_from=None):
+def model_metrics(epochs, best_epoch):
+    """A model's metrics with its evaluation details (its confusions and curves are files of
+    their own: confusion.csv, live/)."""
     return {"best_accuracy": 0.875, "best_epoch": best_epoch, "accuracy": 0.75,
-            "min_val_loss": 0.5, "min_val_loss_epoch": best_epoch,
-            "overfitting_from_epoch": overfitting_from, "params": 1234567,
-            "params_no_bias": 1234000, "largest_layer": "features.6: Linear(8, 4)",
-            "largest_layer_params": 1000000, "epochs": epochs,
-            "top_confusions": {str(i + 1): {"true": t, "predicted": p, "count": c}
-                               for i, (t, p, c) in enumerate(confusions)}}
+            "params": 1234567, "params_no_bias": 1234000,
+            "largest_layer": "features.6: Linear(8, 4)", "largest_layer_params": 1000000,
+            "epochs": epochs}
 
 
 def tsne_metrics(root, name, intermediate, final, folds=2):
@@ -89,9 +88,9 @@ def write_inputs(root, language="en", classes=("ants", "bees"), author="none"):
     for strategy in TRAINED_STRATEGIES:
         write(root / f"models/transfer/{strategy}.run.json",
               run_record({"dataset": "hymenoptera", "image_size": 32, "epochs": 2}, 60.0))
-    write(root / "metrics/simple_cnn.json", model_metrics(1, 1, [("7", "2", 2), ("1", "2", 1)]))
+    write(root / "metrics/simple_cnn.json", model_metrics(1, 1))
     write(root / "metrics/alexnet.json",
-          model_metrics(2, 1, [("cat", "dog", 1)], overfitting_from=1))
+          model_metrics(2, 1))
     tsne_metrics(root, "simple_cnn", (0.25, 0.8), (0.5, 0.9))
     tsne_metrics(root, "alexnet", (0.25, 0.9), (0.5, 0.8))
     for i, s in enumerate(STRATEGIES):
@@ -214,12 +213,10 @@ def edit_yaml(root, change):
 
 def other_branches(root):
     """write_inputs' run, with the report's other branches: the intermediate layer separates
-    better, the probe beats the network, no overfitting, no confusions, no CPU recorded."""
+    better, the probe beats the network, no CPU recorded."""
     edit(root, "metrics/tsne/simple_cnn/intermediate.json",
          lambda d: d.update(silhouette=0.75, probe=0.95))
     edit(root, "plots/simple_cnn/tsne.json", lambda d: d.update(settings={"probe_folds": 1}))
-    edit(root, "metrics/alexnet.json",
-         lambda d: d.update(overfitting_from_epoch=None, min_val_loss_epoch=2, top_confusions={}))
     edit(root, "models/simple_cnn.run.json", lambda d: (d.pop("cpu"), d.update(cpu_threads=2)))
 
 
@@ -356,9 +353,9 @@ def test_one_model_behind_each_number(tmp_path, monkeypatch):
     ("en", ["Training: 1 epoch, batch size 32, Adam with learning rate 0.0005.",
             "Training: 2 epochs, batch size 32, SGD with learning rate 0.0005, with random "
             "shifts and flips (data augmentation).",
-            "The two most frequent confusions are a 7 classified as 2 (2 times) and a 1 "
-            "classified as 2 (1 time).",
-            "The only confusion is a cat classified as dog (1 time).",
+            "The two most frequent confusions are 2 images of class 7 classified as 2 and 1 "
+            "image of class 1 classified as 2.",
+            "The only confusion is 1 image of class cat classified as dog.",
             "Device: CPU (1 thread of Test CPU); numerical precision: bfloat16",
             "Trainable parameters: **1,234,567** (1,234,000 without the bias terms).",
             "| training | 32 | 32 | 3 | 1,000 (of 1,500) | 2 |",
@@ -382,8 +379,8 @@ def test_one_model_behind_each_number(tmp_path, monkeypatch):
     ("es", ["Entrenamiento: 1 época, tamaño de lote 32, Adam con tasa de aprendizaje 0,0005.",
             "Entrenamiento: 2 épocas, tamaño de lote 32, SGD con tasa de aprendizaje 0,0005, "
             "con desplazamientos y volteos aleatorios (aumento de datos).",
-            "Las dos confusiones más frecuentes son un 7 clasificado como 2 (2 veces) y un 1 "
-            "clasificado como 2 (1 vez).",
+            "Las dos confusiones más frecuentes son 2 imágenes de la clase 7 clasificadas como 2 "
+            "y 1 imagen de la clase 1 clasificada como 2.",
             "Dispositivo: CPU (1 hilo de Test CPU); precisión numérica: bfloat16",
             "Parámetros entrenables: **1.234.567** (1.234.000 sin contar los términos de "
             "sesgo, *bias*).",

@@ -9,10 +9,10 @@ import sys
 import zipfile
 
 import pytest
-
-import helpers
 import test_judgements as scenarios
 import test_report as made_up
+
+import helpers
 from stages.lib.core.common import StageError
 
 submission = helpers.load_tool(helpers.ROOT / "tools/submission.py")

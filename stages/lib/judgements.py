@@ -81,8 +81,9 @@ def fit(curves, best_epoch):
     sentences cite}. `best_epoch`: the epoch of the best validation accuracy."""
     last = curves[-1]
     at_min = min(curves, key=lambda r: (r["val_loss"], r["epoch"]))
-    found = {"epochs": len(curves), "min_epoch": at_min["epoch"], "min_val_loss": at_min["val_loss"],
-             "last": last, "at_min": at_min, "best_epoch": best_epoch,
+    found = {"epochs": len(curves), "min_epoch": at_min["epoch"],
+             "min_val_loss": at_min["val_loss"], "last": last, "at_min": at_min,
+             "best_epoch": best_epoch,
              "best_is_last": best_epoch == last["epoch"],
              "gap": last["train_accuracy"] - last["val_accuracy"],
              "bias": "high_bias" if last["train_accuracy"] < HIGH_BIAS
