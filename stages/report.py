@@ -130,7 +130,7 @@ def model_figures(lang, m, folder):
         shown[f"tsne_{layer}"] = figures.tsne(
             lang, folder, f"{name}_tsne_{layer}.png", coords, labels, classes, dataset,
             lang.say("figures.tsne_title", model=title,
-                     layer=lang.say(layer, dims=scores[layer]["dimensions"]),
+                     layer=lang.say(layer, dims=scores[layer]["dimensions"]).replace("*", ""),
                      points=lang.integer(len(labels)),
                      silhouette=lang.num(scores[layer]["silhouette"]),
                      probe=lang.pct(scores[layer]["probe"])))

@@ -482,3 +482,27 @@ def test_a_staging_folder_a_killed_run_left_is_removed(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["reports"]
     assert (tmp_path / "reports/report.md").read_text() == "whole"
     assert oct((tmp_path / "reports").stat().st_mode & 0o777) != oct(0o700)
+
+
+def test_figures_give_accuracy_in_percent_and_a_loss_spanning_orders_of_magnitude_on_a_log_axis():
+    """As the text speaks: accuracy ticks in percent with the language's decimal mark; a loss
+    axis whose values span more than LOG_SPREAD times (a diverged strategy) logarithmic, so the
+    others are not flattened into the floor; a narrow one linear."""
+    from stages.lib import figures, plots
+    from stages.lib.wording import Language
+
+    spanish = Language("es")
+    wide = plots.lines_figure({"a": [(1, 4000.0, 0.5), (2, 3000.0, 0.55)],
+                               "b": [(1, 0.7, 0.6), (2, 0.5, 0.725)]}, "época", ("p", "e"))
+    narrow = plots.lines_figure({"a": [(1, 0.9, 0.5), (2, 0.5, 0.6)]}, "época", ("p", "e"))
+    for fig, scale in ((wide, "log"), (narrow, "linear")):
+        figures.readable(fig, spanish)
+        figures.decimal_ticks(fig, spanish.decimal)
+        loss_ax, accuracy_ax = fig.axes
+        assert loss_ax.get_yscale() == scale
+        fig.canvas.draw()
+        ticks = [t.get_text() for t in accuracy_ax.get_yticklabels() if t.get_text()]
+        assert ticks and all(t.endswith(" %") for t in ticks), ticks
+        assert all("e+" not in t.get_text() and "^" not in t.get_text()
+                   for t in loss_ax.get_yticklabels())
+    assert spanish.num(-0.257) == "\u22120,257" and spanish.pct(0.5) == "50,00 %"

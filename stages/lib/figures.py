@@ -10,7 +10,7 @@ import csv
 from pathlib import Path
 
 import numpy as np
-from matplotlib.ticker import FuncFormatter, ScalarFormatter
+from matplotlib.ticker import FuncFormatter, NullFormatter, ScalarFormatter
 
 from . import analysis, plots, png
 from .core.common import StageError
@@ -129,6 +129,8 @@ def readable(fig, lang):
     losses = [y for line in loss_ax.get_lines() for y in line.get_ydata() if y > 0]
     if losses and max(losses) > LOG_SPREAD * min(losses):
         loss_ax.set_yscale("log")
+        loss_ax.yaxis.set_major_formatter(ScalarFormatter())   # 10, not 10^1: decimal_ticks
+        loss_ax.yaxis.set_minor_formatter(NullFormatter())
     return fig
 
 

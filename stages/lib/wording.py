@@ -54,11 +54,15 @@ class Language:
         return self.words["class_names"].get(dataset, {}).get(name, name)
 
     def pct(self, x, digits=2):
-        return self.say("na") if x is None else \
-            f"{100 * x:.{digits}f} %".replace(".", self.decimal)
+        return self.say("na") if x is None else self.marks(f"{100 * x:.{digits}f} %")
 
     def num(self, x, digits=3):
-        return self.say("na") if x is None else f"{x:.{digits}f}".replace(".", self.decimal)
+        return self.say("na") if x is None else self.marks(f"{x:.{digits}f}")
+
+    def marks(self, written):
+        """A number as Python writes it with the language's decimal mark and a true minus
+        sign (−0.257, not the hyphen of -0.257)."""
+        return written.replace(".", self.decimal).replace("-", "\u2212")
 
     def integer(self, n):
         return f"{n:,}".replace(",", self.thousands)
