@@ -484,9 +484,14 @@ def test_a_model_and_a_strategy_added_by_the_design_documents_steps(tier):
                  "metrics/transfer/frozen.json", "metrics/tsne/transfer/frozen.json"):
         assert "accuracy" in shown[path]["data"] or "probe" in shown[path]["data"], path
     report = (project / "reports/report.md").read_text()
-    assert "## LeNet-5 on mnist" in report and "(figures/lenet_tsne_final.png)" in report
-    assert "| ImageNet backbone frozen, new head trained |" in report
-    assert (project / "reports/figures/transfer_frozen_confusion.png").is_file()
+    assert "## LeNet-5 on MNIST" in report and "(figures/lenet_tsne_final.png)" in report
+    # the tests' weights are random: the report says so at its top and in every name they affect
+    assert "| ImageNet backbone frozen, new head trained [stand-in weights] |" in report
+    read_first = report.split("## Run")[0]
+    assert "The ResNet-50 weights are **not** torchvision's ImageNet weights" in read_first
+    assert "ImageNet backbone frozen, new head trained [stand-in weights]" in read_first
+    assert "transfer_confusion.png" in report and "frozen" in (
+        project / "reports/transfer_accuracy.csv").read_text()
 
     # head only: the backbone, BatchNorm statistics included, is ImageNet's to the bit
     trained = torch.load(project / "models/transfer/frozen.pt", weights_only=True)["state_dict"]
