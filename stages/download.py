@@ -143,8 +143,15 @@ def prepare_imagefolder(name, source, work, settings, limit):
     archives.extract(archive, unpacked, max_bytes=limit)
     archive.unlink()
     root = archives.single_top_folder(unpacked)
+    removed = images.tidy(root, f"{name} ({filename})")
+    if removed:
+        print(f"{name}: left out {len(removed)} hidden entries (dot files, macOS's ._ and "
+              f"__MACOSX): {', '.join(removed[:5])}{' ...' if len(removed) > 5 else ''}",
+              flush=True)
     classes = images.image_folder_classes(root, label=f"{filename} (not an ImageFolder archive)")
-    print(f"{name}: ImageFolder with classes {', '.join(classes)}", flush=True)
+    pictures = images.check_pictures(root, f"{name} ({filename})")
+    print(f"{name}: ImageFolder with classes {', '.join(classes)}; {pictures} pictures, each "
+          "decoded", flush=True)
     return root, unverified or None
 
 

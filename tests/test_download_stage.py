@@ -174,3 +174,55 @@ def test_a_pinned_checksum_that_matches_is_recorded_as_verified(project, mirror)
     record = json.loads((project / "metrics/sources/hymenoptera.json").read_text())
     assert record == {"name": "hymenoptera", "format": "imagefolder", "from": "mirror",
                       "check": "verified", "detail": None}
+
+
+def test_an_archive_made_on_a_mac_downloads_to_its_pictures_alone(project, mirror, tmp_path):
+    """AppleDouble files, a hidden folder, __MACOSX/ and a class name typed in NFD with a
+    space after it: the data output holds the pictures and their classes, nothing else, and the
+    dataset table counts only those."""
+    import unicodedata
+
+    bad = copy_mirror(mirror, tmp_path / "m")
+    archive = bad / "hymenoptera/hymenoptera_data.zip"
+    with zipfile.ZipFile(archive) as zf:
+        entries = {info.filename: zf.read(info) for info in zf.infolist()}
+    picture = next(data for name, data in entries.items() if name.endswith(".jpg"))
+    bees = unicodedata.normalize("NFD", "abejás") + " "   # a class name of the user's own
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name, data in entries.items():
+            name = name.replace("/bees/", f"/{bees}/")
+            zf.writestr(name, data)
+            if name.endswith(".jpg"):
+                folder, file = name.rsplit("/", 1)
+                zf.writestr(f"{folder}/._{file}", b"\x00\x05\x16\x07 Mac OS X resource fork")
+                zf.writestr(f"__MACOSX/{folder}/._{file}", b"\x00\x05\x16\x07")
+        zf.writestr("hymenoptera_data/train/.thumbnails/t.jpg", picture)
+    write_sha256sums(bad)
+    result = download(project, "hymenoptera", bad)
+    assert result.returncode == 0, result.stderr
+    assert "hymenoptera: left out " in result.stdout and "._" in result.stdout
+    root = project / "data/raw/hymenoptera"
+    assert not [p for p in root.rglob("*") if p.name.startswith(".")]
+    assert sorted(p.name for p in (root / "train").iterdir()) == ["abejás", "ants"]
+    for name in OUTS:
+        if name != "hymenoptera":
+            assert download(project, name, mirror).returncode == 0
+    result = run_stage(project, "stages.datasets")
+    assert result.returncode == 0, result.stderr
+    table = json.loads((project / "metrics/datasets.json").read_text())["hymenoptera"]
+    assert table["train"]["samples"] == 16 and table["train"]["class_names"] == ["abejás", "ants"]
+
+
+def test_a_picture_that_cannot_be_read_is_named_at_download(project, mirror, tmp_path):
+    bad = copy_mirror(mirror, tmp_path / "m")
+    archive = bad / "hymenoptera/hymenoptera_data.zip"
+    with zipfile.ZipFile(archive, "a") as zf:
+        zf.writestr("hymenoptera_data/val/bees/cut.jpg",
+                    zf.read(next(n for n in zf.namelist() if n.endswith(".jpg")))[:300])
+        zf.writestr("hymenoptera_data/train/ants/empty.jpg", b"")
+    write_sha256sums(bad)
+    result = download(project, "hymenoptera", bad)
+    assert_one_line_error(result, r"hymenoptera \(hymenoptera_data\.zip\): 2 of 28 pictures "
+                                  r"cannot be read, e\.g\. train/ants/empty\.jpg \(.*\); "
+                                  r"val/bees/cut\.jpg \(.*remove or replace them")
+    assert_no_output(project, "hymenoptera")

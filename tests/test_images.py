@@ -171,3 +171,110 @@ def test_an_unreadable_picture_is_named(folder, tmp_path, augment, resident_mb):
         found = image_set(root, "train", augment, resident_mb=resident_mb)
         assert not found.resident   # a resident set names it before any pass
         passes(found, epochs=(1,))
+
+
+# Pictures read as they are (hardening round 4): modes, hidden entries, names, bad files.
+
+def save_png(path, array, mode=None):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array, mode).save(path)
+    return path
+
+
+def test_a_16_bit_picture_is_scaled_not_clipped(tmp_path):
+    """PIL's own convert("RGB") clips 16-bit grey to white (mean 254.5 of 255 for this ramp)."""
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    picture = np.asarray(images.load_image(save_png(tmp_path / "ramp16.png", ramp)))
+    assert picture.shape == (64, 64, 3) and picture[0, 0, 0] == 0 and picture[-1, -1, 0] == 255
+    assert abs(picture.mean() - 127.5) < 0.6
+    eight = np.asarray(images.load_image(save_png(tmp_path / "ramp8.png",
+                                                  (ramp // 257).astype(np.uint8))))
+    assert np.abs(picture.astype(int) - eight.astype(int)).max() <= 1
+
+
+def test_32_bit_and_floating_point_pixels_are_refused_in_one_line(tmp_path):
+    from PIL import Image
+
+    wide = Image.fromarray(np.full((8, 8), 1 << 20, dtype=np.int32), "I")
+    floats = Image.fromarray(np.full((8, 8), 0.5, dtype=np.float32), "F")
+    for image, pattern in ((wide, "32-bit pixels"), (floats, "floating-point pixels")):
+        with pytest.raises(StageError, match=f"image x.tif has {pattern}.*8 or 16 bits"):
+            images.rgb(image, "x.tif")
+
+
+def write_tree(root, files):
+    for name, content in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+
+
+def test_hidden_entries_are_left_out_and_class_names_normalised(tmp_path):
+    import unicodedata
+
+    picture = save_png(tmp_path / "p.png", np.zeros((4, 4, 3), np.uint8)).read_bytes()
+    nfd = unicodedata.normalize("NFD", "café")
+    write_tree(tmp_path / "set", {
+        "train/ants/a.png": picture, "train/ants/._a.png": b"\x00\x05\x16\x07 AppleDouble",
+        "train/.thumbnails/t.png": picture, "train/.DS_Store": b"x",
+        f"train/{nfd}/b.png": picture, "val/ants /c.png": picture, f"val/{nfd}/d.png": picture,
+        "__MACOSX/train/ants/._a.png": b"x", "val/ants /.hidden.png": picture})
+    removed = images.tidy(tmp_path / "set", "set")
+    assert sorted(removed) == ["__MACOSX/", "train/.DS_Store", "train/.thumbnails/",
+                               "train/ants/._a.png", "val/ants /.hidden.png"]
+    assert images.image_folder_classes(tmp_path / "set") == ["ants", "café"]
+    assert [p.name for p in (tmp_path / "set/train").iterdir() if p.name.startswith("caf")] \
+        == ["café"]   # NFC now: one name, printed and compared alike
+    assert images.check_pictures(tmp_path / "set", "set") == 4
+
+
+@pytest.mark.parametrize("first, second", [("ants", "ants "), ("café", "cafe\u0301")])
+def test_two_folders_that_normalise_to_one_name_are_refused(tmp_path, first, second):
+    picture = save_png(tmp_path / "p.png", np.zeros((4, 4, 3), np.uint8)).read_bytes()
+    write_tree(tmp_path / "set", {f"train/{first}/a.png": picture,
+                                  f"train/{second}/b.png": picture})
+    with pytest.raises(StageError, match=r"set: class folders .* of train/ are one name written "
+                                         r"two ways .*merge them"):
+        images.tidy(tmp_path / "set", "set")
+
+
+def test_every_picture_is_decoded_and_a_bad_one_named(tmp_path):
+    good = save_png(tmp_path / "p.png", np.zeros((4, 4, 3), np.uint8))
+    jpeg = tmp_path / "p.jpg"
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), "red").save(jpeg, quality=90)
+    write_tree(tmp_path / "set", {
+        "train/ants/good.png": good.read_bytes(), "train/ants/empty.jpg": b"",
+        "train/bees/cut.jpg": jpeg.read_bytes()[:200], "val/ants/notes.jpg": b"not a picture",
+        "val/bees/good.jpg": jpeg.read_bytes(), "val/bees/readme.txt": b"ignored"})
+    with pytest.raises(StageError) as raised:
+        images.check_pictures(tmp_path / "set", "hymenoptera")
+    message = str(raised.value)
+    assert "\n" not in message and message.startswith("hymenoptera: 3 of 5 pictures cannot be "
+                                                      "read, e.g. train/ants/empty.jpg (")
+    assert "train/bees/cut.jpg (" in message and "remove or replace them" in message
+
+
+def test_a_long_class_name_is_called_long():
+    from stages.lib.core.names import check_class_name
+
+    with pytest.raises(StageError, match="a class name of 150 characters, longer than 100"):
+        check_class_name("a" * 150, "set: class folder train/")
+    check_class_name("a" * 100, "set")
+
+
+def test_an_archive_name_too_long_for_a_file_system_is_called_so(tmp_path):
+    import zipfile
+
+    from stages.lib import archives
+
+    archive = tmp_path / "set.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr(f"set/train/{'b' * 400}/a.jpg", b"x")
+    (tmp_path / "out").mkdir()
+    with pytest.raises(StageError, match=r"archive set.zip has a file or folder name of 400 "
+                                         r"bytes, longer than the 255 a file system allows"):
+        archives.extract(archive, tmp_path / "out", max_bytes=1 << 20)

@@ -6,15 +6,26 @@ Without targets and without a way to get the ImageNet weights (an offline mirror
 them), the stages that need them are left out up front (plan.py) and named in the last line,
 as `make smoke` does: `dvc repro` alone would stop at download@resnet50 with the rest of the
 practical not run. Given targets, it is `dvc repro` with them, unchanged. The exit status is
-DVC's."""
+DVC's. params.yaml is read the way the stages read it first: a file DVC would spend minutes on
+(too large, an alias bomb, not UTF-8) or a value no stage accepts (`report.language: fr`)
+stops here, in one line, before DVC parses it or any training starts."""
 import subprocess
 import sys
 import time
 
 from plan import ROOT, plan
 
+sys.path.insert(0, str(ROOT))
+from stages.lib.core import params  # noqa: E402
+from stages.lib.core.common import StageError  # noqa: E402
+
 
 def main(argv):
+    try:
+        params.load(ROOT / "params.yaml")
+    except StageError as error:
+        print(f"repro: error: {error}", file=sys.stderr)
+        return 1
     targets = [arg for arg in argv if not arg.startswith("-")]
     todo = None if targets else plan(ROOT)
     extra = todo.runnable if todo and todo.missing else []

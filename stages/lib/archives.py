@@ -12,6 +12,8 @@ from .core.common import StageError
 from .core.files import no_space
 from .fetch import CHUNK, check_free_space, human
 
+MAX_NAME_BYTES = 255
+
 
 def _check_member_name(archive, name):
     path = PurePosixPath(name.replace("\\", "/"))
@@ -19,6 +21,11 @@ def _check_member_name(archive, name):
         raise StageError(f"unsafe archive {archive}: absolute path {name!r}")
     if ".." in path.parts:
         raise StageError(f"unsafe archive {archive}: path {name!r} leaves the target folder")
+    for part in path.parts:   # file systems refuse longer names (ext4, APFS, NTFS: 255)
+        if len(part.encode()) > MAX_NAME_BYTES:
+            raise StageError(f"archive {archive} has a file or folder name of "
+                             f"{len(part.encode())} bytes, longer than the {MAX_NAME_BYTES} a "
+                             f"file system allows: {part[:40]!r}... in {name[:80]!r}")
 
 
 def _check_unpacked_size(archive, dest, total, max_bytes):

@@ -12,8 +12,10 @@ epoch), and the augmentation runs on the device, after the batch is gathered, wi
 torchvision's v2 transforms drawing from a generator of the stage's own, so that results do
 not depend on the number of workers nor on whether the set is resident.
 """
+import shutil
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from torchvision.datasets import ImageFolder
@@ -23,9 +25,65 @@ from torchvision.transforms.v2 import functional as F
 
 from .core.common import StageError, seed_for
 from .core.data import NORMALIZATION, SPLITS, subsample
-from .core.names import check_class_name
+from .core.names import check_class_name, normalised
 
 SOURCE_SIDE = 2   # the source pictures random crops are cut from: short side <= 2 x image_size
+SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")   # PIL's modes of 16-bit grey pixels
+
+
+def hidden(name):
+    """Entries an archive carries that are no data: dot files and folders (.DS_Store, macOS's
+    AppleDouble ._photo.jpg, .git/) and __MACOSX/."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def tidy(root, label):
+    """An unpacked ImageFolder made into what the stages read: hidden entries removed (else
+    ImageFolder takes `._photo.jpg` for a picture and `.thumbnails/` for a class) and class
+    folders renamed to their normalised names (names.normalised: NFC, no spaces around);
+    two folders that normalise to one name are refused. Returns the removed entries."""
+    root = Path(root)
+    removed = []
+    for path in sorted(root.rglob("*"), key=lambda p: len(p.parts)):
+        if path.exists() and hidden(path.name):
+            removed.append(path.relative_to(root).as_posix() + ("/" if path.is_dir() else ""))
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    for split in SPLITS:
+        folder = root / split
+        if not folder.is_dir():
+            continue
+        seen = {}
+        for path in sorted(p for p in folder.iterdir() if p.is_dir()):
+            name = normalised(path.name)
+            if name in seen:
+                raise StageError(f"{label}: class folders {seen[name].name!r} and "
+                                 f"{path.name!r} of {split}/ are one name written two ways "
+                                 "(Unicode normalisation or spaces around it): merge them")
+            seen[name] = path
+        for name, path in seen.items():   # all checked first: no rename onto a twin
+            if name != path.name:
+                path.rename(folder / name)
+    return removed
+
+
+def check_pictures(root, label):
+    """Decode every picture ImageFolder would read under root/<split>/ (load_image: the same
+    reader as training): an empty, truncated or non-image file is named here, at download,
+    not in the middle of a training. Returns the number of pictures."""
+    bad, count = [], 0
+    for split in SPLITS:
+        for path in sorted((Path(root) / split).rglob("*")):
+            if path.is_file() and path.suffix.lower() in IMG_EXTENSIONS:
+                count += 1
+                try:
+                    read_rgb(path)
+                except (Image.DecompressionBombError, OSError, SyntaxError, ValueError,
+                        StageError) as error:
+                    bad.append(f"{path.relative_to(root).as_posix()} ({error})")
+    if bad:
+        raise StageError(f"{label}: {len(bad)} of {count} pictures cannot be read, e.g. "
+                         f"{'; '.join(bad[:3])}: remove or replace them")
+    return count
 
 
 def image_folder_classes(root, label=None):
@@ -56,18 +114,38 @@ def image_folder_classes(root, label=None):
     return classes
 
 
+def read_rgb(path):
+    with open(path, "rb") as f:
+        return rgb(Image.open(f), path)
+
+
 def load_image(path):
-    """PIL loader for ImageFolder that names the file when it cannot be read."""
+    """PIL loader for ImageFolder: an RGB picture (rgb()), or one line naming the file."""
     try:
-        with open(path, "rb") as f:
-            image = Image.open(f)
-            return image.convert("RGB")
+        return read_rgb(path)
     except Image.DecompressionBombError:
         raise StageError(f"image {path} is too large to decode safely (more than "
                          f"{2 * Image.MAX_IMAGE_PIXELS:,} pixels: a decompression bomb?); "
                          "remove it from the dataset") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise StageError(f"cannot read image {path}: {error}") from None
+
+
+def rgb(image, path):
+    """`image` as 8-bit RGB. PIL's own convert("RGB") clips 16-bit grey to 255 (a picture turns
+    white): those are scaled, 65535 to 255; 32-bit integer and floating-point pixels have no
+    agreed range and are refused."""
+    if image.mode in SIXTEEN_BIT or image.mode == "I":
+        values = np.asarray(image, dtype=np.int64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise StageError(f"image {path} has 32-bit pixels ({values.min()} to "
+                             f"{values.max()}): save it with 8 or 16 bits per channel")
+        top = 255 if image.mode == "I" and (not values.size or values.max() <= 255) else 65535
+        image = Image.fromarray(np.rint(values * (255 / top)).astype(np.uint8), "L")
+    elif image.mode == "F":
+        raise StageError(f"image {path} has floating-point pixels: save it with 8 or 16 bits "
+                         "per channel")
+    return image.convert("RGB")
 
 
 def image_folder(root, split, transform, samples=None, seed=0):

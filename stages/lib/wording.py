@@ -1,16 +1,12 @@
 """The report's words: the sentences of one language (stages/templates/wording/<language>.yaml)
 and its way of writing numbers. Shared by the report stage and the figures it draws
 (stages/lib/figures.py)."""
-from pathlib import Path
 
 import yaml
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+from .core.params import WORDING, languages  # noqa: F401 (the report's languages: its files)
 
-
-def languages():
-    """The report's languages: one wording file each, templates/wording/<language>.yaml."""
-    return sorted(p.stem for p in (TEMPLATES / "wording").glob("*.yaml"))
+TEMPLATES = WORDING.parent
 
 
 class Language:

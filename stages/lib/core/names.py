@@ -2,11 +2,19 @@
 The names of models and strategies are params.yaml's (`models`, `strategies`: params.py);
 their wording for people is the report's (stages/templates/)."""
 import re
+import unicodedata
 
 from .common import StageError
 
 UNSAFE_IN_NAMES = re.compile(r"[<>&\"'\\\x00-\x1f\x7f]")   # markup, quotes, escapes, controls
 FORMULA_START = ("=", "+", "-", "@")   # a spreadsheet reads a cell that starts so as a formula
+MAX_CLASS_NAME = 100   # characters: a legend, a table cell, an axis label
+
+
+def normalised(name):
+    """A class name as it is compared and shown: Unicode NFC (café typed on macOS is NFD: the
+    same letters, other code points) without spaces around it."""
+    return unicodedata.normalize("NFC", name).strip()
 
 
 def check_class_name(name, where):
@@ -18,3 +26,6 @@ def check_class_name(name, where):
         raise StageError(f"{where} has a class named {name!r}: class names must not contain "
                          "< > & quotes, a backslash or control characters, nor start with "
                          "= + - @ (they reach HTML, scripts and spreadsheets)")
+    if len(name) > MAX_CLASS_NAME:
+        raise StageError(f"{where} has a class name of {len(name)} characters, longer than "
+                         f"{MAX_CLASS_NAME} (legends, tables and axes show it): {name[:40]!r}...")

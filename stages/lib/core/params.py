@@ -23,13 +23,32 @@ BACKENDS = ("auto", "nccl", "gloo")
 TRAINED_LAYERS = ("all", "head")
 MIN_IMAGE_SIZE = 32   # ResNet-50 halves the side five times: 32 px leaves a 1x1 map
 MAX_IMAGE_SIZE = 1024  # 21x ImageNet's pixels per image: beyond, memory, not accuracy, decides
+MAX_PARAMS_BYTES = 1 << 20   # a settings file: 1 MiB is 100 times this project's
+MAX_ALIASES = 100   # YAML *aliases: each may repeat a whole subtree (an "alias bomb")
+# The report's languages: one wording file each. Checked with every params.yaml read, so that
+# a `report.language` no file has stops the first stage, not the last one, after the training.
+WORDING = Path(__file__).resolve().parents[2] / "templates" / "wording"
 
 
 # ---------------------------------------------------------------- reading and checking
 
 class _UniqueKeyLoader(yaml.SafeLoader):
     """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one
-    silently; DVC refuses the file, so the stages must not read it differently)."""
+    silently; DVC refuses the file, so the stages must not read it differently) and more than
+    MAX_ALIASES aliases (each can stand for a whole subtree: a few nested ones make a file of
+    a few hundred bytes that DVC, expanding it, takes minutes over or crashes on)."""
+
+    aliases = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.events.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                mark = self.peek_event().start_mark
+                raise StageError(f"{Path(mark.name).name or 'params.yaml'}:{mark.line + 1}:"
+                                 f"{mark.column + 1}: more than {MAX_ALIASES} YAML aliases "
+                                 "(*name): write the values out")
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -45,12 +64,28 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def load(path="params.yaml"):
     """The YAML mapping at `path`; a syntax error names its line and column, a key that no
-    stage reads its closest known key (check_known)."""
+    stage reads its closest known key (check_known). Bounded before it is parsed: at most
+    MAX_PARAMS_BYTES of UTF-8 text, MAX_ALIASES aliases."""
     try:
-        with open(path) as f:
-            data = yaml.load(f, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        raw = Path(path).read_bytes()
     except FileNotFoundError:
         raise StageError(f"{path} not found (run from the project root)") from None
+    if len(raw) > MAX_PARAMS_BYTES:
+        raise StageError(f"{path} is {len(raw):,} bytes, more than the {MAX_PARAMS_BYTES:,} "
+                         "a settings file may have: it holds settings, not data")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[:error.start].count(b"\n") + 1
+        raise StageError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[error.start]:02x}): save "
+                         "it as UTF-8") from None
+    try:
+        loader = _UniqueKeyLoader(text)
+        loader.name = str(path)
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -59,7 +94,15 @@ def load(path="params.yaml"):
     if not isinstance(data, dict):
         raise StageError(f"{path} must be a mapping of keys to values")
     check_known(data, path)
+    report = data.get("report")
+    if isinstance(report, dict) and "language" in report:
+        param(data, "report.language", str, choices=languages())
     return data
+
+
+def languages():
+    """The report's languages: the wording files, stages/templates/wording/<language>.yaml."""
+    return sorted(p.stem for p in WORDING.glob("*.yaml"))
 
 
 _KIND_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
