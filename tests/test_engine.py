@@ -210,3 +210,24 @@ def test_precision_name_is_the_dtype_without_its_module():
     assert runtime.precision_name(torch.bfloat16) == "bfloat16"
     assert runtime.precision_name(torch.float16) == "float16"
     assert runtime.run_info(CPU, None)["precision"] == "float32"
+
+
+def test_no_training_state_is_written_after_the_last_epoch(tmp_path, monkeypatch):
+    """The state (weights, optimizer moments, random states) after the last epoch would only
+    be deleted: on a disk with room for the model but not for it, it failed a finished run."""
+    from stages.lib.core import checkpoints
+
+    saved = []
+    monkeypatch.setattr(checkpoints.StateWriter, "save",
+                        lambda self, path, fingerprint, **parts: saved.append(
+                            len(parts["history"])))
+    seed_everything(0)
+    x, y = tiny_dataset()
+    model = inference.prepare(Tiny(), CPU)
+    norm = dict(mean=(0.5,), std=(0.25,))
+    engine.fit(model, train_batches=lambda e: data.batches(x, y, 16, **norm),
+               val_batches=lambda: data.batches(x, y, 32, **norm), epochs=3,
+               optimizer=engine.make_optimizer("adam", model.parameters(), 0.01), device=CPU,
+               amp_dtype=None, checkpoint=tmp_path / "state.pt", fingerprint="f" * 16)
+    assert saved == [1, 2]
+

@@ -113,7 +113,9 @@ def fit(model, *, train_batches, val_batches, epochs, optimizer, device, amp_dty
     describes (the best epoch is only named, by summarize). A loss or accuracy that is not
     finite stops training with a StageError.
 
-    With `checkpoint` (a path), the whole training state is saved there after every epoch
+    With `checkpoint` (a path), the whole training state is saved there after every epoch but
+    the last (then the stage writes the model, a fraction of the state's size: a disk with room
+    for the model alone finishes the run)
     (checkpoints.training_state, written in the background: StateWriter) and a run that finds
     a checkpoint of the same `fingerprint` (params, code, data) goes on from its epoch: the
     epochs already done are not trained again, and the result is the same, to the byte, as a
@@ -183,7 +185,7 @@ def fit(model, *, train_batches, val_batches, epochs, optimizer, device, amp_dty
                       "val_loss": val_loss, "val_accuracy": val_accuracy,
                       "seconds": time.perf_counter() - start}
             history.append(record)
-            if checkpoint:
+            if checkpoint and epoch < epochs:   # after the last, the stage writes the model:
                 rng = ctx.gather(get_rng_state(generators))   # every rank takes part
                 if ctx.main:
                     writer.save(checkpoint, fingerprint, model=model, optimizer=optimizer,
