@@ -6,7 +6,10 @@
 #                 (tools/restore.py)
 # make exps       dvc exp show, readable: the params and headline metrics that differ
 # make share      every run computed here, to the DVC remote (tools/push_runs.py): others
-#                 `dvc pull --run-cache`, then `dvc exp run --pull ...` restores instead of training
+#                 `make pull`, then `dvc exp run --pull ...` restores instead of training
+# make pull       the remote's shared runs, each checked before it is used (tools/pull_runs.py)
+# make submission the report as a PDF and the hand-in zip, named from report.author
+#                 (tools/submission.py; submission/)
 # make test       every test, on 2 workers (pytest-xdist); make test-fast: the unit tier
 #                 (pytest -m "not e2e")
 # make lint       ruff, as CI runs it
@@ -37,7 +40,7 @@ endif
 # what `make exps` leaves out: dependency hashes, creation time, t-SNE scores
 EXPS_DROP := Created|stages/|models/|data/|plots/|metrics/tsne/
 
-.PHONY: smoke repro restore exps share submission test test-fast lint bench full-run gpu-check
+.PHONY: smoke repro restore exps share pull submission test test-fast lint bench full-run gpu-check
 
 $(BIN)/.installed: requirements.txt requirements.lock
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -62,6 +65,9 @@ exps: $(BIN)/.installed
 
 share: $(BIN)/.installed
 	python tools/push_runs.py $(SHARE_FLAGS)
+
+pull: $(BIN)/.installed
+	python tools/pull_runs.py $(PULL_FLAGS)
 
 submission: $(BIN)/.installed
 	python tools/submission.py

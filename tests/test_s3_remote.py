@@ -318,3 +318,22 @@ def test_no_aws_settings_of_this_machine_leak_in(shared):
     assert shared.env["AWS_EC2_METADATA_DISABLED"] == "true"
     assert "127.0.0.1" in shared.env["NO_PROXY"]
     assert os.path.exists(shared.env["AWS_CONFIG_FILE"]) is False
+
+
+def test_an_object_key_that_leaves_the_cache_is_refused_by_make_pull(shared, s3, tmp_path):
+    """`dvc pull --run-cache` writes an object keyed runs/aa/<key>/../../../../<path> to that
+    path outside the cache (docs/sharing.md: a reproduction); `make pull` refuses the key and
+    writes nothing."""
+    escape = tmp_path / "escaped"
+    key = "a" * 64
+    hops = "/".join([".."] * (len(Path(shared.b).parts) + 6))
+    s3.client.put_object(Bucket=BUCKET, Key=f"evil/runs/aa/{key}/{hops}{escape}", Body=b"x")
+    g = shared.clone("g")
+    dvc(g, "remote", "add", "--local", "evil", f"s3://{BUCKET}/evil", env=shared.creds)
+    dvc(g, "remote", "modify", "--local", "evil", "endpointurl", s3.endpoint, env=shared.creds)
+    result = run([sys.executable, str(ROOT / "tools/pull_runs.py"), "-r", "evil"], g,
+                 shared.creds, check=False)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert "refuses, nothing was pulled" in result.stderr
+    assert "is not runs/<hash>/<hash>" in result.stderr
+    assert not escape.exists() and not (g / ".dvc/cache/runs").exists()

@@ -1,0 +1,168 @@
+"""Shared runs pulled through the project (`make pull`: tools/pull_runs.py) on a folder remote:
+a classmate who can write the remote plants run-cache entries; each is refused before anything
+is written, or taken out once its outputs fail the stages' checks, in one line. An honest
+remote pulls whole. (The S3 object key with `..`: tests/test_s3_remote.py, on moto.)"""
+import copy
+import json
+import shutil
+import sys
+
+import pytest
+import yaml
+from small_pipeline import dvc, git, make
+
+from helpers import ROOT, run, stage_env
+
+pytestmark = pytest.mark.e2e
+PULL = [sys.executable, str(ROOT / "tools/pull_runs.py")]
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory, mirror):
+    """Machine A ran download@mnist and train@simple_cnn and shared them (make share) on a
+    folder remote; `origin` is its git repo."""
+    base = tmp_path_factory.mktemp("shared")
+    env = stage_env(mirror.resolve())
+    a = make(base / "a", env)
+    dvc(a, "repro", env=env)
+    dvc(a, "remote", "add", "-d", "class", str(base / "remote"), env=env)
+    git(a, "add", "-A", env=env)
+    git(a, "commit", "-q", "-m", "results and remote", env=env)
+    run([sys.executable, str(ROOT / "tools/push_runs.py")], a, env)
+    return base, a, env
+
+
+def fresh(shared, name, remote=None):
+    """A clone of A's repo, its remote pointed at `remote` (default: the honest one)."""
+    base, a, env = shared
+    b = base / name
+    git(base, "clone", "-q", str(a), name, env=env)
+    dvc(b, "remote", "modify", "class", "url", str(remote or base / "remote"), env=env)
+    return b
+
+
+def entries(remote):
+    return sorted(p for p in (remote / "runs").rglob("*") if p.is_file())
+
+
+def planted(shared, name, change):
+    """A copy of the honest remote whose train@simple_cnn entry went through `change` (a
+    function of the entry) and was saved under the name DVC would give it: a careful forger."""
+    from dvc.stage.cache import _get_cache_hash
+
+    base, _, _ = shared
+    remote = shutil.copytree(base / "remote", base / f"remote-{name}")
+    for path in entries(remote):
+        entry = yaml.safe_load(path.read_text())
+        if "stages.train" not in entry["cmd"]:
+            continue
+        path.unlink()
+        entry = change(entry)
+        key = _get_cache_hash(copy.deepcopy(entry), key=True)
+        value = _get_cache_hash(copy.deepcopy(entry))
+        target = remote / "runs" / key[:2] / key / value
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(yaml.safe_dump(entry, sort_keys=False))
+    return remote
+
+
+def pull(project, env):
+    return run(PULL, project, env, check=False)
+
+
+def one_line(result, *pieces):
+    assert result.returncode == 1, result.stdout
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    for piece in pieces:
+        assert piece in result.stderr, result.stderr
+
+
+def test_an_honest_remote_is_pulled_and_its_runs_restore(shared):
+    _, _, env = shared
+    b = fresh(shared, "honest")
+    result = pull(b, env)
+    assert result.returncode == 0, result.stderr
+    assert "pulled 2 shared runs, checked" in result.stdout
+    restored = dvc(b, "repro", "--pull", env=env)
+    assert "Running stage" not in restored.stdout, restored.stdout
+
+
+def test_an_extra_output_that_would_be_imported_is_refused_unwritten(shared):
+    """The entry lists `yaml.py` as one more output: DVC would restore it into the project
+    root, where the next stage's `import yaml` runs it."""
+    _, _, env = shared
+
+    def extra(entry):
+        entry["outs"].append({"path": "yaml.py", "hash": "md5",
+                              "md5": "0123456789abcdef0123456789abcdef", "size": 10})
+        return entry
+
+    b = fresh(shared, "extra", planted(shared, "extra", extra))
+    result = pull(b, env)
+    one_line(result, "refuses, nothing was pulled", "outputs that stage train@simple_cnn does "
+             "not declare: +yaml.py")
+    assert not (b / ".dvc/cache/runs").exists() or not entries(b / ".dvc/cache")
+
+
+@pytest.mark.parametrize("path", ["../outside.py", "/tmp/outside.py"])
+def test_an_output_outside_the_project_is_refused(shared, path):
+    _, _, env = shared
+
+    def outside(entry):
+        entry["outs"][0]["path"] = path
+        return entry
+
+    b = fresh(shared, f"outside{len(path)}", planted(shared, f"outside{len(path)}", outside))
+    one_line(pull(b, env), f"path {path!r} is outside the project")
+
+
+def test_an_entry_edited_after_dvc_wrote_it_is_refused(shared):
+    base, _, env = shared
+    remote = shutil.copytree(base / "remote", base / "remote-edited")
+    path = next(p for p in entries(remote) if "stages.train" in p.read_text())
+    path.write_text(path.read_text().replace("epochs: 1", "epochs: 2"))
+    b = fresh(shared, "edited", remote)
+    one_line(pull(b, env), "its name is not the hash of its content")
+
+
+def forged_output(shared, name, output, content):
+    """A remote whose train@simple_cnn run names, for `output`, an object with `content`."""
+    import hashlib
+
+    base, _, _ = shared
+    digest = hashlib.md5(content).hexdigest()
+
+    def forge(entry):
+        for out in entry["outs"]:
+            if out["path"] == output:
+                out.update(md5=digest, size=len(content))
+        return entry
+
+    remote = planted(shared, name, forge)
+    target = remote / "files/md5" / digest[:2] / digest[2:]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(content)
+    return remote
+
+
+@pytest.mark.parametrize("output, content, said", [
+    ("metrics/simple_cnn.json", json.dumps({"accuracy": 1.7}).encode(),
+     "metrics/simple_cnn.json: accuracy is 1.7, outside 0..1"),
+    ("plots/simple_cnn/confusion.csv",
+     b"actual,predicted,count\n</script><script>alert(1)</script>,0,3\n",
+     "class names must not contain"),
+    ("plots/simple_cnn/confusion.csv", b"actual,predicted,count\n=HYPERLINK(1),0,3\n",
+     "nor start with = + - @"),
+    ("models/simple_cnn.pt", b"\x80\x02c__builtin__\neval\nq\x00.",
+     "models/simple_cnn.pt does not load with weights_only=True"),
+])
+def test_outputs_a_stage_would_never_write_take_the_run_out(shared, output, content, said):
+    _, _, env = shared
+    name = f"forged{abs(hash((output, content))) % 10_000}"
+    b = fresh(shared, name, forged_output(shared, name, output, content))
+    result = pull(b, env)
+    one_line(result, "shared runs hold outputs no stage of this project writes", said)
+    kept = entries(b / ".dvc/cache")
+    assert len(kept) == 1 and "stages.train" not in kept[0].read_text()   # download@mnist's
+    restored = dvc(b, "repro", "--pull", "train@simple_cnn", env=env, check=False)
+    assert "is cached - skipping run" not in restored.stdout
