@@ -8,6 +8,8 @@
 # make share      every run computed here, to the DVC remote (tools/push_runs.py): others
 #                 `make pull`, then `dvc exp run --pull ...` restores instead of training
 # make pull       the remote's shared runs, each checked before it is used (tools/pull_runs.py)
+# make check-cache every object of DVC's cache against its MD5 (a damaged one removed), a killed
+#                 save's temporary files removed, every output saved (tools/check_cache.py)
 # make submission the report as a PDF and the hand-in zip, named from report.author
 #                 (tools/submission.py; submission/)
 # make test       every test, on 2 workers (pytest-xdist); make test-fast: the unit tier
@@ -40,7 +42,7 @@ endif
 # what `make exps` leaves out: dependency hashes, creation time, t-SNE scores
 EXPS_DROP := Created|stages/|models/|data/|plots/|metrics/tsne/
 
-.PHONY: smoke repro restore exps share pull submission test test-fast lint bench full-run gpu-check
+.PHONY: smoke repro restore exps share pull check-cache submission test test-fast lint bench full-run gpu-check
 
 $(BIN)/.installed: requirements.txt requirements.lock
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -68,6 +70,9 @@ share: $(BIN)/.installed
 
 pull: $(BIN)/.installed
 	python tools/pull_runs.py $(PULL_FLAGS)
+
+check-cache: $(BIN)/.installed
+	python tools/check_cache.py
 
 submission: $(BIN)/.installed
 	python tools/submission.py

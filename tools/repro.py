@@ -8,11 +8,15 @@ as `make smoke` does: `dvc repro` alone would stop at download@resnet50 with the
 practical not run. Given targets, it is `dvc repro` with them, unchanged. The exit status is
 DVC's. params.yaml is read the way the stages read it first: a file DVC would spend minutes on
 (too large, an alias bomb, not UTF-8) or a value no stage accepts (`report.language: fr`)
-stops here, in one line, before DVC parses it or any training starts."""
+stops here, in one line, before DVC parses it or any training starts. After DVC, every output
+in the workspace must have its objects in DVC's cache (check_cache.unsaved): DVC reports a save
+that failed on a full disk as a warning and exits 0, and its next run would delete the only
+copy."""
 import subprocess
 import sys
 import time
 
+from check_cache import unsaved
 from plan import ROOT, plan
 
 sys.path.insert(0, str(ROOT))
@@ -38,6 +42,15 @@ def main(argv):
         print(f"repro: error: dvc repro failed after {minutes:.1f} min (status {status}); "
               "`make restore` brings the last commit's results back", file=sys.stderr)
         return status
+    from dvc.repo import Repo
+
+    lost = unsaved(Repo(str(ROOT)))
+    for output, objects in lost:
+        print(f"repro: error: {output} is in the workspace but {len(objects)} of its objects "
+              "are not in DVC's cache (a save that failed: disk full?): the workspace copy is "
+              "the only one; free some space and run `dvc commit`", file=sys.stderr)
+    if lost:
+        return 1
     if todo and todo.missing:
         print(f"repro: {len(todo.runnable)} of {len(todo.stages)} stages up to date "
               f"({minutes:.1f} min)")
