@@ -6,6 +6,7 @@ does. On the small pipeline (download@mnist -> train@simple_cnn, tiny mirror).""
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -20,12 +21,19 @@ pytestmark = pytest.mark.e2e
 CHECK = [sys.executable, str(ROOT / "tools/check_cache.py")]
 
 
-@pytest.fixture()
-def project(tmp_path, mirror):
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory, mirror):
+    """The small pipeline run once; each test takes a copy of it."""
     env = stage_env(mirror.resolve())
-    project = make(tmp_path / "p", env)
+    project = make(tmp_path_factory.mktemp("ran") / "p", env)
     dvc(project, "repro", env=env)
     return project, env
+
+
+@pytest.fixture()
+def project(ran, tmp_path):
+    source, env = ran
+    return shutil.copytree(source, tmp_path / "p", symlinks=True), env
 
 
 def cache_object(project, output):
