@@ -40,7 +40,6 @@ TESTING := requirements-test.txt
 endif
 
 # what `make exps` leaves out: dependency hashes, creation time, t-SNE scores
-EXPS_DROP := Created|stages/|models/|data/|plots/|metrics/tsne/
 
 .PHONY: smoke repro restore exps share pull check-cache submission test test-fast lint bench full-run gpu-check
 
@@ -63,7 +62,7 @@ restore: $(BIN)/.installed
 	python tools/restore.py
 
 exps: $(BIN)/.installed
-	dvc exp show --only-changed --drop '$(EXPS_DROP)' $(EXPS_FLAGS)
+	python tools/exps.py $(EXPS_FLAGS)
 
 share: $(BIN)/.installed
 	python tools/push_runs.py $(SHARE_FLAGS)

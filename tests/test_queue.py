@@ -22,7 +22,7 @@ import psutil
 import pytest
 from small_pipeline import dvc, make
 
-from helpers import run, stage_env
+from helpers import ROOT, run, stage_env
 
 pytestmark = pytest.mark.e2e
 
@@ -237,6 +237,22 @@ def test_exp_show_fits_in_200_columns(queued):
         assert str(params["lr"]) in row and str(metrics["best_accuracy"]) in row
     rows = list(csv.DictReader(io.StringIO(dvc(project, "exp", "show", "--csv", env=env).stdout)))
     assert {row["Experiment"] for row in rows} >= {name for name, *_ in experiments(project, env)}
+
+
+def test_make_exps_shows_the_changed_param_first_in_120_columns(queued):
+    """tools/exps.py (make exps): DVC's table reduced to what tells the experiments apart,
+    `simple_cnn.lr` first with its header on two lines, short metric names, no pager."""
+    project, env, *_ = queued
+    shown = run([sys.executable, str(ROOT / "tools/exps.py")], project, env).stdout
+    lines = shown.splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= 120 and "…" not in shown, shown
+    first, second = (line.split() for line in lines[1:3])
+    assert first[0] == "simple_cnn." and second[:2] == ["Experiment", "lr"], shown
+    assert "simple_cnn" in first and "acc" in second   # the metric, named short
+    assert "metrics/" not in shown and "Created" not in shown and "tsne" not in shown
+    for name, _, params, metrics in experiments(project, env):
+        row = next(line for line in lines if f"[{name}]" in line)
+        assert row.split()[3] == str(params["lr"]) and str(metrics["accuracy"]) in row
 
 
 def test_apply_and_branch_the_best_then_reproduce_it(queued):

@@ -168,8 +168,12 @@ def check_read_only(step, name, tier):
 
 
 def check_exps(step, name, tier):
+    """The experiment's changed param, first, in 120 columns (its header on two lines)."""
     check_read_only(step, name, tier)
-    assert "alexnet.lr" in step.output
+    lines = step.output.splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= 120, step.output
+    header = [line for line in lines if "Experiment" in line or "alexnet." in line]
+    assert "alexnet." in header[0] and "lr" in header[1].split(), step.output
 
 
 def check_plots_show(step, name, tier):
