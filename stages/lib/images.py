@@ -46,8 +46,12 @@ def tidy(root, label):
     removed = []
     for path in sorted(root.rglob("*"), key=lambda p: len(p.parts)):
         if path.exists() and hidden(path.name):
-            removed.append(path.relative_to(root).as_posix() + ("/" if path.is_dir() else ""))
-            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+            folder = path.is_dir() and not path.is_symlink()
+            removed.append(path.relative_to(root).as_posix() + ("/" if folder else ""))
+            if folder:
+                shutil.rmtree(path)
+            else:
+                path.unlink()
     for split in SPLITS:
         folder = root / split
         if not folder.is_dir():
