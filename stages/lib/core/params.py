@@ -7,10 +7,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-import yaml
-
 from . import param_keys
-from .common import StageError, one_line
+from .common import StageError
 
 DEVICES = ("auto", "cuda", "mps", "cpu")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -23,8 +21,6 @@ BACKENDS = ("auto", "nccl", "gloo")
 TRAINED_LAYERS = ("all", "head")
 MIN_IMAGE_SIZE = 32   # ResNet-50 halves the side five times: 32 px leaves a 1x1 map
 MAX_IMAGE_SIZE = 1024  # 21x ImageNet's pixels per image: beyond, memory, not accuracy, decides
-MAX_PARAMS_BYTES = 1 << 20   # a settings file: 1 MiB is 100 times this project's
-MAX_ALIASES = 100   # YAML *aliases: each may repeat a whole subtree (an "alias bomb")
 # The report's languages: one wording file each. Checked with every params.yaml read, so that
 # a `report.language` no file has stops the first stage, not the last one, after the training.
 WORDING = Path(__file__).resolve().parents[2] / "templates" / "wording"
@@ -32,67 +28,11 @@ WORDING = Path(__file__).resolve().parents[2] / "templates" / "wording"
 
 # ---------------------------------------------------------------- reading and checking
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one
-    silently; DVC refuses the file, so the stages must not read it differently) and more than
-    MAX_ALIASES aliases (each can stand for a whole subtree: a few nested ones make a file of
-    a few hundred bytes that DVC, expanding it, takes minutes over or crashes on)."""
-
-    aliases = 0
-
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.events.AliasEvent):
-            self.aliases += 1
-            if self.aliases > MAX_ALIASES:
-                mark = self.peek_event().start_mark
-                raise StageError(f"{Path(mark.name).name or 'params.yaml'}:{mark.line + 1}:"
-                                 f"{mark.column + 1}: more than {MAX_ALIASES} YAML aliases "
-                                 "(*name): write the values out")
-        return super().compose_node(parent, index)
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                mark = key_node.start_mark
-                raise StageError(f"{Path(mark.name).name or 'params.yaml'}:{mark.line + 1}:"
-                                 f"{mark.column + 1}: duplicate key {key!r}")
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 def load(path="params.yaml"):
-    """The YAML mapping at `path`; a syntax error names its line and column, a key that no
-    stage reads its closest known key (check_known). Bounded before it is parsed: at most
-    MAX_PARAMS_BYTES of UTF-8 text, MAX_ALIASES aliases."""
-    try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise StageError(f"{path} not found (run from the project root)") from None
-    if len(raw) > MAX_PARAMS_BYTES:
-        raise StageError(f"{path} is {len(raw):,} bytes, more than the {MAX_PARAMS_BYTES:,} "
-                         "a settings file may have: it holds settings, not data")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = raw[:error.start].count(b"\n") + 1
-        raise StageError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[error.start]:02x}): save "
-                         "it as UTF-8") from None
-    try:
-        loader = _UniqueKeyLoader(text)
-        loader.name = str(path)
-        try:
-            data = loader.get_single_data()
-        finally:
-            loader.dispose()
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(error, "problem", None) or one_line(error)
-        raise StageError(f"{where}: not valid YAML: {problem}") from None
-    if not isinstance(data, dict):
-        raise StageError(f"{path} must be a mapping of keys to values")
+    """The YAML mapping at `path` (param_keys.read: bounded and strict, one line for each way
+    the file can be wrong), with no key that no stage reads (check_known) and a report
+    language that has its wording."""
+    data = param_keys.read(path)
     check_known(data, path)
     report = data.get("report")
     if isinstance(report, dict) and "language" in report:
