@@ -87,3 +87,25 @@ def test_make_repro_checks_params_before_dvc_reads_them(tmp_path, monkeypatch, c
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("repro: error: params.yaml: 'report.language' "
                                                    "must be one of en, es; got 'fr'")
+
+
+@pytest.mark.parametrize("key, value, said", [
+    ("alexnet.lr", -1, r"'alexnet\.lr' must be > 0"),
+    ("transfer.svm.C", 0, r"'transfer\.svm\.C' must be > 0"),
+    ("transfer.finetune.train", "some", r"'transfer\.finetune\.train' must be one of all, head"),
+    ("tsne.probe_folds", 1, r"'tsne\.probe_folds' must be >= 2"),
+    ("distributed.nproc_per_node", 0, r"'distributed\.nproc_per_node' must be an integer"),
+])
+def test_a_value_only_a_later_stage_reads_stops_the_first(tmp_path, key, value, said):
+    """download@mnist runs first and reads none of these; the stage that does would stop on
+    them hours later, after every download and training before it."""
+    with pytest.raises(StageError, match=said):
+        params.load(write(tmp_path, the_project(**{key: value})))
+
+
+def test_a_partial_params_file_is_checked_for_what_it_holds(tmp_path):
+    """A section that is not there is left to the stages that read it."""
+    data = params.load(write(tmp_path, yaml.safe_dump(
+        {"report": {"language": "es", "author": "none"}, "seed": 1, "device": "cpu",
+         "precision": "fp32", "deterministic": True})))
+    assert data["report"]["language"] == "es"

@@ -34,10 +34,30 @@ def load(path="params.yaml"):
     language that has its wording."""
     data = param_keys.read(path)
     check_known(data, path)
+    check_values(data)
+    return data
+
+
+def check_values(data):
+    """Every section's values through the reader of the stages that read it, so that the first
+    stage to run stops on a value a later one would stop on (`report.language: fr` or
+    `alexnet.lr: -1` before any download or training, not hours later). A section that is not
+    there is left to the stages (a test's params.yaml holds only what it runs)."""
+    transfer = data.get("transfer") if isinstance(data.get("transfer"), dict) else {}
+    checks = [("seed", shared), ("download", download), ("tsne", tsne),
+              ("distributed", distributed), ("dataset", transfer_data), ("svm", svm)]
+    for section, reader in checks:
+        if section in data or section in transfer:
+            reader(data)
+    for model in data.get("models") or {}:
+        if model in data:
+            training(data, model)
+    for name in data.get("strategies") or {}:
+        if name in transfer:
+            strategy(data, name)
     report = data.get("report")
     if isinstance(report, dict) and "language" in report:
         param(data, "report.language", str, choices=languages())
-    return data
 
 
 def languages():
