@@ -38,7 +38,7 @@ from stages.lib import analysis, figures, judgements, models
 from stages.lib.core import params, registry
 from stages.lib.core.common import StageError, run
 from stages.lib.core.files import read_json, staged_folder, write_csv
-from stages.lib.wording import TEMPLATES, Language, languages
+from stages.lib.wording import TEMPLATES, Language, author_of, languages
 
 OUT = Path("reports")
 SOURCES = Path("metrics/sources")   # download@<name>'s record of where its data came from
@@ -96,11 +96,11 @@ def counted(result, confusion_csv, val_loss=None):
     accuracy was computed from (they agree by construction), `counts` (figures.read_confusion's
     classes and matrix), and what judgements make of them: `learned` (chance level, constant
     classifier, classes never predicted), `per_class`, `mistakes` (every one-way confusion,
-    most first)."""
+    most first), and `status`, judgements.ranking's key."""
     classes, matrix = figures.read_confusion(confusion_csv)
+    learned = judgements.learned(classes, matrix, val_loss)
     return {**result, "correct": int(matrix.trace()), "images": int(matrix.sum()),
-            "counts": (classes, matrix),
-            "learned": judgements.learned(classes, matrix, val_loss),
+            "counts": (classes, matrix), "learned": learned, "status": learned["status"],
             "per_class": judgements.per_class(classes, matrix),
             "mistakes": judgements.top_confusions(classes, matrix, k=len(classes) ** 2)}
 
@@ -185,17 +185,6 @@ def language_of(settings):
     return params.param(settings, "report.language", str, choices=languages())
 
 
-def author_of(settings):
-    """report.author: the student's name as the hand-in gives it ("Surname(s), Name"), or
-    None (`none` or empty)."""
-    author = params.param(settings, "report.author", str, unset="none")
-    if author is not None and (not author.strip() or len(author) > 200
-                               or any(not c.isprintable() for c in author)):
-        raise StageError("params.yaml: 'report.author' must be a name on one line (at most 200 "
-                         f"characters), or none, got {author!r}")
-    return author.strip() if author else None
-
-
 def templates(language):
     """The Jinja2 environment: Markdown without autoescaping (data goes through |text), HTML
     with it; StrictUndefined, so a missing value stops the stage instead of vanishing."""
@@ -228,7 +217,6 @@ def model(name, dataset, datasets, runs):
             "better_layer": judgements.better_layer(tsne),
             "layer_measures": judgements.measures(tsne["intermediate"], tsne["final"],
                                                   tsne["intermediate"]["points"]),
-            "top": judgements.top_confusions(classes, matrix),
             "pairs": judgements.confused_pairs(classes, matrix),
             "practical": PRACTICAL["models"].get(name)}
 
@@ -291,8 +279,6 @@ def main(argv):
                           f"plots/transfer/{s}/confusion.csv",
                           curves[s][-1]["val_loss"] if s in curves else None)
                for s in order}
-    for r in results.values():
-        r["status"] = r["learned"]["status"]
     separability = analysis.read_scores("metrics/tsne/transfer", "plots/transfer/tsne.json",
                                         order)
     used = next(iter(transfer_runs.values()))["params"]

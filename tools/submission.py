@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 from stages.lib.core import params  # noqa: E402
 from stages.lib.core.common import StageError  # noqa: E402
 from stages.lib.core.files import write_atomic  # noqa: E402
+from stages.lib.wording import author_of  # noqa: E402
 
 CODE = ("stages", "params.yaml", "dvc.yaml", "dvc.lock", "requirements.txt", "README.md")
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)   # every entry's date: the same zip for the same files
@@ -100,11 +101,10 @@ def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="submission", help="folder to write (submission/)")
     args = parser.parse_args(argv)
-    settings = params.load()
-    author = params.param(settings, "report.author", str, unset="none")
+    author = author_of(params.load())
     name = file_name(author)
     html = Path("reports/report.html")
-    check_report(html, author.strip())
+    check_report(html, author)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     pdf = out / f"{name}.pdf"

@@ -4,9 +4,21 @@ and its way of writing numbers. Shared by the report stage and the figures it dr
 
 import yaml
 
-from .core.params import WORDING, languages  # noqa: F401 (the report's languages: its files)
+from .core.common import StageError
+from .core.params import WORDING, languages, param  # noqa: F401 (languages: the report's)
 
 TEMPLATES = WORDING.parent
+
+
+def author_of(settings):
+    """report.author: the student's name as the hand-in gives it ("Surname(s), Name"), or
+    None (`none` or empty); the report prints it, `make submission` names its files after it."""
+    author = param(settings, "report.author", str, unset="none")
+    if author is not None and (not author.strip() or len(author) > 200
+                               or any(not c.isprintable() for c in author)):
+        raise StageError("params.yaml: 'report.author' must be a name on one line (at most 200 "
+                         f"characters), or none, got {author!r}")
+    return author.strip() if author else None
 
 
 class Language:
