@@ -60,8 +60,8 @@ def table(repo, width, every=False):
         return len({str(cell) for cell in td.column(column)}) > 1
 
     params = [c for c in headers["params"] if differs(c)]
-    metrics = {c: short(c, files) for c in headers["metrics"]
-               if short(c, files) and differs(c)}
+    metrics = {c: name for c in headers["metrics"]
+               if (name := short(c, files)) and differs(c)}
     kept = [c for c in ("Experiment", "rev", "typ", "parent", "State", "Executor")
             if c in td.keys()]  # noqa: SIM118 (TabularData)
     td.project(*kept, *params, *metrics)   # the params that differ first, then the metrics

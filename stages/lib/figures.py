@@ -137,7 +137,7 @@ def readable(fig, lang):
 def percent_axis(axis, lang):
     """Tick labels of an axis of fractions written as percentages, the language's way."""
     axis.set_major_formatter(FuncFormatter(
-        lambda value, _: f"{100 * value:.{0 if axis.axes.get_ylim()[1] > 0.1 else 1}f} %"
+        lambda value, _: f"{100 * value:.{0 if axis.get_view_interval()[1] > 0.1 else 1}f} %"
         .replace(".", lang.decimal)))
 
 
