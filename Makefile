@@ -20,8 +20,11 @@
 #                 benchmarks/analysis_speed.py (probe, t-SNE) needs a trained model: by hand
 # make full-run   the whole practical timed stage by stage (benchmarks/full_run.py: dvc repro
 #                 --force in a fresh clone, FULL_RUN_FLAGS), written to docs/full_run.md
-# make gpu-check  on a machine with an NVIDIA GPU: tools/gpu_check.sh (GPU_CHECK_FLAGS, e.g.
-#                 --mirror DIR), its summary in gpu_check/gpu_check.md
+# make gpu-check  on a machine with an NVIDIA GPU: tools/gpu_check.py (GPU_CHECK_FLAGS, e.g.
+#                 --mirror DIR), its summary in gpu_check/gpu_check.md (docs/gpu.md)
+# make gpu-bundle what a lent GPU machine lacks (wheels, a datasets mirror), in build/gpu/, with
+#                 the call that runs the check there (tools/gpu_bundle.py; PyPI needed once)
+# make gpu-rehearsal the check on this CPU as that machine will run it (tools/gpu_rehearsal.py)
 # Each creates .venv first when needed. On Linux x86_64 with Python 3.11 it installs the exact
 # versions of requirements.lock (+ requirements-test.lock for tests and lint); elsewhere the
 # ranges of requirements.txt (+ requirements-test.txt). tools/lock.py rewrites the lock files.
@@ -41,7 +44,7 @@ endif
 
 # what `make exps` leaves out: dependency hashes, creation time, t-SNE scores
 
-.PHONY: smoke repro restore exps share pull check-cache submission test test-fast lint bench full-run gpu-check
+.PHONY: smoke repro restore exps share pull check-cache submission test test-fast lint bench full-run gpu-check gpu-bundle gpu-rehearsal
 
 $(BIN)/.installed: requirements.txt requirements.lock
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -105,4 +108,10 @@ full-run: $(BIN)/.installed
 	python benchmarks/full_run.py $(FULL_RUN_FLAGS)
 
 gpu-check: $(BIN)/.installed-test
-	tools/gpu_check.sh $(GPU_CHECK_FLAGS)
+	python tools/gpu_check.py $(GPU_CHECK_FLAGS)
+
+gpu-bundle: $(BIN)/.installed-test
+	python tools/gpu_bundle.py $(GPU_BUNDLE_FLAGS)
+
+gpu-rehearsal: gpu-bundle
+	python tools/gpu_rehearsal.py

@@ -1,4 +1,4 @@
-"""What only a CUDA GPU can show (marker `gpu`; skipped without CUDA; tools/gpu_check.sh runs
+"""What only a CUDA GPU can show (marker `gpu`; skipped without CUDA; tools/gpu_check.py runs
 them): two runs of the same params give the same bytes, the fp16 path with its gradient
 scaler trains, a model saved on the GPU loads on a CPU-only process, one-process NCCL works
 through the project's loopback rendezvous, and SyncBatchNorm conversion keeps the model's
