@@ -7,6 +7,9 @@
 # make exps       dvc exp show, readable: the params and headline metrics that differ
 # make share      every run computed here, to the DVC remote (tools/push_runs.py): others
 #                 `make pull`, then `dvc exp run --pull ...` restores instead of training
+# make release    each trained model a version (a GTO tag NAME@vX.Y.Z), its weights on the DVC
+#                 remote: `dvc artifacts get URL NAME` fetches it (tools/release.py;
+#                 RELEASE_FLAGS=--version vX.Y.Z)
 # make pull       the remote's shared runs, each checked before it is used (tools/pull_runs.py)
 # make check-cache every object of DVC's cache against its MD5 (a damaged one removed), a killed
 #                 save's temporary files removed, every output saved (tools/check_cache.py)
@@ -44,7 +47,7 @@ endif
 
 # what `make exps` leaves out: dependency hashes, creation time, t-SNE scores
 
-.PHONY: smoke repro restore exps share pull check-cache submission test test-fast lint bench full-run gpu-check gpu-bundle gpu-rehearsal
+.PHONY: smoke repro restore exps share release pull check-cache submission test test-fast lint bench full-run gpu-check gpu-bundle gpu-rehearsal
 
 $(BIN)/.installed: requirements.txt requirements.lock
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -69,6 +72,9 @@ exps: $(BIN)/.installed
 
 share: $(BIN)/.installed
 	python tools/push_runs.py $(SHARE_FLAGS)
+
+release: $(BIN)/.installed
+	python tools/release.py $(RELEASE_FLAGS)
 
 pull: $(BIN)/.installed
 	python tools/pull_runs.py $(PULL_FLAGS)

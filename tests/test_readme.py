@@ -60,6 +60,10 @@ ALEXNET = ["models/alexnet.pt", "metrics/alexnet.json", "plots/alexnet/curves.pn
 # Commands that cannot run in this tier, and why. A reason names what does test the command.
 SKIPPED = {
     "make test": "the suite this tier is part of",
+    # docs/gpu.md: PyPI for the wheels
+    "make gpu-bundle": "the network (PyPI): tests/test_gpu_check.py builds it with --no-wheels",
+    "make gpu-rehearsal": "the network (PyPI): tests/test_gpu_check.py rehearses with "
+                          "--link-packages",
     # docs/scale-out.md: several nodes
     "export PET_NNODES=2 PET_MASTER_ADDR=node0.example.org PET_MASTER_PORT=29500":
         "several nodes (tests/test_distributed.py runs two on loopback)",

@@ -166,3 +166,35 @@ def test_outputs_a_stage_would_never_write_take_the_run_out(shared, output, cont
     assert len(kept) == 1 and "stages.train" not in kept[0].read_text()   # download@mnist's
     restored = dvc(b, "repro", "--pull", "train@simple_cnn", env=env, check=False)
     assert "is cached - skipping run" not in restored.stdout
+
+
+def test_released_models_resolve_with_dvc_artifacts_get(shared, tmp_path):
+    """`make release` (tools/release.py) tags each trained model's artifact with a version and
+    pushes its weights; `dvc artifacts get <repository> <name>` then fetches the same bytes
+    elsewhere. Before it, DVC finds no version; a release without a remote, or with
+    uncommitted results, is refused in one line before any tag."""
+    base, a, env = shared
+    release = [sys.executable, str(ROOT / "tools/release.py")]
+    get = ["artifacts", "get", str(a), "simple-cnn-mnist", "-o", str(tmp_path / "got.pt")]
+    before = dvc(tmp_path, *get, env=env, check=False)
+    assert before.returncode != 0 and "Unable to find artifact" in before.stderr
+
+    b = fresh(shared, "release-b")
+    dvc(b, "remote", "remove", "class", env=env)
+    git(b, "commit", "-qam", "no remote", env=env)
+    refused = run(release, b, env, check=False)
+    assert refused.returncode == 1 and refused.stderr.strip() == (
+        "release: error: no DVC remote (dvc remote add -d NAME URL): `dvc artifacts get` "
+        "fetches the weights from it")
+    (b / "params.yaml").write_text((b / "params.yaml").read_text() + "\n")
+    refused = run(release, b, env, check=False)
+    assert refused.returncode == 1 and "uncommitted changes" in refused.stderr
+    assert git(b, "tag", "-l", env=env).stdout == ""
+
+    done = run(release, a, env)
+    assert "release: simple-cnn-mnist v0.0.1 (models/simple_cnn.pt)" in done.stdout
+    assert "left out alexnet-cifar10 (models/alexnet.pt: no stage of dvc.yaml writes it)" \
+        in done.stdout   # the trimmed graph trains simple_cnn only
+    assert git(a, "tag", "-l", env=env).stdout.split() == ["simple-cnn-mnist@v0.0.1"]
+    dvc(tmp_path, *get, env=env)
+    assert (tmp_path / "got.pt").read_bytes() == (a / "models/simple_cnn.pt").read_bytes()
