@@ -198,3 +198,36 @@ def test_released_models_resolve_with_dvc_artifacts_get(shared, tmp_path):
     assert git(a, "tag", "-l", env=env).stdout.split() == ["simple-cnn-mnist@v0.0.1"]
     dvc(tmp_path, *get, env=env)
     assert (tmp_path / "got.pt").read_bytes() == (a / "models/simple_cnn.pt").read_bytes()
+
+
+def test_share_from_a_clone_without_the_outputs_names_them(shared):
+    """`make share` on a clone that has not pulled: the outputs dvc.lock names are in no cache
+    there; they are named by path with the stage that computes them (DVC alone prints hashes),
+    and the rest of the push goes on."""
+    _, _, env = shared
+    b = fresh(shared, "share-b")
+    result = run([sys.executable, str(ROOT / "tools/push_runs.py")], b, env)
+    lines = result.stdout.splitlines()
+    assert lines[0] == (
+        "share: 2 outputs of dvc.lock are in no cache here and are not sent: data/raw/mnist "
+        "(download@mnist), models/simple_cnn.pt (train@simple_cnn); `dvc repro download@mnist "
+        "train@simple_cnn` computes them (or `dvc pull` them from a remote that has them)")
+    assert "neither locally nor on remote" not in result.stdout + result.stderr
+    assert lines[-1].startswith("pushed the run-cache (0 runs)")
+
+
+def test_a_fresh_clone_reads_what_git_keeps_and_pull_names_what_no_remote_holds(shared):
+    """The README's "what a fresh clone has": on a clone whose remote holds nothing, `dvc
+    metrics show` and `dvc plots show` work from what git keeps; `dvc pull` and `dvc checkout`
+    fail, naming the cached outputs."""
+    base, _, env = shared
+    b = fresh(shared, "fresh-b", remote=base / "empty-remote")
+    shown = dvc(b, "metrics", "show", env=env)
+    assert "metrics/simple_cnn.json" in shown.stdout
+    dvc(b, "plots", "show", "-o", "page", env=env)
+    assert (b / "page" / "index.html").is_file()
+    for command in (["pull"], ["checkout"]):
+        failed = dvc(b, *command, env=env, check=False)
+        assert failed.returncode != 0
+        assert "Checkout failed for following targets:" in failed.stderr
+        assert "models/simple_cnn.pt" in failed.stderr

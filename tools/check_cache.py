@@ -49,23 +49,28 @@ def stale_temporaries(root, now=None):
                   if p.is_file() and now - p.stat().st_mtime > STALE)
 
 
+def missing_objects(repo, out):
+    """The objects of the cached output `out` (for a folder: its manifest and each file's)
+    that are not in the local cache."""
+    oid = out.hash_info.value
+    wanted = [oid]
+    manifest = Path(repo.cache.local.oid_to_path(oid))
+    if oid.endswith(".dir") and manifest.is_file():
+        wanted += [entry["md5"] for entry in json.loads(manifest.read_text())]
+    return [o for o in wanted if not os.path.exists(repo.cache.local.oid_to_path(o))]
+
+
+def cached_outs(repo):
+    """(stage, output) of every output of dvc.lock that DVC caches and has a hash for."""
+    return [(stage, out) for stage in repo.index.stages for out in stage.outs
+            if out.use_cache and out.hash_info and out.hash_info.value]
+
+
 def unsaved(repo):
     """(output path, missing objects) of every output DVC caches, present in the workspace,
     whose object (for a folder: its manifest and each file's) is not in the cache."""
-    missing = []
-    for out in repo.index.outs:
-        if not out.use_cache or not out.hash_info or not out.hash_info.value \
-                or not os.path.exists(out.fs_path):
-            continue
-        oid = out.hash_info.value
-        wanted = [oid]
-        manifest = Path(repo.cache.local.oid_to_path(oid))
-        if oid.endswith(".dir") and manifest.is_file():
-            wanted += [entry["md5"] for entry in json.loads(manifest.read_text())]
-        lost = [o for o in wanted if not os.path.exists(repo.cache.local.oid_to_path(o))]
-        if lost:
-            missing.append((out.def_path, lost))
-    return missing
+    return [(out.def_path, lost) for _, out in cached_outs(repo)
+            if os.path.exists(out.fs_path) and (lost := missing_objects(repo, out))]
 
 
 def users(repo):

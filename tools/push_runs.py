@@ -8,8 +8,13 @@ outputs are nowhere, and trains again. This sends the records (DVC's own push) a
 output they name, from the local cache, through DVC's API (StageCache.get_used_objs, the
 objects `dvc repro --pull` fetches to restore a run).
 
-Elsewhere: `dvc pull --run-cache`, then `dvc exp run --pull -S key=value` restores any run
-someone pushed instead of training it."""
+Outputs dvc.lock names that are in no cache here (a fresh clone, a stage not run yet) cannot be
+sent: they are named in one line, with the stage that computes them, and left out of the push
+(DVC itself would print their hashes, not their paths, as `Some of the cache files do not
+exist neither locally nor on remote`).
+
+Elsewhere: `make pull`, then `dvc exp run --pull -S key=value` restores any run someone pushed
+instead of training it."""
 import argparse
 import os
 import sys
@@ -19,12 +24,25 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-r", "--remote", help="the DVC remote (default: the project's)")
     args = parser.parse_args(argv)
+    from check_cache import cached_outs, missing_objects
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
     try:
         repo = Repo(os.getcwd())
-        repo.push(remote=args.remote, run_cache=True)
+        outs = cached_outs(repo)
+        absent = [(stage, out) for stage, out in outs if missing_objects(repo, out)]
+        if absent:
+            stages = sorted({stage.addressing for stage, _ in absent})
+            print(f"share: {len(absent)} outputs of dvc.lock are in no cache here and are not "
+                  f"sent: {', '.join(f'{o.def_path} ({s.addressing})' for s, o in absent)}; "
+                  f"`dvc repro {' '.join(stages)}` computes them (or `dvc pull` them from a "
+                  "remote that has them)")
+        present = [str(out.def_path) for stage, out in outs if (stage, out) not in absent]
+        if present:   # the run-cache's records, and the workspace's outputs
+            repo.push(targets=present, remote=args.remote, run_cache=True)
+        else:         # (no targets would mean all of them)
+            repo.stage_cache.push(args.remote)
         root = os.path.join(repo.cache.legacy.path, "runs")
         runs = [(os.path.basename(folder), name) for folder, _, names in os.walk(root)
                 for name in names]
