@@ -60,6 +60,12 @@ ALEXNET = ["models/alexnet.pt", "metrics/alexnet.json", "plots/alexnet/curves.pn
 # Commands that cannot run in this tier, and why. A reason names what does test the command.
 SKIPPED = {
     "make test": "the suite this tier is part of",
+    # README, docs/sharing.md: model versions (tests/test_shared_runs.py, on a folder remote)
+    "make release": "a DVC remote: tests/test_shared_runs.py releases on a folder remote",
+    "git push origin --tags": "a hosted repository",
+    "dvc artifacts get <repository URL> simple-cnn-mnist":
+        "a placeholder URL: tests/test_shared_runs.py gets a released model",
+    "dvc artifacts get <repository URL> simple-cnn-mnist@v0.0.1": "a placeholder URL",
     # docs/gpu.md: PyPI for the wheels
     "make gpu-bundle": "the network (PyPI): tests/test_gpu_check.py builds it with --no-wheels",
     "make gpu-rehearsal": "the network (PyPI): tests/test_gpu_check.py rehearses with "
@@ -185,6 +191,12 @@ def check_plots_show(step, name, tier):
     assert (tier.project / "dvc_plots/index.html").stat().st_size > 1000
 
 
+def check_only_alexnet(step, name, tier):
+    """`--targets`: the experiment on AlexNet compared alone, the other models left out."""
+    check_read_only(step, name, tier)
+    assert "alexnet" in step.output and "simple_cnn" not in step.output, step.output
+
+
 def check_typo(step, name, tier):
     """DVC refuses the key before anything runs: the params and experiments are as they were."""
     for what in ("params.yaml", "experiments"):
@@ -209,13 +221,17 @@ CHECKS = {
     "dvc metrics diff": check_read_only,
     "dvc plots show": check_plots_show,
     "dvc plots diff main": check_read_only,
+    "dvc metrics diff --targets metrics/alexnet.json metrics/tsne/alexnet": check_only_alexnet,
+    "dvc plots diff main --targets plots/alexnet": check_read_only,
     "dvc exp run -S alexnet.lrr=0.001": check_typo,
     "dvc exp run -S +alexnet.lrr=0.001": None,
     "make restore": check_restored,
 }
 # compared before and after (costs a few DVC calls each)
 WATCHED = {"make smoke", "make exps", "dvc metrics diff", "dvc plots show",
-           "dvc plots diff main", "dvc exp run -S alexnet.lrr=0.001", "make restore"}
+           "dvc plots diff main", "dvc metrics diff --targets metrics/alexnet.json "
+           "metrics/tsne/alexnet", "dvc plots diff main --targets plots/alexnet",
+           "dvc exp run -S alexnet.lrr=0.001", "make restore"}
 # bash-block commands that fail without the weights, with a line a console block shows
 OFFLINE_FAILS = {"dvc exp run -S alexnet.lr=0.001", "dvc exp run -S transfer.svm.C=10"}
 
