@@ -5,6 +5,9 @@
 # make restore    the last commit's results back after a failed `dvc exp run` or `dvc repro`
 #                 (tools/restore.py)
 # make exps       dvc exp show, readable: the params and headline metrics that differ
+# make plots      dvc plots show (PLOTS_REVS=main: diff) of what can be drawn, no empty chart;
+#                 make metrics: dvc metrics show (METRICS_REVS=main: diff) of what exists
+#                 (tools/show.py: what is not computed yet named in one line)
 # make share      every run computed here, to the DVC remote (tools/push_runs.py): others
 #                 `make pull`, then `dvc exp run --pull ...` restores instead of training
 # make release    each trained model a version (a GTO tag NAME@vX.Y.Z), its weights on the DVC
@@ -47,7 +50,7 @@ endif
 
 # what `make exps` leaves out: dependency hashes, creation time, t-SNE scores
 
-.PHONY: smoke repro restore exps share release pull check-cache submission test test-fast lint bench full-run gpu-check gpu-bundle gpu-rehearsal
+.PHONY: smoke repro restore exps plots metrics share release pull check-cache submission test test-fast lint bench full-run gpu-check gpu-bundle gpu-rehearsal
 
 $(BIN)/.installed: requirements.txt requirements.lock
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -69,6 +72,12 @@ restore: $(BIN)/.installed
 
 exps: $(BIN)/.installed
 	python tools/exps.py $(EXPS_FLAGS)
+
+plots: $(BIN)/.installed
+	python tools/show.py plots $(PLOTS_REVS)
+
+metrics: $(BIN)/.installed
+	python tools/show.py metrics $(METRICS_REVS)
 
 share: $(BIN)/.installed
 	python tools/push_runs.py $(SHARE_FLAGS)

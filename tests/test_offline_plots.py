@@ -19,6 +19,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from helpers import ROOT, load_tool, run, stage_env
 
@@ -414,3 +415,65 @@ def test_a_plots_page_runs_no_script_from_class_names(tmp_path):
     (spec,) = embedded_specs(source).values()
     shown = {row["actual"] for row in spec["data"]["values"]}
     assert shown == set(ADMITTED)
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory):
+    """A clone holding the committed results: no outputs of the stages that need the ImageNet
+    weights (nor of the report)."""
+    from readme_commands import clone_project
+
+    return clone_project(tmp_path_factory.mktemp("show") / "project", None)
+
+
+def show(project, *args):
+    return subprocess.run([str(project / ".venv/bin/python"), "tools/show.py", *args],
+                          cwd=project, capture_output=True, text=True, timeout=300)
+
+
+def test_make_plots_draws_every_chart_it_lists_and_names_the_rest(clone, tmp_path):
+    """`make plots` (tools/show.py): no empty chart, no DVC warning; one line for the files of
+    stages not run; each model's train-against-validation chart, four curves by epoch."""
+    result = show(clone, "plots", "--", "-o", "page")
+    assert result.returncode == 0, result.stderr
+    assert "DVC failed to load" not in result.stderr + result.stdout
+    first = result.stdout.splitlines()[0]
+    assert first.startswith("plots: left out ") and "transfer@finetune" in first, first
+    text = (clone / "page" / "index.html").read_text(encoding="utf-8")
+    assert "var spec = {}" not in text
+    specs = embedded_specs(text)
+    curves = specs["Simple CNN on MNIST, train and validation"]["data"]["values"]
+    series = {row["filename::field"] for row in curves}
+    assert series == {"train/loss.tsv::loss", "val/loss.tsv::loss",
+                      "train/accuracy.tsv::accuracy", "val/accuracy.tsv::accuracy"}
+    assert {int(row["step"]) for row in curves} == set(range(1, 11))
+    assert "ResNet-50 fine-tuned, train and validation" not in specs   # not computed here
+    if shutil.which("chromium") or shutil.which("chromium-browser") or \
+            shutil.which("google-chrome"):
+        dom, console = browse((clone / "page" / "index.html").as_uri(), tmp_path)
+        assert [line for line in console if re.search(r"Uncaught|Error|ERROR", line)] == []
+        assert len(re.findall(r'<canvas[^>]*class="marks"', dom)) == len(specs)
+
+
+def test_make_metrics_shows_what_exists(clone):
+    result = show(clone, "metrics")
+    assert result.returncode == 0, result.stderr
+    assert "DVC failed to load" not in result.stderr + result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("metrics: left out ") and "svm" in lines[0]
+    assert lines[1].split()[:2] == ["Path", "accuracy"]
+    assert not any(line.split()[1:] == ["-"] * 5 for line in lines[2:])   # no empty rows
+
+
+def test_every_trained_network_has_its_train_and_validation_chart():
+    """dvc.yaml's top-level plots draw, for each model and strategy params.yaml trains, its
+    dvclive loss and accuracy files, train and validation, on one chart by epoch."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    folders = [f"plots/{m}" for m in params["models"]] + \
+        [f"plots/transfer/{s}" for s in params["strategies"]]
+    charts = [next(iter(d.values())) for d in yaml.safe_load(
+        (ROOT / "dvc.yaml").read_text())["plots"] if isinstance(d, dict)]
+    for folder in folders:
+        wanted = {f"{folder}/live/plots/metrics/{split}/{measure}.tsv": measure
+                  for split in ("train", "val") for measure in ("loss", "accuracy")}
+        assert any(c.get("y") == wanted and c.get("x") == "step" for c in charts), folder
