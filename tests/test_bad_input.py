@@ -141,7 +141,8 @@ def test_a_nan_validation_loss_stops_training():
     model = NanWhenEvaluating()
     batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,)))]
     with pytest.raises(StageError, match=r"^training diverged: the validation loss became nan "
-                                         r"in epoch 1 \(try a lower 'x\.lr'\)$"):
+                                         r"in epoch 1 \(try a lower 'x\.lr', now 0\.1, e\.g\. "
+                                         r"0\.01\)$"):
         engine.fit(model, train_batches=lambda epoch: batches, val_batches=lambda: batches,
                    epochs=2, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
                    device=torch.device("cpu"), amp_dtype=None, lr_key="x.lr")

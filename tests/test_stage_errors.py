@@ -80,7 +80,8 @@ def test_diverging_training_writes_no_metrics(with_data):
                             "simple_cnn.epochs": 2, "simple_cnn.batch_size": 16})
     result = run_stage(with_data, "stages.train", "simple_cnn", "mnist")
     assert_one_line_error(result, r"training diverged: the loss became (nan|inf) in epoch 1 "
-                                  r"\(try a lower 'simple_cnn\.lr'\)")
+                                  r"\(try a lower 'simple_cnn\.lr', now 1e\+12, e\.g\. "
+                                  r"1e\+11(, or 'precision: fp32', now bfloat16)?\)")
     assert not (with_data / "metrics/simple_cnn.json").exists()
     assert not (with_data / "models/simple_cnn.pt").exists()
 

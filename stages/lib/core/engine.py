@@ -104,6 +104,23 @@ def run_epoch(model, batches, device, amp_dtype, optimizer=None, scaler=None, pr
     return loss_sum / count, right / count
 
 
+def advice(optimizer, lr_key, amp_dtype, batches):
+    """What to change after a loss that is not finite, naming the settings with their values:
+    nothing when the inputs themselves are not finite (the first batch of `batches` is looked
+    at: a lower learning rate cannot help then); else a lower learning rate, and fp32 when
+    training ran in bf16 or fp16 (their range can overflow where fp32's does not)."""
+    x, _ = next(iter(batches), (None, None))
+    if isinstance(x, torch.Tensor) and x.is_floating_point() and not torch.isfinite(x).all():
+        return ("the inputs themselves are not finite numbers: check the dataset, e.g. an image "
+                "channel with no variation, normalised by a standard deviation of 0; no setting "
+                "fixes that")
+    lr = optimizer.param_groups[0].get("initial_lr", optimizer.param_groups[0]["lr"])
+    text = f"try a lower '{lr_key}', now {lr:g}, e.g. {lr / 10:g}"
+    if amp_dtype is not None:
+        text += f", or 'precision: fp32', now {str(amp_dtype).removeprefix('torch.')}"
+    return text
+
+
 def fit(model, *, train_batches, val_batches, epochs, optimizer, device, amp_dtype,
         scheduler=None, on_epoch=None, lr_key="lr", checkpoint=None, fingerprint="",
         generators=(), ctx=distributed.SINGLE):
@@ -167,16 +184,18 @@ def fit(model, *, train_batches, val_batches, epochs, optimizer, device, amp_dty
                                                    optimizer, scaler, progress=shown, ctx=ctx)
             passes["train"] = shown.n
             if not math.isfinite(train_loss):
+                hint = advice(optimizer, lr_key, amp_dtype, train_batches(epoch))
                 raise StageError(f"training diverged: the loss became {train_loss} in epoch "
-                                 f"{epoch} (try a lower '{lr_key}')")
+                                 f"{epoch} ({hint})")
             shown = Progress(f"epoch {epoch}/{epochs} val", passes.get("val"),
                              disable=None if ctx.main else True)
             val_loss, val_accuracy = run_epoch(model, val_batches(), device, amp_dtype,
                                                progress=shown, ctx=ctx)
             passes["val"] = shown.n
             if not math.isfinite(val_loss):
+                hint = advice(optimizer, lr_key, amp_dtype, val_batches())
                 raise StageError(f"training diverged: the validation loss became {val_loss} in "
-                                 f"epoch {epoch} (try a lower '{lr_key}')")
+                                 f"epoch {epoch} ({hint})")
             if scheduler is not None:
                 scheduler.step()
             if device.type == "cuda":
