@@ -81,7 +81,7 @@ def main(argv):
                           val_batches=val_batches, epochs=cfg.epochs, lr_key=f"{name}.lr",
                           record=record, inputs=(folder / "train.pt", folder / "val.pt"),
                           generators=[generator] + [augmenter] * (ctx.world > 1),
-                          live_dir=out / "live")
+                          live_dir=out / "live", model_path=f"models/{name}.pt")
     headline_left_out = {k: v for k, v in fitted.summary.items()
                          if k not in evaluation.HEADLINE}
     training.finish(go, fitted, model, val_batches(0, 1), title=name,

@@ -84,7 +84,8 @@ def main(argv):
                           train_batches=train_batches, val_batches=val_batches,
                           epochs=cfg.epochs, lr_key=f"transfer.{strategy}.lr", record=record,
                           inputs=[root] + ([transfer.WEIGHTS] if start == "imagenet" else []),
-                          generators=[train_set.generator], live_dir=out / "live")
+                          generators=[train_set.generator], live_dir=out / "live",
+                          model_path=f"models/transfer/{strategy}.pt")
     mean, std = data.NORMALIZATION["imagenet"]
     s = fitted.summary
     training.finish(go, fitted, model, val_batches((0, 1)), title=f"ResNet-50 {strategy}",

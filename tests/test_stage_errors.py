@@ -177,3 +177,23 @@ def test_svm_params(project, monkeypatch, key, value, pattern):
 def test_report_language(project, monkeypatch):
     edit_params(project, {"report.language": "fr"})
     fails(project, monkeypatch, r"'report\.language' must be one of en, es; got 'fr'", "report")
+
+
+def test_a_full_disk_stops_training_before_it_starts(with_data, monkeypatch):
+    """Room for the model, DVC's copy and the training state is checked before the first
+    epoch: a full disk is one line naming what needs the room, and nothing is written."""
+    import collections
+
+    from stages.lib import training
+
+    edit_params(with_data, {"simple_cnn.epochs": 1, "simple_cnn.train_samples": 64})
+    (with_data / ".dvc/cache").mkdir(parents=True, exist_ok=True)
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(training.shutil, "disk_usage", lambda path: usage(10**9, 10**9, 2**20))
+    fails(with_data, monkeypatch, r"^no space left on device for the model, the training "
+                                  r"state, DVC's copy of the model \(needed about 24\.8 MiB, "
+                                  r"free 1\.0 MiB in .*\): free some space, then run the stage "
+                                  r"again$", "train", "simple_cnn", "mnist")
+    assert not (with_data / "models").exists()
+    assert not list(with_data.glob(".dvc/tmp/**/*.pt"))   # no training state either
+    assert not (with_data / "plots/simple_cnn/live").exists()

@@ -6,6 +6,7 @@
     training.finish(run, fitted, ...)     # rank 0 evaluates the last epoch's model and writes
 
 Only rank 0 writes (distributed.py); every rank takes part in training and leaves together."""
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import torch
 
 from . import evaluation, live, plots, png
 from .core import checkpoints, distributed, inference, runtime
-from .core.common import writes
+from .core.common import StageError, writes
 from .core.files import check_writable, save_torch, write_json
 
 
@@ -69,15 +70,48 @@ def announce(run, what):
                  else ""), flush=True)
 
 
+def existing(path):
+    """`path`, or its nearest ancestor that exists (what a file system question can ask)."""
+    path = Path(path).absolute()
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def check_room(model, model_path, checkpoint, cache=Path(".dvc/cache")):
+    """Stop before training when a file system lacks room for what the run will write: the
+    model, DVC's copy of it in its cache, and the training state kept after each epoch (about
+    three times the weights with an optimizer's moments, the new one written beside the old):
+    a full disk is named now, not after hours of training."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    needs = [(model_path, weights, "the model"), (checkpoint, 6 * weights, "the training state")]
+    if Path(cache).is_dir():
+        needs.append((cache / "x", weights, "DVC's copy of the model"))
+    by_device = {}
+    for path, size, what in needs:
+        folder = existing(Path(path).parent)
+        device = by_device.setdefault(folder.stat().st_dev, [folder, 0, []])
+        device[1] += size
+        device[2].append(what)
+    for folder, size, what in by_device.values():
+        free = shutil.disk_usage(folder).free
+        if size > free:
+            raise StageError(f"no space left on device for {', '.join(what)} (needed about "
+                             f"{size / 2**20:.1f} MiB, free {free / 2**20:.1f} MiB in {folder}): "
+                             "free some space, then run the stage again")
+
+
 def fit(run, model, optimizer, *, train_batches, val_batches, epochs, lr_key, record, inputs,
-        generators, live_dir, scheduler=None):
+        generators, live_dir, model_path, scheduler=None):
     """engine.fit through dvclive (live.fit), resumed from the checkpoint whose fingerprint
     covers `record` (the params), the device, precision, torch, the processes, the `inputs`
-    (data files and folders) and the pipeline's code."""
+    (data files and folders) and the pipeline's code. First, check_room for `model_path`."""
     fingerprint = checkpoints.fingerprint_of(
         run.checkpoint_name, record, str(run.device), str(run.amp_dtype), torch.__version__,
         run.ctx.world, asdict(run.dist), *inputs, *checkpoints.code_files())
     checkpoint = checkpoints.checkpoint_path(run.checkpoint_name, fingerprint)
+    if run.ctx.main:
+        check_room(model, model_path, checkpoint)
     history, state, seconds = live.fit(
         live_dir, ctx=run.ctx, model=model, train_batches=train_batches,
         val_batches=val_batches, epochs=epochs, optimizer=optimizer, scheduler=scheduler,
