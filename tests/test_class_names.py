@@ -70,3 +70,30 @@ def test_a_cifar_meta_with_a_hostile_class_is_refused(tmp_path, bad):
                                   "t-shirt", "5 o_clock"])
 def test_ordinary_names_pass(name):
     names.check_class_name(name, "set")
+
+
+def test_figures_write_a_name_no_font_draws_as_code_points(monkeypatch, capsys):
+    """A class name in a script no installed font has (CJK here, where none is installed)
+    would be drawn as empty boxes: figures write its characters as code points, say so once,
+    and keep every name a font can draw as it is."""
+    import io
+    import warnings
+
+    from stages.lib import plots, png
+
+    monkeypatch.setattr(png, "_drawable", lambda: frozenset(range(0x250)))   # Latin only
+    monkeypatch.setattr(png, "_SAID", set())
+    fig = plots.confusion_figure(__import__("numpy").eye(3, dtype=int), ["名前", "café", "ants"],
+                                 "t")
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels == ["<U+540D><U+524D>", "café", "ants"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fig.savefig(io.BytesIO(), format="png")
+    assert not [w for w in caught if "missing from" in str(w.message)]
+    png.names(["名前"])   # a second figure: not said again
+    said = capsys.readouterr().out.strip().splitlines()
+    assert said == ["figures: no installed font draws the class names 名前: written as code "
+                    "points (<U+...>); a font with their script (e.g. fonts-noto-cjk) draws them"]
+    monkeypatch.setattr(png, "_drawable", lambda: frozenset(map(ord, "名前")))
+    assert png.names(["名前"]) == ["名前"]

@@ -14,6 +14,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from . import png
 from .core.files import read_json, write_json
 from .png import plt
 
@@ -112,7 +113,7 @@ def read_scores(metrics_dir, details_path, names):
 
 def tsne_axes(ax, coords, labels, classes, title):
     cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
-    for i, name in enumerate(classes):
+    for i, name in enumerate(png.names(classes)):
         mask = np.asarray(labels) == i
         ax.scatter(coords[mask, 0], coords[mask, 1], s=4 if len(labels) > 1000 else 14,
                    color=cmap(i % cmap.N), label=name, alpha=0.7, linewidths=0)

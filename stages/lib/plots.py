@@ -25,7 +25,7 @@ def confusion_figure(matrix, classes, title, words=WORDS):
 
 def confusion_axes(ax, matrix, classes, title, words=WORDS):
     """A confusion matrix with its counts drawn on `ax`."""
-    ConfusionMatrixDisplay(matrix, display_labels=classes).plot(
+    ConfusionMatrixDisplay(matrix, display_labels=png.names(classes)).plot(
         ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45 if len(classes) > 4 else 0,
         values_format="d")
     ax.set_xlabel(words["predicted"])
