@@ -13,6 +13,8 @@
 # make release    each trained model a version (a GTO tag NAME@vX.Y.Z), its weights on the DVC
 #                 remote: `dvc artifacts get URL NAME` fetches it (tools/release.py;
 #                 RELEASE_FLAGS=--version vX.Y.Z)
+# make verify STAGE=train@alexnet  a pulled or shared result computed again and compared
+#                 (tools/verify.py; VERIFY_FLAGS=--tolerance 0.005 across hardware)
 # make pull       the remote's shared runs, each checked before it is used (tools/pull_runs.py)
 # make check-cache every object of DVC's cache against its MD5 (a damaged one removed), a killed
 #                 save's temporary files removed, every output saved (tools/check_cache.py)
@@ -50,7 +52,7 @@ endif
 
 # what `make exps` leaves out: dependency hashes, creation time, t-SNE scores
 
-.PHONY: smoke repro restore exps plots metrics share release pull check-cache submission test test-fast lint bench full-run gpu-check gpu-bundle gpu-rehearsal
+.PHONY: smoke repro restore exps plots metrics share release verify pull check-cache submission test test-fast lint bench full-run gpu-check gpu-bundle gpu-rehearsal
 
 $(BIN)/.installed: requirements.txt requirements.lock
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -84,6 +86,10 @@ share: $(BIN)/.installed
 
 release: $(BIN)/.installed
 	python tools/release.py $(RELEASE_FLAGS)
+
+verify: $(BIN)/.installed
+	@test -n "$(STAGE)" || { echo "make verify: name the stage: make verify STAGE=train@alexnet"; exit 2; }
+	python tools/verify.py $(STAGE) $(VERIFY_FLAGS)
 
 pull: $(BIN)/.installed
 	python tools/pull_runs.py $(PULL_FLAGS)

@@ -231,3 +231,37 @@ def test_a_fresh_clone_reads_what_git_keeps_and_pull_names_what_no_remote_holds(
         assert failed.returncode != 0
         assert "Checkout failed for following targets:" in failed.stderr
         assert "models/simple_cnn.pt" in failed.stderr
+
+
+def test_verify_recomputes_a_shared_result(shared):
+    """`make verify STAGE=...` (tools/verify.py): a pulled result computed again in a temporary
+    clone; the same bytes verify it; a metric forged in a commit (dvc.lock updated to match)
+    is refused on the same hardware; the workspace and `dvc exp list` are left as they were."""
+    _, _, env = shared
+    b = fresh(shared, "verify-b")
+    dvc(b, "pull", env=env)
+    verify = [sys.executable, str(ROOT / "tools/verify.py"), "train@simple_cnn"]
+    result = run(verify, b, env)
+    assert result.stdout.splitlines()[-1] == \
+        "verify: train@simple_cnn: verified, the same bytes (8 outputs; the run record, which " \
+        "holds times, aside)", result.stdout
+    assert dvc(b, "exp", "list", "--name-only", env=env).stdout.strip() == ""
+
+    metrics = b / "metrics/simple_cnn.json"
+    forged = json.loads(metrics.read_text())
+    forged["accuracy"] = round(min(forged["accuracy"] + 0.2, 1.0), 4)
+    metrics.write_text(json.dumps(forged, indent=2) + "\n")
+    dvc(b, "commit", "-f", "train@simple_cnn", env=env)
+    git(b, "commit", "-qam", "a better accuracy", env=env)
+    result = run(verify, b, env, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith(
+        "verify: error: train@simple_cnn: not verified: on the same hardware (")
+    assert "other bytes for metrics/simple_cnn.json" in result.stderr
+    assert json.loads(metrics.read_text()) == forged          # the workspace untouched
+    assert git(b, "status", "--porcelain", env=env).stdout == ""
+
+    wrong = run([sys.executable, str(ROOT / "tools/verify.py"), "train@nothing"], b, env,
+                check=False)
+    assert wrong.returncode == 2 and wrong.stderr.startswith(
+        "verify: error: no stage 'train@nothing' in dvc.yaml")
