@@ -233,6 +233,17 @@ def test_no_training_state_is_written_after_the_last_epoch(tmp_path, monkeypatch
 
 
 
+def divergence(model, lr, std, amp_dtype=None):
+    """The line engine.fit stops with when `model` trains on tiny_dataset normalised by `std`."""
+    x, y = tiny_dataset()
+    batches = lambda *a: data.batches(x, y, 16, mean=(0.5,), std=(std,))  # noqa: E731
+    with pytest.raises(StageError) as error:
+        engine.fit(model, train_batches=batches, val_batches=batches, epochs=2,
+                   optimizer=engine.make_optimizer("sgd", model.parameters(), lr), device=CPU,
+                   amp_dtype=amp_dtype, lr_key="tiny.lr")
+    return str(error.value)
+
+
 @pytest.mark.parametrize("amp_dtype, tail", [
     (None, "try a lower 'tiny.lr', now 0.5, e.g. 0.05)"),
     (torch.bfloat16, "try a lower 'tiny.lr', now 0.5, e.g. 0.05, or 'precision: fp32', now "
@@ -243,25 +254,13 @@ def test_divergence_advice_names_the_settings_with_their_values(amp_dtype, tail)
         def forward(self, x):
             return super().forward(x) * float("inf")
 
-    x, y = tiny_dataset()
-    model = Exploding()
-    optimizer = engine.make_optimizer("sgd", model.parameters(), 0.5)
-    batches = lambda *a: data.batches(x, y, 16, mean=(0.5,), std=(0.25,))  # noqa: E731
-    with pytest.raises(StageError) as error:
-        engine.fit(model, train_batches=batches, val_batches=batches, epochs=2,
-                   optimizer=optimizer, device=CPU, amp_dtype=amp_dtype, lr_key="tiny.lr")
-    assert str(error.value).endswith(tail), str(error.value)
+    message = divergence(Exploding(), 0.5, 0.25, amp_dtype)
+    assert message.endswith(tail), message
 
 
 def test_inputs_that_are_not_finite_are_named_not_the_learning_rate():
     """A dataset with a channel of one value, normalised by a standard deviation of 0: every
     input is inf or nan, and no learning rate helps; the line says so."""
-    x, y = tiny_dataset()
-    model = Tiny()
-    optimizer = engine.make_optimizer("sgd", model.parameters(), 0.1)
-    batches = lambda *a: data.batches(x, y, 16, mean=(0.5,), std=(0.0,))  # noqa: E731
-    with pytest.raises(StageError) as error:
-        engine.fit(model, train_batches=batches, val_batches=batches, epochs=1,
-                   optimizer=optimizer, device=CPU, amp_dtype=None, lr_key="tiny.lr")
-    assert "the inputs themselves are not finite numbers" in str(error.value)
-    assert "lr" not in str(error.value).split("(", 1)[1]
+    message = divergence(Tiny(), 0.1, 0.0)
+    assert "the inputs themselves are not finite numbers" in message
+    assert "lr" not in message.split("(", 1)[1]
