@@ -169,8 +169,8 @@ def stage_name(argv):
     return f"{module}@{argv[0]}" if argv else module
 
 
-# A stage run by torchrun (stages/lib/core/distributed.py): torchrun sets TORCHELASTIC_RUN_ID in its
-# workers; the stage's own launcher (distributed.launch) also sets LAUNCHED_ENV, and then prints
+# A stage run by torchrun (stages/lib/core/launcher.py): torchrun sets TORCHELASTIC_RUN_ID in its
+# workers; the stage's own launcher (launcher.launch) also sets LAUNCHED_ENV, and then prints
 # the first failing rank's message itself.
 WORKER_ENV = "TORCHELASTIC_RUN_ID"
 LAUNCHED_ENV = "STAGES_LAUNCHED"
