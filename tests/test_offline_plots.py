@@ -477,3 +477,28 @@ def test_every_trained_network_has_its_train_and_validation_chart():
         wanted = {f"{folder}/live/plots/metrics/{split}/{measure}.tsv": measure
                   for split in ("train", "val") for measure in ("loss", "accuracy")}
         assert any(c.get("y") == wanted and c.get("x") == "step" for c in charts), folder
+
+
+def test_exp_show_errs_only_on_outputs_a_clone_cannot_have(clone):
+    """`dvc exp show --json` (what VS Code's DVC extension reads): an error entry only for a
+    metrics file that is not there (the stages that need the ImageNet weights), none for one
+    that exists."""
+    result = subprocess.run([str(clone / ".venv/bin/python"), "-m", "dvc", "exp", "show",
+                             "--json"], cwd=clone, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    errors = []
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "error" and value:
+                    errors.append(path)
+                walk(value, key)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value, path)
+
+    walk(json.loads(result.stdout), "")
+    assert errors, "a clone without the weights lacks some metrics"
+    assert all(path.startswith("metrics/") and not (clone / path).exists() for path in errors), \
+        errors
