@@ -72,6 +72,7 @@ def test_the_report_shows_what_changed_between_two_commits(tmp_path):
     assert report.startswith("## Results against `base`")
     cells = [[cell.strip() for cell in line.strip("|").split("|")]
              for line in report.splitlines() if line.startswith("|")]
+    assert ["Path", "Param", "base", "this branch"] in cells
     assert ["params.yaml", "simple_cnn.lr", "0.001", "0.002"] in cells
     row = next(line for line in report.splitlines() if "metrics/simple_cnn.json" in line
                and "| accuracy " in line)

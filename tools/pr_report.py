@@ -57,8 +57,9 @@ def report(base, out):
                            capture_output=True)
     if found.returncode != 0:
         fail(f"{base} is not a commit here (fetch it: git fetch origin)")
-    params = dvc("params", "diff", base, "--md")
-    metrics = dvc("metrics", "diff", base, "--md")
+    # DVC calls the working tree `workspace`: in CI that is the pull request's head
+    params = dvc("params", "diff", base, "--md").replace(" workspace ", " this branch ", 1)
+    metrics = dvc("metrics", "diff", base, "--md").replace(" workspace ", " this branch ", 1)
     shutil.rmtree(out / "plots", ignore_errors=True)
     dvc("plots", "diff", base, "-o", str(out / "plots"))    # index.html: every plot, both sides
     plots = json.loads(dvc("plots", "diff", base, "--json", "-o", str(out / "plots")) or "{}")
