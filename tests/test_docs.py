@@ -45,10 +45,9 @@ def test_links_reach_a_file_and_heading(document):
     assert broken == []
 
 
-@pytest.mark.parametrize("document", DOCUMENTS, ids=ids)
+@pytest.mark.parametrize("document", [d for d in DOCUMENTS if ids(d) not in GENERATED],
+                         ids=ids)
 def test_project_paths_exist(document):
-    if ids(document) in GENERATED:
-        pytest.skip("generated")
     named = set(PATH.findall(document.read_text()))
     missing = sorted(p for p in named if not (ROOT / p.rstrip(".")).exists()
                      and "<" not in p and "*" not in p)
