@@ -105,18 +105,31 @@ def test_deterministic_cuda_algorithms(monkeypatch, deterministic):
     assert (os.environ.get("CUBLAS_WORKSPACE_CONFIG") == ":4096:8") is deterministic
 
 
-def test_malloc_is_tuned_by_the_stages_that_run_a_network_only(monkeypatch):
+def test_malloc_is_tuned_by_the_stages_that_run_a_network_only(monkeypatch, tmp_path):
     """runtime.setup (train, transfer, tsne, features, compare) keeps freed memory for the next
-    step; a stage that runs no network (download, datasets, svm, report) leaves malloc as is."""
+    step; a stage that runs no network (download, datasets, svm, report) leaves malloc as is.
+    common.run runs here in the test's process: in a folder of its own (its stage lock is not
+    the checkout's), without the parent watcher (a thread and a death signal that would stay in
+    this process), its SIGTERM handler put back after."""
+    import signal
     import sys
+    import threading
 
     from stages.lib.core import common, params
 
     calls = []
     monkeypatch.setattr(runtime, "keep_freed_memory", lambda: calls.append("tuned"))
     monkeypatch.setattr(sys, "argv", ["stage"])
-    with pytest.raises(SystemExit):
-        common.run(lambda argv: sys.exit(0))
-    assert calls == []
+    monkeypatch.setattr(common, "_watch_parents", lambda: calls.append("watched"))
+    monkeypatch.chdir(tmp_path)
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit):
+            common.run(lambda argv: sys.exit(0))
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    assert calls == ["watched"]
+    assert not [t for t in threading.enumerate() if t.name == "parent-watch"]
+    calls.clear()
     runtime.setup(params.Shared(seed=0, device="cpu", precision="fp32", deterministic=True))
     assert calls == ["tuned"]
