@@ -113,17 +113,7 @@ bench: $(BIN)/.installed
 	dvc repro download@mnist download@cifar10 download@hymenoptera || { echo "make bench: \
 	the benchmarks need MNIST, CIFAR-10 and hymenoptera: set DATASETS_MIRROR (docs/data.md) \
 	or go online, then run it again"; exit 1; }
-	{ echo "# Benchmarks"; echo; \
-	  echo "Written by \`make bench\` on $$(date -u +%Y-%m-%d) ($$(python -c 'from stages.lib.core.runtime import cpu_name; print(cpu_name())'), $$(nproc) cores, load average $$(cut -d' ' -f1-3 /proc/loadavg) at the start)."; \
-	  echo "Each line is the benchmark's own output; ratios compare against a reference run in"; \
-	  echo "the same process. History: \`git log -p docs/benchmarks.md\`. The whole practical,"; \
-	  echo "stage by stage: [full_run.md](full_run.md) (\`make full-run\`)."; echo; echo '```'; \
-	  python benchmarks/conv_weight_grad.py && python benchmarks/epoch_speed.py $(BENCH_FLAGS) \
-	  && python benchmarks/transfer_speed.py \
-	  && echo '```'; } > docs/benchmarks.md.part \
-	  && mv docs/benchmarks.md.part docs/benchmarks.md \
-	  || { rm -f docs/benchmarks.md.part; echo "make bench: a benchmark failed; \
-	docs/benchmarks.md is unchanged"; exit 1; }
+	python benchmarks/write_doc.py $(BENCH_FLAGS)
 
 full-run: $(BIN)/.installed
 	python benchmarks/full_run.py $(FULL_RUN_FLAGS)

@@ -160,3 +160,30 @@ def test_the_full_run_times_each_stage_from_dvcs_lines_to_the_next(tmp_path):
     assert "| **whole run** |   215.0 |   3.6 |" in text
     assert "Accepted unverified (DATASETS_ACCEPT_UNVERIFIED): resnet50" in text
     assert "ended with status 3" in text
+
+
+def test_the_doc_holds_each_benchmarks_output_and_keeps_the_gpu_section(tmp_path, capsys):
+    """make bench's writer (benchmarks/write_doc.py): a header naming the machine, every
+    benchmark's output in one block, a `## GPU` section a person added kept as it was."""
+    write_doc = load("write_doc")
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\nold\n\n## GPU\n\nThe check's summary, 2026-12-01.\n")
+    runs = [[sys.executable, "-c", f"print('benchmark {n}: ratio 0.5x')"] for n in (1, 2)]
+    assert write_doc.main([], runs=runs, doc=doc) == 0
+    text = doc.read_text()
+    assert text.startswith("# Benchmarks\n\nWritten by `make bench` on ")
+    assert "cores, load average " in text.splitlines()[2]
+    assert "```\nbenchmark 1: ratio 0.5x\nbenchmark 2: ratio 0.5x\n```\n" in text
+    assert text.endswith("\n## GPU\n\nThe check's summary, 2026-12-01.\n") and "old" not in text
+
+
+def test_a_failing_benchmark_leaves_the_doc_as_it_was(tmp_path, capsys):
+    write_doc = load("write_doc")
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("as it was\n")
+    runs = [[sys.executable, "-c", "print('fine')"],
+            [sys.executable, "-c", "import sys; sys.exit('epoch_speed: no data')"]]
+    assert write_doc.main([], runs=runs, doc=doc) == 1
+    assert doc.read_text() == "as it was\n"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["make bench: -c failed (epoch_speed: no data); benchmarks.md is unchanged"]
