@@ -28,7 +28,6 @@ check on the lent machine.
 """
 import argparse
 import gzip
-import hashlib
 import importlib.metadata as metadata
 import io
 import json
@@ -52,7 +51,7 @@ from torchvision.transforms import v2
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from stages.lib import archives, images  # noqa: E402
+from stages.lib import archives, fetch, images  # noqa: E402
 from stages.lib.core import data  # noqa: E402
 
 # Not carried, with what they would bring; the rehearsal (tools/gpu_rehearsal.py) runs the check
@@ -152,10 +151,6 @@ def download_wheels(packages, dest, python):
                 fail(f"{name}=={version} has no wheel for CPython {python} and is not pure "
                      "Python")
     return sorted(dest.glob("*.whl"))
-
-
-def sha256(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def bundle_mnist(mirror, dest):
@@ -307,7 +302,7 @@ def main(argv=None):
                                     mirror_out / transfer_set / source,
                                     int(params["transfer"]["image_size"])))
     say(notes[-1])
-    sums = [f"{sha256(p)}  {p.relative_to(mirror_out).as_posix()}"
+    sums = [f"{fetch.digest(p)}  {p.relative_to(mirror_out).as_posix()}"
             for p in sorted(mirror_out.rglob("*")) if p.is_file()]
     (mirror_out / "SHA256SUMS").write_text("\n".join(sums) + "\n")
     (out / "bundle.json").write_text(json.dumps({

@@ -30,15 +30,15 @@ def main(argv=None):
 
     try:
         repo = Repo(os.getcwd())
-        outs = cached_outs(repo)
-        absent = [(stage, out) for stage, out in outs if missing_objects(repo, out)]
+        outs = [(stage, out, bool(missing_objects(repo, out))) for stage, out in cached_outs(repo)]
+        absent = [(stage, out) for stage, out, lost in outs if lost]
         if absent:
             stages = sorted({stage.addressing for stage, _ in absent})
             print(f"share: {len(absent)} outputs of dvc.lock are in no cache here and are not "
                   f"sent: {', '.join(f'{o.def_path} ({s.addressing})' for s, o in absent)}; "
                   f"`dvc repro {' '.join(stages)}` computes them (or `dvc pull` them from a "
                   "remote that has them)")
-        present = [str(out.def_path) for stage, out in outs if (stage, out) not in absent]
+        present = [str(out.def_path) for _, out, lost in outs if not lost]
         if present:   # the run-cache's records, and the workspace's outputs
             repo.push(targets=present, remote=args.remote, run_cache=True)
         else:         # (no targets would mean all of them)

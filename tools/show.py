@@ -47,32 +47,25 @@ def targets(repo, kind):
     writer = {str(out.def_path): stage.addressing for stage in repo.index.stages
               for out in stage.outs}
     root = Path(repo.root_dir)
+    wanted = (lambda out: out.is_metric) if kind == "metrics" else \
+        (lambda out: out.is_plot and drawable(out))
     missing, chosen = {}, []
-    if kind == "metrics":
-        for stage in repo.index.stages:
-            for out in stage.outs:
-                if out.is_metric:
-                    path = str(out.def_path)
-                    if (root / path).exists():
-                        chosen.append(path)
-                    else:
-                        missing[path] = stage.addressing
-        return chosen, missing
     for stage in repo.index.stages:
-        for out in stage.outs:
-            if out.is_plot and drawable(out):
-                path = str(out.def_path)
-                if (root / path).exists():
-                    chosen.append(path)
-                else:
-                    missing[path] = stage.addressing
+        for out in filter(wanted, stage.outs):
+            path = str(out.def_path)
+            if (root / path).exists():
+                chosen.append(path)
+            else:
+                missing[path] = stage.addressing
+    if kind == "metrics":
+        return chosen, missing
     pipeline = yaml.safe_load((root / "dvc.yaml").read_text())
     for definition in pipeline.get("plots") or []:
         name, files = top_level_files(definition)
         absent = [f for f in files if not (root / f).exists()]
-        if absent:
-            missing.update({f: writer.get(f) or writer.get(next(
-                (o for o in writer if f.startswith(o + "/")), ""), "?") for f in absent})
+        if absent:   # a file of a declared output, or inside a declared folder
+            missing.update({f: next((s for o, s in writer.items()
+                                     if f == o or f.startswith(o + "/")), "?") for f in absent})
         else:
             chosen.append(name)
     return chosen, missing

@@ -98,9 +98,9 @@ def main(argv=None):
         compared = [p for p in shared if not p.endswith(".run.json")]
         differ = sorted(p for p in compared if again.get(p) != shared[p])
         if not differ:
-            say(f"{args.stage}: verified, the same bytes ({len(compared)} outputs; the run "
-                "record, which holds times, aside)" if len(compared) < len(shared) else
-                f"{args.stage}: verified, the same bytes ({len(compared)} outputs)")
+            aside = "; the run record, which holds times, aside" \
+                if len(compared) < len(shared) else ""
+            say(f"{args.stage}: verified, the same bytes ({len(compared)} outputs{aside})")
             return 0
         records = [p for p in shared if p.endswith(".run.json")]
         mine = hardware(json.loads(show(rev, records[0]) or "null")) if records else None
