@@ -24,11 +24,12 @@ from pathlib import Path
 from torchvision.datasets import CIFAR10, MNIST
 from torchvision.models import ResNet50_Weights
 
-from stages.lib import archives, fetch, images
+from stages.lib import archives, checksums, images, web
 from stages.lib.core import data, params
 from stages.lib.core.common import StageError, run
-from stages.lib.core.files import save_torch, write_json
+from stages.lib.core.files import remove_stale_parts, save_torch, temporary_dir_beside, write_json
 from stages.lib.core.params import param
+from stages.lib.mirror import copy_from_mirror, mirror_dir
 
 FORMATS = ("mnist", "cifar10", "imagefolder", "weights")
 SOURCES = Path("metrics/sources")   # <name>.json: where each download's data came from
@@ -47,16 +48,16 @@ def get_file(name, filename, urls, dest, checksum, algorithm, settings):
     else None. Only a mirror's file can mismatch: a download is verified against the upstream
     checksum itself, a mirror's file against the mirror's SHA256SUMS, and the caller decides
     whether another upstream check vouches for it or it must be refused."""
-    mirror = fetch.mirror_dir()
+    mirror = mirror_dir()
     if mirror is None:
-        url = fetch.download(urls, dest, checksum=checksum, algorithm=algorithm, **settings)
+        url = web.download(urls, dest, checksum=checksum, algorithm=algorithm, **settings)
         print(f"{name}: {filename} from {url}" + (", verified" if checksum else ""), flush=True)
         return None
     print(f"{name}: {filename} from mirror {mirror}", flush=True)
-    fetch.copy_from_mirror(mirror, f"{name}/{filename}", dest, upstream=urls[0])
+    copy_from_mirror(mirror, f"{name}/{filename}", dest, upstream=urls[0])
     if checksum is None:
         return None
-    actual = fetch.digest(dest, algorithm)
+    actual = checksums.digest(dest, algorithm)
     return None if actual.startswith(checksum.lower()) else actual
 
 
@@ -84,7 +85,7 @@ def prepare_mnist(name, source, work, settings, limit):
         raw = archives.gunzip(path, max_bytes=limit)
         stem = filename.removesuffix(".gz")
         if mismatch and hashlib.md5(raw).hexdigest() != MNIST_RAW_MD5[stem]:
-            unverified = unverified or fetch.upstream_mismatch(
+            unverified = unverified or checksums.upstream_mismatch(
                 name, f"{filename} from the mirror is not the MNIST release",
                 f"md5 {mismatch}, torchvision's is {md5}; unpacked md5 "
                 f"{hashlib.md5(raw).hexdigest()}, the release's is {MNIST_RAW_MD5[stem]}")
@@ -118,9 +119,9 @@ def prepare_cifar10(name, source, work, settings, limit):
         inner = [*CIFAR10.train_list, *CIFAR10.test_list,
                  [CIFAR10.meta["filename"], CIFAR10.meta["md5"]]]
         wrong = [n for n, md5 in inner
-                 if not (folder / n).is_file() or fetch.digest(folder / n, "md5") != md5]
+                 if not (folder / n).is_file() or checksums.digest(folder / n, "md5") != md5]
         if wrong:
-            unverified = fetch.upstream_mismatch(
+            unverified = checksums.upstream_mismatch(
                 name, f"{CIFAR10.filename} from the mirror is not the CIFAR-10 release",
                 f"md5 {mismatch}, torchvision's is {CIFAR10.tgz_md5}; inner files that differ "
                 f"from torchvision's MD5s: {', '.join(wrong)}")
@@ -135,7 +136,7 @@ def prepare_imagefolder(name, source, work, settings, limit):
     archive = work / filename
     mismatch = get_file(name, filename, [source["url"]], archive, source["sha256"], "sha256",
                         settings)
-    unverified = mismatch and fetch.upstream_mismatch(
+    unverified = mismatch and checksums.upstream_mismatch(
         name, f"{filename} from the mirror is not the file pinned in "
               f"download.{name}.sha256", f"sha256 {mismatch}, pinned {source['sha256']}")
     unpacked = work / "unpacked"
@@ -162,7 +163,7 @@ def prepare_weights(name, source, work, settings, limit):
     prefix = re.search(r"-([a-f0-9]+)\.", filename).group(1)
     path = work / filename
     mismatch = get_file(name, filename, [url], path, prefix, "sha256", settings)
-    unverified = mismatch and fetch.upstream_mismatch(
+    unverified = mismatch and checksums.upstream_mismatch(
         name, f"{filename} from the mirror is not torchvision's {source['weights']} file",
         f"its sha256 {mismatch[:16]}... does not start with {prefix}")
     return path, unverified or None
@@ -172,7 +173,7 @@ def source_record(name, kind, source, unverified):
     """metrics/sources/<name>.json's content (see the module's docstring)."""
     unchecked = kind == "imagefolder" and source["sha256"] is None
     return {"name": name, "format": kind,
-            "from": "upstream" if fetch.mirror_dir() is None else "mirror",
+            "from": "upstream" if mirror_dir() is None else "mirror",
             "check": "unverified" if unverified else "unchecked" if unchecked else "verified",
             "detail": unverified}
 
@@ -188,11 +189,11 @@ def main(argv):
                 "max_bytes": limit}
     kind = param(values, f"download.{name}.format", str, choices=FORMATS)
     source = source_params(values, name, kind)
-    fetch.mirror_dir()  # a DATASETS_MIRROR that is not a folder stops here
-    for stale in fetch.remove_stale_parts(out):
+    mirror_dir()  # a DATASETS_MIRROR that is not a folder stops here
+    for stale in remove_stale_parts(out):
         print(f"{name}: removed {stale}, left over by a run that was killed", flush=True)
 
-    work = fetch.temporary_dir_beside(out)
+    work = temporary_dir_beside(out)
     try:
         if kind == "weights":
             result, unverified = prepare_weights(name, source, work, settings, limit)

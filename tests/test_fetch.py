@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from helpers import closed_port
-from stages.lib import archives, fetch
+from stages.lib import archives, web
 from stages.lib.core.common import StageError
+from stages.lib.mirror import copy_from_mirror, mirror_dir
 
 PAYLOAD = b"hello, dataset\n" * 1000
 LIMIT = 1 << 30
@@ -56,7 +57,7 @@ def leftovers(folder):
 
 def test_download_verifies_md5(server, tmp_path):
     dest = tmp_path / "good.bin"
-    fetch.download([f"{server}/good.bin"], dest, checksum=hashlib.md5(PAYLOAD).hexdigest(),
+    web.download([f"{server}/good.bin"], dest, checksum=hashlib.md5(PAYLOAD).hexdigest(),
                    algorithm="md5", retries=1, timeout=5)
     assert dest.read_bytes() == PAYLOAD
     assert leftovers(tmp_path) == ["good.bin"]
@@ -65,7 +66,7 @@ def test_download_verifies_md5(server, tmp_path):
 def test_download_sha256_prefix_as_torch_hub_names_files(server, tmp_path):
     dest = tmp_path / "w.pth"
     prefix = hashlib.sha256(PAYLOAD).hexdigest()[:8]
-    fetch.download([f"{server}/good.bin"], dest, checksum=prefix, algorithm="sha256",
+    web.download([f"{server}/good.bin"], dest, checksum=prefix, algorithm="sha256",
                    retries=1, timeout=5)
     assert dest.exists()
 
@@ -73,7 +74,7 @@ def test_download_sha256_prefix_as_torch_hub_names_files(server, tmp_path):
 def test_download_checksum_mismatch_names_file_expected_actual(server, tmp_path):
     dest = tmp_path / "good.bin"
     with pytest.raises(StageError) as error:
-        fetch.download([f"{server}/good.bin"], dest, checksum="0" * 32, algorithm="md5",
+        web.download([f"{server}/good.bin"], dest, checksum="0" * 32, algorithm="md5",
                        retries=3, timeout=5)
     message = str(error.value)
     assert "checksum mismatch" in message and "good.bin" in message
@@ -84,14 +85,14 @@ def test_download_checksum_mismatch_names_file_expected_actual(server, tmp_path)
 def test_download_failing_midway_leaves_nothing(server, tmp_path):
     dest = tmp_path / "truncated.bin"
     with pytest.raises(StageError, match="could not download truncated.bin"):
-        fetch.download([f"{server}/truncated.bin"], dest, checksum=None, algorithm="sha256",
+        web.download([f"{server}/truncated.bin"], dest, checksum=None, algorithm="sha256",
                        retries=2, timeout=5, backoff=0.01)
     assert leftovers(tmp_path) == []
 
 
 def test_download_tries_next_mirror(server, tmp_path):
     dest = tmp_path / "f.bin"
-    used = fetch.download([f"{server}/missing.bin", f"{server}/good.bin"], dest,
+    used = web.download([f"{server}/missing.bin", f"{server}/good.bin"], dest,
                           checksum=hashlib.md5(PAYLOAD).hexdigest(), algorithm="md5",
                           retries=1, timeout=5)
     assert used.endswith("/good.bin") and dest.read_bytes() == PAYLOAD
@@ -100,7 +101,7 @@ def test_download_tries_next_mirror(server, tmp_path):
 def test_unreachable_upstream_says_how_to_use_mirror(tmp_path):
     url = f"http://127.0.0.1:{closed_port()}/data.zip"
     with pytest.raises(StageError) as error:
-        fetch.download([url], tmp_path / "data.zip", checksum="x", algorithm="md5",
+        web.download([url], tmp_path / "data.zip", checksum="x", algorithm="md5",
                        retries=2, timeout=2, backoff=0.01)
     message = str(error.value)
     assert "could not download data.zip" in message and "2 tries" in message
@@ -109,7 +110,7 @@ def test_unreachable_upstream_says_how_to_use_mirror(tmp_path):
 
 
 def test_no_checksum_warns_with_digest(server, tmp_path, capsys):
-    fetch.download([f"{server}/good.bin"], tmp_path / "g.bin", checksum=None,
+    web.download([f"{server}/good.bin"], tmp_path / "g.bin", checksum=None,
                    algorithm="sha256", retries=1, timeout=5)
     assert hashlib.sha256(PAYLOAD).hexdigest() in capsys.readouterr().out
 
@@ -126,7 +127,7 @@ def make_mirror(root, files):
 def test_mirror_copy_verified(tmp_path):
     mirror = make_mirror(tmp_path / "m", {"ds/a.bin": PAYLOAD})
     dest = tmp_path / "out" / "a.bin"
-    fetch.copy_from_mirror(mirror, "ds/a.bin", dest)
+    copy_from_mirror(mirror, "ds/a.bin", dest)
     assert dest.read_bytes() == PAYLOAD
     assert leftovers(dest.parent) == ["a.bin"]
 
@@ -135,14 +136,14 @@ def test_mirror_missing_file_named(tmp_path):
     mirror = make_mirror(tmp_path / "m", {"ds/a.bin": PAYLOAD})
     (mirror / "ds/a.bin").unlink()
     with pytest.raises(StageError, match=r"missing ds/a.bin \(upstream: http://x/a.bin\)"):
-        fetch.copy_from_mirror(mirror, "ds/a.bin", tmp_path / "a.bin", upstream="http://x/a.bin")
+        copy_from_mirror(mirror, "ds/a.bin", tmp_path / "a.bin", upstream="http://x/a.bin")
 
 
 def test_mirror_unlisted_file_refused(tmp_path):
     mirror = make_mirror(tmp_path / "m", {"ds/a.bin": PAYLOAD})
     (mirror / "ds/b.bin").write_bytes(b"unlisted")
     with pytest.raises(StageError, match="does not list ds/b.bin in SHA256SUMS"):
-        fetch.copy_from_mirror(mirror, "ds/b.bin", tmp_path / "b.bin")
+        copy_from_mirror(mirror, "ds/b.bin", tmp_path / "b.bin")
     assert not (tmp_path / "b.bin").exists()
 
 
@@ -151,7 +152,7 @@ def test_mirror_checksum_mismatch_leaves_nothing(tmp_path):
     (mirror / "ds/a.bin").write_bytes(PAYLOAD + b"tampered")
     out = tmp_path / "out"
     with pytest.raises(StageError) as error:
-        fetch.copy_from_mirror(mirror, "ds/a.bin", out / "a.bin")
+        copy_from_mirror(mirror, "ds/a.bin", out / "a.bin")
     message = str(error.value)
     assert "checksum mismatch for ds/a.bin" in message
     assert hashlib.sha256(PAYLOAD).hexdigest() in message
@@ -162,13 +163,13 @@ def test_mirror_checksum_mismatch_leaves_nothing(tmp_path):
 def test_mirror_without_sha256sums(tmp_path):
     (tmp_path / "m").mkdir()
     with pytest.raises(StageError, match="no SHA256SUMS"):
-        fetch.copy_from_mirror(tmp_path / "m", "ds/a.bin", tmp_path / "a.bin")
+        copy_from_mirror(tmp_path / "m", "ds/a.bin", tmp_path / "a.bin")
 
 
 def test_mirror_env_must_be_a_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("DATASETS_MIRROR", str(tmp_path / "nope"))
     with pytest.raises(StageError, match="is not a folder"):
-        fetch.mirror_dir()
+        mirror_dir()
 
 
 # ------------------------------------------------------------------ extraction
@@ -371,7 +372,7 @@ def faulty():
 def test_every_http_fault_is_retried_and_ends_in_one_line(faulty, tmp_path, capsys, path,
                                                           reason):
     with pytest.raises(StageError) as error:
-        fetch.download([f"{faulty}{path}"], tmp_path / "f.bin", checksum=None,
+        web.download([f"{faulty}{path}"], tmp_path / "f.bin", checksum=None,
                        algorithm="sha256", retries=2, timeout=5, backoff=0.01)
     message = str(error.value)
     assert message.startswith("could not download f.bin (") and "2 tries" in message
@@ -383,14 +384,14 @@ def test_every_http_fault_is_retried_and_ends_in_one_line(faulty, tmp_path, caps
 def test_an_endless_body_stops_at_the_size_bound(faulty, tmp_path):
     with pytest.raises(StageError, match=r"^f\.bin: the download passed the 1\.0 MiB allowed "
                                          r"\(download\.max_unpacked_mb\)$"):
-        fetch.download([f"{faulty}/endless"], tmp_path / "f.bin", checksum=None,
+        web.download([f"{faulty}/endless"], tmp_path / "f.bin", checksum=None,
                        algorithm="sha256", retries=3, timeout=5, max_bytes=1 << 20)
     assert leftovers(tmp_path) == []
 
 
 def test_a_declared_size_over_the_bound_is_refused_before_reading(server, tmp_path):
     with pytest.raises(StageError, match=r"announces 14\.6 KiB, more than the 1000 B allowed"):
-        fetch.download([f"{server}/good.bin"], tmp_path / "f.bin", checksum=None,
+        web.download([f"{server}/good.bin"], tmp_path / "f.bin", checksum=None,
                        algorithm="sha256", retries=3, timeout=5, max_bytes=1000)
     assert leftovers(tmp_path) == []
 
@@ -400,7 +401,7 @@ def test_a_drip_meets_the_deadline(faulty, tmp_path):
     with pytest.raises(StageError, match=r"^could not download f\.bin within download\.deadline "
                                          r"\(1\.5 s; last: TimeoutError: the download deadline "
                                          r"passed\)$"):
-        fetch.download([f"{faulty}/drip"], tmp_path / "f.bin", checksum=None,
+        web.download([f"{faulty}/drip"], tmp_path / "f.bin", checksum=None,
                        algorithm="sha256", retries=3, timeout=3, deadline=1.5)
     assert leftovers(tmp_path) == []
 
@@ -408,7 +409,7 @@ def test_a_drip_meets_the_deadline(faulty, tmp_path):
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.org/x.zip", "x.zip"])
 def test_only_http_urls_are_fetched(tmp_path, url):
     with pytest.raises(StageError, match=r"only http:// and https:// URLs are downloaded"):
-        fetch.download([url], tmp_path / "f.bin", checksum=None, algorithm="sha256",
+        web.download([url], tmp_path / "f.bin", checksum=None, algorithm="sha256",
                        retries=1, timeout=5)
     assert leftovers(tmp_path) == []
 
@@ -416,11 +417,11 @@ def test_only_http_urls_are_fetched(tmp_path, url):
 def test_a_checksum_error_moves_on_to_the_next_source(server, tmp_path, capsys):
     """MNIST has several mirrors: a wrong file on the first is not the end."""
     good = hashlib.md5(PAYLOAD).hexdigest()
-    used = fetch.download([f"{server}/truncated-never", f"{server}/good.bin"], tmp_path / "f",
+    used = web.download([f"{server}/truncated-never", f"{server}/good.bin"], tmp_path / "f",
                           checksum=good, algorithm="md5", retries=1, timeout=5)
     assert used.endswith("/good.bin")
     wrong = hashlib.md5(b"other").hexdigest()
     with pytest.raises(StageError, match="checksum mismatch"):
-        fetch.download([f"{server}/good.bin", f"{server}/good.bin"], tmp_path / "g",
+        web.download([f"{server}/good.bin", f"{server}/good.bin"], tmp_path / "g",
                        checksum=wrong, algorithm="md5", retries=1, timeout=5)
     assert "trying the next source" in capsys.readouterr().out

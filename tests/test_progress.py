@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from helpers import Tiny, tiny_dataset
-from stages.lib import analysis, archives, fetch
+from stages.lib import analysis, archives, web
 from stages.lib.core import data, engine, inference, progress
 from stages.lib.core.common import StageError
 from stages.lib.core.runtime import seed_everything
@@ -168,9 +168,9 @@ def test_download_says_what_and_how_far_in_a_log(monkeypatch, capsys, tmp_path):
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         monkeypatch.setenv(progress.PROGRESS_ENV, "0")
-        monkeypatch.setattr(fetch, "CHUNK", len(PAYLOAD) // 4)
+        monkeypatch.setattr(web, "CHUNK", len(PAYLOAD) // 4)
         url = f"http://127.0.0.1:{httpd.server_address[1]}/data.bin"
-        fetch.download([url], tmp_path / "data.bin", checksum=hashlib.sha256(PAYLOAD).hexdigest(),
+        web.download([url], tmp_path / "data.bin", checksum=hashlib.sha256(PAYLOAD).hexdigest(),
                        algorithm="sha256", retries=1, timeout=5)
     finally:
         httpd.shutdown()

@@ -9,10 +9,10 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from .core.common import StageError
-from .core.files import no_space
-from .fetch import CHUNK, check_free_space, human
+from .core.files import check_free_space, human, no_space
 
 MAX_NAME_BYTES = 255
+CHUNK = 1 << 20   # bytes a gzip file is unpacked by
 
 
 def _check_member_name(archive, name):

@@ -4,6 +4,7 @@ missing or broken."""
 import contextlib
 import csv
 import errno
+import glob
 import io
 import json
 import os
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .common import StageError
+from .common import StageError, alive
 
 
 def write_json(path, data):
@@ -45,20 +46,83 @@ def write_atomic(path, payload):
     """Write bytes `payload` to `path` through a temporary file beside it and a rename, so a
     crash or a full disk never leaves a partial file; mode 0644 less the umask."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as error:
-        Path(tmp).unlink(missing_ok=True)
+        with temporary_beside(path) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(payload)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+    except OSError as error:
         if full := no_space(error, path):
             raise full from None
         raise
+
+
+@contextlib.contextmanager
+def temporary_beside(dest):
+    """A new empty file next to `dest` (same file system: renaming it into place is atomic;
+    mode 0644 less the umask), removed when the block ends unless it was renamed. Its name,
+    `.<name>.<pid>.<random>.part`, lets remove_stale_parts tell a dead process's leftovers from
+    a live one's work. Every file of the pipeline is written through here."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=_part_prefix(dest), suffix=".part", dir=dest.parent)
+    tmp = Path(name)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        os.close(fd)
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def temporary_dir_beside(dest):
+    """A new empty folder next to `dest`, named as temporary_beside names files, to build an
+    output in before renaming it into place."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=_part_prefix(dest), suffix=".part", dir=dest.parent))
+
+
+def _part_prefix(dest):
+    return f".{Path(dest).name}.{os.getpid()}."
+
+
+def remove_stale_parts(dest):
+    """Remove the temporary files and folders that a killed run (SIGKILL, power loss) left
+    beside `dest`; those of live processes stay. Returns the names removed."""
+    dest = Path(dest)
+    if not dest.parent.is_dir():
+        return []
+    removed = []
+    for path in dest.parent.glob(f".{glob.escape(dest.name)}.*.part"):
+        pid = path.name[len(dest.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and (int(pid) == os.getpid() or alive(int(pid))):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path.name)
+    return removed
+
+
+def human(n):
+    """Bytes as a short human figure: 1.5 GiB, 12 MiB, 300 B."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def check_free_space(folder, needed, what):
+    """Stop before writing `needed` bytes into `folder` when its file system has less free."""
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise StageError(f"no space left on device for {what} (needed {human(needed)}, "
+                         f"free {human(free)} in {folder})")
 
 
 def no_space(error, what):

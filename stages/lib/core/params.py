@@ -4,7 +4,7 @@ stops with one line naming the key and what it allows; the stages see typed attr
 A stage reads only the sections it declares in dvc.yaml, so `dvc exp run -S key=value` reruns
 exactly the stages that a change affects."""
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 
 from . import param_keys
@@ -24,6 +24,7 @@ MAX_IMAGE_SIZE = 1024  # 21x ImageNet's pixels per image: beyond, memory, not ac
 # The report's languages: one wording file each. Checked with every params.yaml read, so that
 # a `report.language` no file has stops the first stage, not the last one, after the training.
 WORDING = Path(__file__).resolve().parents[2] / "templates" / "wording"
+_REQUIRED = object()   # spec(absent=...): the key must be in params.yaml
 
 
 # ---------------------------------------------------------------- reading and checking
@@ -114,72 +115,163 @@ def record(*sections):
 
 
 # ---------------------------------------------------------------- the sections
+# Each field holds its own bounds (`spec`); `read` checks a section's keys in field order and
+# builds it. A param is named in params.yaml, here once (its field and bounds), and in dvc.yaml
+# by the stages that read it.
+
+def spec(*, choices=None, minimum=None, above=None, maximum=None, unset=None, check=None,
+         absent=_REQUIRED):
+    """A field's bounds, for `read`: `choices`, `minimum` (>=), `above` (>), `maximum` (<=) and
+    `unset`, the word params.yaml writes for "no value" (see `param`). `check(key, value)`
+    replaces them for a value of a shape of its own and returns it, or raises its one line.
+    `absent`: the value when params.yaml lacks the key (by default the key is required)."""
+    return field(metadata={"choices": choices, "minimum": minimum, "above": above,
+                           "maximum": maximum, "unset": unset, "check": check,
+                           "absent": absent})
+
+
+def _kind(annotation):
+    """The type `param` checks for a field annotated `annotation` (`int | None` -> int: the
+    None is `unset`'s); a union of two kinds, or anything else, is checked by `check`."""
+    kinds = [k for k in getattr(annotation, "__args__", (annotation,)) if k is not type(None)]
+    return kinds[0] if len(kinds) == 1 and kinds[0] in _KIND_NAMES else object
+
+
+def read(cls, params, prefix, skip=()):
+    """The section `cls` (a dataclass of `spec` fields) from the keys `<prefix><field>` of
+    `params`, each checked by `param` with its field's bounds; a dataclass field is a
+    subsection (`<prefix><field>.`). The fields in `skip` are None: the stage does not read
+    (or declare) them."""
+    values = {}
+    for f in fields(cls):
+        key = f"{prefix}{f.name}"
+        if f.name in skip:
+            values[f.name] = None
+        elif is_dataclass(f.type):
+            values[f.name] = read(f.type, params, f"{key}.")
+        elif f.metadata["absent"] is not _REQUIRED and not _present(params, key):
+            values[f.name] = f.metadata["absent"]
+        elif f.metadata["check"] is not None:
+            values[f.name] = f.metadata["check"](key, param(params, key, object))
+        else:
+            bounds = {b: f.metadata[b] for b in ("choices", "minimum", "above", "maximum",
+                                                  "unset")}
+            values[f.name] = param(params, key, _kind(f.type), **bounds)
+    return cls(**values)
+
+
+def _present(params, key):
+    node = params
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value)
+
+
+def _svm_value_ok(key, value):
+    if key == "C":
+        return _number(value) and value > 0
+    if key == "kernel":
+        return value in KERNELS
+    if key == "gamma":
+        return value in ("scale", "auto") or (_number(value) and value > 0)
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _gamma(key, value):
+    if not _svm_value_ok("gamma", value):
+        raise StageError(f"params.yaml: '{key}' must be scale, auto or a number > 0, "
+                         f"got {value!r}")
+    return value
+
+
+def _grid(key, value):
+    """transfer.svm.grid: `none`, or {SVC setting: [values]}, each value in its setting's
+    bounds (SVM_GRID)."""
+    if value is None or value == "none":
+        return None
+    if not isinstance(value, dict):
+        raise StageError(f"params.yaml: '{key}' must be a mapping or none, got {value!r}")
+    for setting, values in value.items():
+        if setting not in SVM_GRID or not isinstance(values, list) or not values:
+            raise StageError(f"params.yaml: '{key}' maps SVC settings "
+                             f"({', '.join(sorted(SVM_GRID))}) to non-empty lists; got "
+                             f"{setting}: {values!r}")
+        for one in values:
+            if not _svm_value_ok(setting, one):
+                raise StageError(f"params.yaml: '{key}.{setting}' values must be "
+                                 f"{SVM_GRID[setting]}; got {one!r}")
+    return value
+
+
+def _processes(key, value):
+    """distributed.nproc_per_node: an integer >= 1, or `auto` (None)."""
+    if value != "auto" and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise StageError(f"params.yaml: '{key}' must be an integer >= 1 or auto, got {value!r}")
+    return None if value == "auto" else value
+
+
+def _samples():
+    """A number of samples to keep (smoke runs, quick looks), or None for the word `all`."""
+    return spec(minimum=1, unset="all")
+
 
 @dataclass(frozen=True)
 class Shared:
     """seed, device, precision, deterministic: what every stage that runs a network reads."""
-    seed: int
-    device: str
-    precision: str
-    deterministic: bool   # CUDA: deterministic cuDNN/cuBLAS algorithms (runtime.setup)
+    seed: int = spec(minimum=0)
+    device: str = spec(choices=DEVICES)
+    precision: str = spec(choices=PRECISIONS)
+    deterministic: bool = spec()   # CUDA: deterministic cuDNN/cuBLAS algorithms (runtime.setup)
 
 
 def shared(params):
-    return Shared(seed=param(params, "seed", int, minimum=0),
-                  device=param(params, "device", str, choices=DEVICES),
-                  precision=param(params, "precision", str, choices=PRECISIONS),
-                  deterministic=param(params, "deterministic", bool))
+    return read(Shared, params, "")
 
 
 def seed(params):
     return param(params, "seed", int, minimum=0)
 
 
-@dataclass(frozen=True)
-class Training:
-    """<model>.*: a CNN trained from scratch on resident tensors (each of `models`)."""
-    epochs: int
-    batch_size: int
-    eval_batch_size: int
-    lr: float
-    optimizer: str
-    momentum: float
-    weight_decay: float
-    augment: bool
-    train_samples: int | None   # None ("all" in params.yaml): the whole split
-    val_samples: int | None
-
-
 def samples(params, key):
-    """A number of samples to keep (smoke runs, quick looks), or None for the word `all`."""
+    """A number of samples to keep at `key`, or None for the word `all`."""
     return param(params, key, int, minimum=1, unset="all")
 
 
+@dataclass(frozen=True)
+class Training:
+    """<model>.*: a CNN trained from scratch on resident tensors (each of `models`)."""
+    epochs: int = spec(minimum=1)
+    batch_size: int = spec(minimum=1)
+    eval_batch_size: int = spec(minimum=1)
+    lr: float = spec(above=0)
+    optimizer: str = spec(choices=OPTIMIZERS)
+    momentum: float = spec(minimum=0)
+    weight_decay: float = spec(minimum=0)
+    # optional: a model without the key is trained on the images as they are
+    augment: bool = spec(absent=False)
+    train_samples: int | None = _samples()   # None ("all" in params.yaml): the whole split
+    val_samples: int | None = _samples()
+
+
 def training(params, model):
-    def key(k):
-        return f"{model}.{k}"
-    return Training(epochs=param(params, key("epochs"), int, minimum=1),
-                    batch_size=param(params, key("batch_size"), int, minimum=1),
-                    eval_batch_size=param(params, key("eval_batch_size"), int, minimum=1),
-                    lr=param(params, key("lr"), float, above=0),
-                    optimizer=param(params, key("optimizer"), str, choices=OPTIMIZERS),
-                    momentum=param(params, key("momentum"), float, minimum=0),
-                    weight_decay=param(params, key("weight_decay"), float, minimum=0),
-                    # optional: a model without the key is trained on the images as they are
-                    augment=param(params, key("augment"), bool)
-                    if "augment" in (params.get(model) or {}) else False,
-                    train_samples=samples(params, key("train_samples")),
-                    val_samples=samples(params, key("val_samples")))
+    return read(Training, params, f"{model}.")
 
 
 @dataclass(frozen=True)
 class Augment:
     """transfer.<strategy>.augment: torchvision augmentation of ImageFolder training images."""
-    random_crop: bool       # RandomResizedCrop instead of resize + centre crop
-    crop_scale_min: float   # its smallest crop area, as a fraction of the image
-    hflip: bool
-    color_jitter: float     # brightness/contrast/saturation strength
-    rotation: float         # degrees
+    random_crop: bool = spec()      # RandomResizedCrop instead of resize + centre crop
+    crop_scale_min: float = spec(above=0, maximum=1)   # its smallest crop, a fraction of the image
+    hflip: bool = spec()
+    color_jitter: float = spec(minimum=0)   # brightness/contrast/saturation strength
+    rotation: float = spec(minimum=0)       # degrees
 
     def any(self):
         return bool(self.random_crop or self.hflip or self.color_jitter or self.rotation)
@@ -188,54 +280,37 @@ class Augment:
 @dataclass(frozen=True)
 class Strategy:
     """transfer.<strategy>.*: how ResNet-50 is trained for one strategy."""
-    train: str                  # all: every layer | head: only the new last layer
-    epochs: int
-    lr: float
-    backbone_lr: float | None   # None ("same" in params.yaml): the same as lr
-    optimizer: str
-    momentum: float
-    weight_decay: float
-    scheduler: str
-    step_size: int
-    gamma: float
-    augment: Augment
+    train: str = spec(choices=TRAINED_LAYERS)   # all: every layer | head: the new last layer
+    epochs: int = spec(minimum=1)
+    lr: float = spec(above=0)
+    backbone_lr: float | None = spec(above=0, unset="same")   # None ("same"): the same as lr
+    optimizer: str = spec(choices=OPTIMIZERS)
+    momentum: float = spec(minimum=0)
+    weight_decay: float = spec(minimum=0)
+    scheduler: str = spec(choices=SCHEDULERS)
+    step_size: int = spec(minimum=1)
+    gamma: float = spec(above=0)
+    augment: Augment   # a subsection: transfer.<strategy>.augment.*
 
 
 def strategy(params, name):
-    def key(k):
-        return f"transfer.{name}.{k}"
-    return Strategy(
-        train=param(params, key("train"), str, choices=TRAINED_LAYERS),
-        epochs=param(params, key("epochs"), int, minimum=1),
-        lr=param(params, key("lr"), float, above=0),
-        backbone_lr=param(params, key("backbone_lr"), float, above=0, unset="same"),
-        optimizer=param(params, key("optimizer"), str, choices=OPTIMIZERS),
-        momentum=param(params, key("momentum"), float, minimum=0),
-        weight_decay=param(params, key("weight_decay"), float, minimum=0),
-        scheduler=param(params, key("scheduler"), str, choices=SCHEDULERS),
-        step_size=param(params, key("step_size"), int, minimum=1),
-        gamma=param(params, key("gamma"), float, above=0),
-        augment=Augment(
-            random_crop=param(params, key("augment.random_crop"), bool),
-            crop_scale_min=param(params, key("augment.crop_scale_min"), float, above=0,
-                                 maximum=1),
-            hflip=param(params, key("augment.hflip"), bool),
-            color_jitter=param(params, key("augment.color_jitter"), float, minimum=0),
-            rotation=param(params, key("augment.rotation"), float, minimum=0)))
+    return read(Strategy, params, f"transfer.{name}.")
 
 
 @dataclass(frozen=True)
 class TransferData:
     """transfer.{dataset,image_size,batch_size,eval_batch_size,num_workers,resident_mb,
     train_samples,val_samples}."""
-    dataset: str
-    image_size: int
-    batch_size: int | None   # None for the stages that only evaluate (they do not declare it)
-    eval_batch_size: int
-    num_workers: int
-    resident_mb: int         # decoded images kept on the device up to this size (images.py)
-    train_samples: int | None   # None: all; also None where a stage reads no training images
-    val_samples: int | None
+    dataset: str = spec()
+    image_size: int = spec(minimum=MIN_IMAGE_SIZE, maximum=MAX_IMAGE_SIZE)
+    # None for the stages that only evaluate (they do not declare it)
+    batch_size: int | None = spec(minimum=1)
+    eval_batch_size: int = spec(minimum=1)
+    num_workers: int = spec(minimum=0)
+    # decoded images kept on the device up to this size (images.py)
+    resident_mb: int = spec(minimum=0)
+    train_samples: int | None = _samples()   # None: all; also where a stage reads no train images
+    val_samples: int | None = _samples()
 
     def samples(self, split):
         return self.train_samples if split == "train" else self.val_samples
@@ -244,85 +319,47 @@ class TransferData:
 def transfer_data(params, training=True, splits=("train", "val")):
     """`training`: the stage trains (reads batch_size); `splits`: the splits it reads images of
     (their `<split>_samples` keys)."""
-    return TransferData(
-        dataset=param(params, "transfer.dataset", str),
-        image_size=param(params, "transfer.image_size", int, minimum=MIN_IMAGE_SIZE,
-                         maximum=MAX_IMAGE_SIZE),
-        batch_size=param(params, "transfer.batch_size", int, minimum=1) if training else None,
-        eval_batch_size=param(params, "transfer.eval_batch_size", int, minimum=1),
-        num_workers=param(params, "transfer.num_workers", int, minimum=0),
-        resident_mb=param(params, "transfer.resident_mb", int, minimum=0),
-        train_samples=samples(params, "transfer.train_samples") if "train" in splits else None,
-        val_samples=samples(params, "transfer.val_samples") if "val" in splits else None)
+    skip = [] if training else ["batch_size"]
+    skip += [f"{split}_samples" for split in ("train", "val") if split not in splits]
+    return read(TransferData, params, "transfer.", skip=skip)
 
 
 @dataclass(frozen=True)
 class Svm:
     """transfer.svm.*: the SVM on frozen ImageNet features."""
-    kernel: str
-    C: float
-    gamma: str | float
-    grid: dict | None   # {setting: [values]} searched by cross-validation on train; None: no search
-    cv: int
-
-
-def _svm_value_ok(key, value):
-    number = isinstance(value, (int, float)) and not isinstance(value, bool) \
-        and math.isfinite(value)
-    if key == "C":
-        return number and value > 0
-    if key == "kernel":
-        return value in KERNELS
-    if key == "gamma":
-        return value in ("scale", "auto") or (number and value > 0)
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    kernel: str = spec(choices=KERNELS)
+    C: float = spec(above=0)
+    gamma: str | float = spec(check=_gamma)
+    # {setting: [values]} searched by cross-validation on train; None ("none"): no search
+    grid: dict | None = spec(check=_grid)
+    cv: int = spec(minimum=2)
 
 
 def svm(params):
-    gamma = param(params, "transfer.svm.gamma", object)
-    if not _svm_value_ok("gamma", gamma):
-        raise StageError(f"params.yaml: 'transfer.svm.gamma' must be scale, auto or a number "
-                         f"> 0, got {gamma!r}")
-    grid = param(params, "transfer.svm.grid", dict, unset="none")
-    for key, values in (grid or {}).items():
-        if key not in SVM_GRID or not isinstance(values, list) or not values:
-            raise StageError(f"params.yaml: 'transfer.svm.grid' maps SVC settings "
-                             f"({', '.join(sorted(SVM_GRID))}) to non-empty lists; got "
-                             f"{key}: {values!r}")
-        for value in values:
-            if not _svm_value_ok(key, value):
-                raise StageError(f"params.yaml: 'transfer.svm.grid.{key}' values must be "
-                                 f"{SVM_GRID[key]}; got {value!r}")
-    return Svm(kernel=param(params, "transfer.svm.kernel", str, choices=KERNELS),
-               C=param(params, "transfer.svm.C", float, above=0), gamma=gamma, grid=grid,
-               cv=param(params, "transfer.svm.cv", int, minimum=2))
+    return read(Svm, params, "transfer.svm.")
 
 
 @dataclass(frozen=True)
 class Tsne:
     """tsne.*: the t-SNE pictures and the numbers beside them."""
-    points: int
-    perplexity: float
-    pca_dims: int
-    silhouette_points: int
-    probe_folds: int
+    points: int = spec(minimum=10)
+    perplexity: float = spec(above=1)
+    pca_dims: int = spec(minimum=2)
+    silhouette_points: int = spec(minimum=10)
+    probe_folds: int = spec(minimum=2)
 
 
 def tsne(params):
-    return Tsne(points=param(params, "tsne.points", int, minimum=10),
-                perplexity=param(params, "tsne.perplexity", float, above=1),
-                pca_dims=param(params, "tsne.pca_dims", int, minimum=2),
-                silhouette_points=param(params, "tsne.silhouette_points", int, minimum=10),
-                probe_folds=param(params, "tsne.probe_folds", int, minimum=2))
+    return read(Tsne, params, "tsne.")
 
 
 @dataclass(frozen=True)
 class Download:
     """download.{retries,timeout,deadline,max_unpacked_mb}: how every source is fetched."""
-    retries: int
-    timeout: float
-    deadline: float         # seconds for one file, every try included
-    max_unpacked_mb: int    # also the most a single download may bring
+    retries: int = spec(minimum=1)
+    timeout: float = spec(above=0)
+    deadline: float = spec(above=0)       # seconds for one file, every try included
+    max_unpacked_mb: int = spec(minimum=1)   # also the most a single download may bring
 
     @property
     def max_unpacked_bytes(self):
@@ -333,29 +370,21 @@ DOWNLOAD_SETTINGS = {f.name for f in fields(Download)}   # the rest of download:
 
 
 def download(params):
-    return Download(retries=param(params, "download.retries", int, minimum=1),
-                    timeout=param(params, "download.timeout", float, above=0),
-                    deadline=param(params, "download.deadline", float, above=0),
-                    max_unpacked_mb=param(params, "download.max_unpacked_mb", int, minimum=1))
+    return read(Download, params, "download.")
 
 
 @dataclass(frozen=True)
 class Distributed:
     """distributed.*: how many processes per node, the backend they talk over, and whether
     BatchNorm layers share their statistics across the GPUs."""
-    nproc_per_node: int | None   # None: `auto`, one per visible GPU (1 without GPUs)
-    backend: str
-    sync_batchnorm: bool
+    # None: `auto`, one per visible GPU (1 without GPUs)
+    nproc_per_node: int | None = spec(check=_processes)
+    backend: str = spec(choices=BACKENDS)
+    sync_batchnorm: bool = spec()
 
 
 def distributed(params):
-    nproc = param(params, "distributed.nproc_per_node", object)
-    if nproc != "auto" and (not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1):
-        raise StageError("params.yaml: 'distributed.nproc_per_node' must be an integer >= 1 or "
-                         f"auto, got {nproc!r}")
-    return Distributed(nproc_per_node=None if nproc == "auto" else nproc,
-                       backend=param(params, "distributed.backend", str, choices=BACKENDS),
-                       sync_batchnorm=param(params, "distributed.sync_batchnorm", bool))
+    return read(Distributed, params, "distributed.")
 
 
 # ---------------------------------------------------------------- the keys that exist
@@ -372,8 +401,10 @@ def known_keys(names=(), models=(), strategies=()):
     section <model>.* for each of `models` and transfer.<strategy>.* for each of `strategies`
     (params.yaml's `models` and `strategies`: what the pipeline trains, also the user's).
     transfer.svm.grid holds a mapping of its own: it is one key."""
-    def of(cls, prefix, skip=()):
-        return [f"{prefix}{f.name}" for f in fields(cls) if f.name not in skip]
+    def of(cls, prefix):   # a section's keys, a subsection's under its field's name
+        return [key for f in fields(cls) for key in
+                (of(f.type, f"{prefix}{f.name}.") if is_dataclass(f.type)
+                 else [f"{prefix}{f.name}"])]
 
     keys = of(Shared, "") + of(Distributed, "distributed.") + of(Download, "download.")
     keys += [f"download.{n}.{k}" for n in names for k in DOWNLOAD_KEYS]
@@ -382,8 +413,7 @@ def known_keys(names=(), models=(), strategies=()):
         keys += of(Training, f"{name}.")
     keys += of(TransferData, "transfer.") + of(Svm, "transfer.svm.") + of(Tsne, "tsne.")
     for name in strategies:
-        keys += of(Strategy, f"transfer.{name}.", skip=("augment",))
-        keys += of(Augment, f"transfer.{name}.augment.")
+        keys += of(Strategy, f"transfer.{name}.")
     return keys + ["report.language", "report.author"]
 
 
