@@ -30,7 +30,7 @@ run, and removed once the stage ends.
 from pathlib import Path
 
 from stages.lib import models, training, transfer
-from stages.lib.core import data, distributed, engine, inference, params, registry
+from stages.lib.core import distributed, engine, inference, params, registry
 from stages.lib.core.common import StageError, run
 
 
@@ -86,7 +86,7 @@ def main(argv):
                           inputs=[root] + ([transfer.WEIGHTS] if start == "imagenet" else []),
                           generators=[train_set.generator], live_dir=out / "live",
                           model_path=f"models/transfer/{strategy}.pt")
-    mean, std = data.NORMALIZATION["imagenet"]
+    mean, std = transfer.NORMALIZATION
     s = fitted.summary
     training.finish(go, fitted, model, val_batches((0, 1)), title=f"ResNet-50 {strategy}",
                     model_path=f"models/transfer/{strategy}.pt",

@@ -11,6 +11,7 @@ from stages.lib.core.data import NORMALIZATION
 from stages.lib.core.params import Augment
 
 SIZE = 24
+CPU = torch.device("cpu")
 NONE = Augment(random_crop=False, crop_scale_min=0.08, hflip=False, color_jitter=0.0,
                rotation=0.0)
 FULL = Augment(random_crop=True, crop_scale_min=0.3, hflip=True, color_jitter=0.3,
@@ -41,9 +42,9 @@ def folder(tmp_path_factory):
 
 
 def image_set(root, split, augment=None, resident_mb=64, workers=0, **kw):
-    return images.ImageSet(root, split, image_size=SIZE, device=torch.device("cpu"),
+    return images.ImageSet(root, split, image_size=SIZE, device=CPU,
                            resident_mb=resident_mb, num_workers=workers, seed=5,
-                           augment=augment, **kw)
+                           normalization=NORMALIZATION["imagenet"], augment=augment, **kw)
 
 
 def passes(image_set, epochs=(1, 2), batch=4):
@@ -122,10 +123,12 @@ def test_full_augmentation_changes_the_pictures_and_keeps_their_size(folder):
 def test_source_pictures_are_shrunk_only_above_their_bound(folder):
     source = image_set(folder, "train", FULL)
     side = images.SOURCE_SIDE * SIZE
-    assert not source.stacked
+    assert images.whole_picture(FULL)   # pictures of their own sizes: a list, not one tensor
     from PIL import Image
 
-    for picture, path in zip(source.images, source.files, strict=True):
+    _, pictures = images.resident_store(source.folder, CPU, 0, stacked=False)
+    (kept,) = pictures([range(len(source))])
+    for picture, path in zip(kept, source.files, strict=True):
         w, h = Image.open(path).size
         if min(w, h) <= side:
             assert tuple(picture.shape) == (3, h, w)
@@ -136,13 +139,16 @@ def test_source_pictures_are_shrunk_only_above_their_bound(folder):
 
 def test_the_memory_budget_decides_residence(folder):
     stacked = image_set(folder, "val")
-    assert stacked.bytes_needed(SIZE, limit=10**9) == len(stacked) * 3 * SIZE**2
-    need = image_set(folder, "train", FULL, resident_mb=0).bytes_needed(SIZE, 10**9)
-    held = sum(p.nbytes for p in image_set(folder, "train", FULL).images)
+    assert images.bytes_needed(stacked.files, SIZE, True, limit=10**9) == \
+        len(stacked) * 3 * SIZE**2
+    source = image_set(folder, "train", FULL, resident_mb=0)
+    assert not source.resident
+    need = images.bytes_needed(source.files, SIZE, False, 10**9)
+    held, _ = images.resident_store(source.folder, CPU, 0, stacked=False)
     assert need == held
-    tiny = images.ImageSet(folder, "val", image_size=SIZE, device=torch.device("cpu"),
-                           resident_mb=0, num_workers=0)
-    assert not tiny.resident and tiny.images is None
+    tiny = images.ImageSet(folder, "val", image_size=SIZE, device=CPU, resident_mb=0,
+                           num_workers=0, normalization=NORMALIZATION["imagenet"])
+    assert not tiny.resident and tiny.describe().startswith("decoded at every pass")
 
 
 def test_shards_evaluate_every_image_once_and_train_on_their_positions(folder):

@@ -24,7 +24,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from .core.common import StageError, seed_for
-from .core.data import NORMALIZATION, SPLITS, subsample
+from .core.data import SPLITS, subsample
 from .core.names import check_class_name, normalised
 
 SOURCE_SIDE = 2   # the source pictures random crops are cut from: short side <= 2 x image_size
@@ -229,74 +229,70 @@ def pass_order(n, seed, epoch=None, shard=(0, 1)):
     return list(sampler)
 
 
-def _as_list(batch):
-    return batch   # DataLoader collate_fn: pictures of different sizes stay a list
+def decoded(folder, chunks, num_workers, device, stacked):
+    """The images of `folder` (an ImageFolder whose transform decodes: decode_transform) for
+    each chunk of indices in turn, decoded by `num_workers` DataLoader workers: one uint8
+    tensor per chunk when every picture has one size (`stacked`), else a list."""
+    return iter(torch.utils.data.DataLoader(
+        _Pictures(folder), batch_sampler=chunks, num_workers=num_workers,
+        collate_fn=torch.stack if stacked else list, pin_memory=device.type == "cuda",
+        generator=torch.Generator()))   # workers draw nothing; keeps torch's global RNG
+
+
+def resident_store(folder, device, num_workers, stacked):
+    """Every image of `folder` decoded once onto `device`, and the function that gives a
+    pass's batches from them: for chunks of indices, a uint8 tensor per chunk (`stacked`) or
+    a list of pictures of their own sizes."""
+    chunks = [range(i, min(i + 32, len(folder))) for i in range(0, len(folder), 32)]
+    images = [image for batch in decoded(folder, chunks, num_workers, device, False)
+              for image in batch]
+    if stacked:
+        images = torch.stack(images).to(device)
+        return images.nbytes, lambda chunks: (images[torch.tensor(idx, device=device)]
+                                              for idx in chunks)
+    images = [image.to(device) for image in images]
+    return sum(i.nbytes for i in images), lambda chunks: ([images[i] for i in idx]
+                                                          for idx in chunks)
 
 
 class ImageSet:
-    """One split of an ImageFolder as a stage uses it: images decoded once (resident on
-    `device` when they fit `resident_mb`, else decoded at every pass by `num_workers`
-    DataLoader workers), `labels`, `files` (paths under the split), and `batches()`."""
+    """One split of an ImageFolder as a stage uses it: `files` (paths under the split),
+    `labels`, and `batches()`, normalized by `normalization` ((mean, std) per channel, those
+    of the weights the network starts from) and, in training, augmented on the device.
+    Storage: decoded once and resident on `device` when the decoded images fit `resident_mb`,
+    else decoded at every pass by `num_workers` DataLoader workers; the batches are the same
+    to the bit either way."""
 
     def __init__(self, root, split, *, image_size, device, resident_mb, num_workers,
-                 samples=None, seed=0, augment=None, rank=0):
+                 normalization, samples=None, seed=0, augment=None, rank=0):
         self.folder = image_folder(root, split, decode_transform(image_size, augment),
                                    samples, seed)
         self.files = [p for p, _ in self.folder.samples]
         self.labels = torch.tensor(self.folder.targets, dtype=torch.int64)
-        self.device, self.num_workers, self.seed = device, num_workers, seed
+        self.device, self.seed = device, seed
+        self.mean, self.std = (torch.tensor(v, device=device).view(1, -1, 1, 1)
+                               for v in normalization)
         self.augmentation = device_augmentation(image_size, augment)
-        self.stacked = not whole_picture(augment)   # every image the same size: one tensor
+        # augmentation draws (torchvision's v2 transforms take no generator): from torch's
+        # global generator, seeded per batch from this one and put back (see _augmented)
         self.generator = torch.Generator().manual_seed(seed_for(seed, "augment", rank))
-        need = self.bytes_needed(image_size, limit=resident_mb * 2**20)
-        self.images = None
-        if need <= resident_mb * 2**20:
-            chunks = [range(i, min(i + 32, len(self))) for i in range(0, len(self), 32)]
-            images = [image for batch in self._decoded(chunks) for image in batch]
-            self.images = torch.stack(images).to(device) if self.stacked \
-                else [image.to(device) for image in images]
+        stacked = not whole_picture(augment)   # every image the same size: one tensor
+        if bytes_needed(self.files, image_size, stacked, resident_mb * 2**20) \
+                <= resident_mb * 2**20:
+            size, self._pictures = resident_store(self.folder, device, num_workers, stacked)
+            self.storage = f"resident ({size / 2**20:.0f} MB)"
+        else:
+            self._pictures = lambda chunks: decoded(self.folder, chunks, num_workers, device,
+                                                    stacked)
+            self.storage = "decoded at every pass (more than transfer.resident_mb)"
+        self.resident = self.storage.startswith("resident")
 
     def __len__(self):
         return len(self.labels)
 
     def describe(self):
         """How the images come: 'resident (N MB)' or 'decoded at every pass'."""
-        if not self.resident:
-            return "decoded at every pass (more than transfer.resident_mb)"
-        images = [self.images] if self.stacked else self.images
-        return f"resident ({sum(i.nbytes for i in images) / 2**20:.0f} MB)"
-
-    @property
-    def resident(self):
-        return self.images is not None
-
-    def bytes_needed(self, image_size, limit):
-        """The bytes the decoded images take, counted up to `limit` (a larger set streams; its
-        exact size does not matter). Source pictures are measured from their headers."""
-        if self.stacked:
-            return len(self) * 3 * image_size ** 2
-        side, total = SOURCE_SIDE * image_size, 0
-        for path in self.files:
-            try:
-                with Image.open(path) as image:
-                    w, h = image.size
-            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-                continue   # unreadable: decoding it names it, before training starts
-            short, long = sorted((w, h))
-            if short > side:   # as torchvision's resize(side) rounds
-                short, long = side, int(side * long / short)
-            total += 3 * short * long
-            if total > limit:
-                break
-        return total
-
-    def _decoded(self, chunks):
-        """The decoded images of each index chunk, in turn (DataLoader workers decode them)."""
-        loader = torch.utils.data.DataLoader(
-            _Pictures(self.folder), batch_sampler=chunks, num_workers=self.num_workers,
-            collate_fn=_as_list, pin_memory=self.device.type == "cuda",
-            generator=torch.Generator())   # workers draw nothing; keeps torch's global RNG
-        return iter(loader)
+        return self.storage
 
     def batches(self, batch_size, epoch=None, shard=(0, 1)):
         """(images normalized to float on the device, labels) of one pass: training with
@@ -306,23 +302,16 @@ class ImageSet:
         if epoch is not None:
             batch_size //= shard[1]
         chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-        if self.resident:
-            pictures = ([self.images[i] for i in idx] if not self.stacked
-                        else self.images[torch.tensor(idx, device=self.device)]
-                        for idx in chunks)
-        else:
-            pictures = self._decoded(chunks)
-        mean, std = (torch.tensor(v, device=self.device).view(1, -1, 1, 1)
-                     for v in NORMALIZATION["imagenet"])
         augment = self.augmentation if epoch is not None else None
-        for idx, batch in zip(chunks, pictures):
+        for idx, batch in zip(chunks, self._pictures(chunks)):
             x = self._augmented(batch, augment)
-            yield (x.float().div_(255) - mean) / std, self.labels[idx]
+            yield (x.float().div_(255) - self.mean) / self.std, self.labels[idx]
 
     def _augmented(self, batch, augment):
         """The batch as one uint8 tensor on the device, each image through `augment`: its
         random draws come from torch's global generator, seeded for the batch from
-        self.generator and restored after, so they do not depend on who decoded the batch."""
+        self.generator and restored after, so they do not depend on who decoded the batch
+        and leave the global stream where it was."""
         if augment is None:
             return batch.to(self.device) if isinstance(batch, torch.Tensor) \
                 else torch.stack([image.to(self.device) for image in batch])
@@ -330,6 +319,28 @@ class ImageSet:
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(seed)
             return torch.stack([augment(image.to(self.device)) for image in batch])
+
+
+def bytes_needed(files, image_size, stacked, limit):
+    """The bytes the decoded images of `files` take, counted up to `limit` (a larger set
+    streams; its exact size does not matter). Source pictures (not `stacked`) are measured
+    from their headers."""
+    if stacked:
+        return len(files) * 3 * image_size ** 2
+    side, total = SOURCE_SIDE * image_size, 0
+    for path in files:
+        try:
+            with Image.open(path) as image:
+                w, h = image.size
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            continue   # unreadable: decoding it names it, before training starts
+        short, long = sorted((w, h))
+        if short > side:   # as torchvision's resize(side) rounds
+            short, long = side, int(side * long / short)
+        total += 3 * short * long
+        if total > limit:
+            break
+    return total
 
 
 class _Pictures(torch.utils.data.Dataset):

@@ -9,6 +9,9 @@ from .core.common import StageError
 from .core.files import load_torch
 
 WEIGHTS = Path(registry.WEIGHTS)
+# The input normalization of every strategy's ResNet-50: the ImageNet weights' (scratch too, so
+# that the four see the same inputs)
+NORMALIZATION = data.NORMALIZATION["imagenet"]
 
 
 def dataset_root(cfg):
@@ -65,4 +68,5 @@ def image_set(root, split, cfg, seed, device, augment=None, rank=0):
     own random stream."""
     return images.ImageSet(root, split, image_size=cfg.image_size, device=device,
                            resident_mb=cfg.resident_mb, num_workers=cfg.num_workers,
-                           samples=cfg.samples(split), seed=seed, augment=augment, rank=rank)
+                           normalization=NORMALIZATION, samples=cfg.samples(split), seed=seed,
+                           augment=augment, rank=rank)
