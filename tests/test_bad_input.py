@@ -69,6 +69,16 @@ def test_image_size_has_one_minimum(project, monkeypatch):
           "scratch")
 
 
+def test_image_size_has_an_upper_bound():
+    from stages.lib.core import params
+
+    cfg = {"transfer": {"dataset": "x", "image_size": 1_000_000, "batch_size": 4,
+                        "eval_batch_size": 4, "num_workers": 0, "resident_mb": 0,
+                        "train_samples": "all", "val_samples": "all"}}
+    with pytest.raises(StageError, match=r"'transfer\.image_size' must be <= 1024, got 1000000"):
+        params.transfer_data(cfg)
+
+
 # ---------------------------------------------------------------- damaged files
 
 def test_a_damaged_features_file(project, monkeypatch):

@@ -162,16 +162,6 @@ def test_a_decompression_bomb_is_refused_naming_the_file(tmp_path):
         images.load_image(path)
 
 
-def test_image_size_has_an_upper_bound():
-    from stages.lib.core import params
-
-    cfg = {"transfer": {"dataset": "x", "image_size": 1_000_000, "batch_size": 4,
-                        "eval_batch_size": 4, "num_workers": 0, "resident_mb": 0,
-                        "train_samples": "all", "val_samples": "all"}}
-    with pytest.raises(StageError, match=r"'transfer\.image_size' must be <= 1024, got 1000000"):
-        params.transfer_data(cfg)
-
-
 def state(epochs_done, **change):
     record = {"epoch": 1, "train_loss": 1.0, "train_accuracy": 0.5, "val_loss": 1.0,
               "val_accuracy": 0.5, "seconds": 1.0}
