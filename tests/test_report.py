@@ -11,6 +11,7 @@ import yaml
 
 import helpers
 from stages import report
+from stages.lib import records
 from stages.lib.core import params, registry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -442,7 +443,7 @@ def test_metrics_and_their_details_are_read_as_one_record(tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     write(tmp_path / "m.json", {"accuracy": 0.5, "final": {"silhouette": 0.25}})
     write(tmp_path / "d.json", {"epochs": 3, "final": {"dimensions": 10}, "settings": {"x": 1}})
-    assert report.merged("m.json", "d.json") == {
+    assert records.merged("m.json", "d.json") == {
         "accuracy": 0.5, "final": {"silhouette": 0.25, "dimensions": 10}, "epochs": 3,
         "settings": {"x": 1}}
 
