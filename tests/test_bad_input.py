@@ -2,14 +2,13 @@
 divergence, bad params, corrupt files, paths outside the project, unwritable outputs)."""
 import gzip
 import shutil
-import stat
 
 import numpy as np
 import pytest
 import torch
 
 from helpers import OUTS, assert_one_line_error, edit_params, fails, run_stage
-from stages.lib.core import engine, files, inference
+from stages.lib.core import engine, inference
 from stages.lib.core.common import StageError
 from tiny_mirror import write_sha256sums
 
@@ -124,19 +123,6 @@ def test_mnist_without_images_or_of_the_wrong_size(project, mirror, tmp_path, sh
 
 
 # ---------------------------------------------------------------- outputs
-
-def test_metrics_are_readable_by_everyone(tmp_path):
-    files.write_json(tmp_path / "m.json", {"a": 1})
-    mode = stat.S_IMODE((tmp_path / "m.json").stat().st_mode)
-    assert mode == 0o666 & ~files._umask() and mode & 0o044 == 0o044
-
-
-def test_nan_never_reaches_a_metrics_file(tmp_path):
-    with pytest.raises(StageError, match=r"m\.json: a value is not a finite number \(NaN or "
-                                         r"infinity\).*try a lower learning rate"):
-        files.write_json(tmp_path / "m.json", {"loss": float("nan")})
-    assert list(tmp_path.iterdir()) == []
-
 
 def test_a_nan_validation_loss_stops_training():
     class NanWhenEvaluating(torch.nn.Module):

@@ -1,6 +1,9 @@
 """The transfer set's images (stages/lib/images.py): decoded once into what torchvision's PIL
 pipeline gives, resident or decoded at every pass with the same batches, augmented on the
 device from the set's own generator whatever the number of workers."""
+import struct
+import zlib
+
 import numpy as np
 import pytest
 import torch
@@ -284,3 +287,18 @@ def test_an_archive_name_too_long_for_a_file_system_is_called_so(tmp_path):
     with pytest.raises(StageError, match=r"archive set.zip has a file or folder name of 400 "
                                          r"bytes, longer than the 255 a file system allows"):
         archives.extract(archive, tmp_path / "out", max_bytes=1 << 20)
+
+
+def png_header(width, height):
+    """A PNG that announces width x height pixels (no pixel data needed to be refused)."""
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + \
+            struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2,
+                                                             0, 0, 0)) + chunk(b"IEND", b"")
+
+def test_a_decompression_bomb_is_refused_naming_the_file(tmp_path):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_header(60000, 60000))
+    with pytest.raises(StageError, match=rf"^image {path} is too large to decode safely"):
+        images.load_image(path)

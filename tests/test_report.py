@@ -473,18 +473,6 @@ def test_a_report_that_fails_midway_leaves_the_previous_one_whole(tmp_path, monk
     assert not list(tmp_path.glob(".reports*"))
 
 
-def test_a_staging_folder_a_killed_run_left_is_removed(tmp_path):
-    from stages.lib.core.files import staged_folder
-
-    (tmp_path / ".reports.staging-abc123").mkdir()
-    (tmp_path / ".reports.staging-abc123" / "half.png").write_bytes(b"x")
-    with staged_folder(tmp_path / "reports") as new:
-        (new / "report.md").write_text("whole")
-    assert [p.name for p in tmp_path.iterdir()] == ["reports"]
-    assert (tmp_path / "reports/report.md").read_text() == "whole"
-    assert oct((tmp_path / "reports").stat().st_mode & 0o777) != oct(0o700)
-
-
 def test_figures_give_accuracy_in_percent_and_a_loss_spanning_orders_of_magnitude_on_a_log_axis():
     """As the text speaks: accuracy ticks in percent with the language's decimal mark; a loss
     axis whose values span more than LOG_SPREAD times (a diverged strategy) logarithmic, so the

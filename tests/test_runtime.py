@@ -6,7 +6,7 @@ import warnings
 import pytest
 import torch
 
-from stages.lib.core import inference, runtime
+from stages.lib.core import common, inference, runtime
 from stages.lib.core.common import StageError
 
 CUDA = torch.device("cuda", 0)
@@ -133,3 +133,14 @@ def test_malloc_is_tuned_by_the_stages_that_run_a_network_only(monkeypatch, tmp_
     calls.clear()
     runtime.setup(params.Shared(seed=0, device="cpu", precision="fp32", deterministic=True))
     assert calls == ["tuned"]
+
+
+def test_no_two_random_streams_share_a_seed():
+    seeds = {(purpose, rank): common.seed_for(42, purpose, rank)
+             for purpose in common.SEED_PURPOSES for rank in range(8)}
+    # one process keeps params.yaml's seed for its own streams (results stay as they were);
+    # every other stream has a seed of its own
+    assert seeds.pop(("global", 0)) == seeds.pop(("loader", 0)) == 42
+    assert len(set(seeds.values()) | {42}) == len(seeds) + 1
+    assert common.seed_for(42, "augment", 1) == seeds["augment", 1]   # deterministic
+    assert all(0 <= s < 2**63 for s in seeds.values())

@@ -10,6 +10,7 @@ import torch
 import tiny_mirror
 from helpers import edit_params, run_stage
 from stages.lib import images, transfer
+from stages.lib.core.common import StageError
 
 
 def write_features(project, train, val, classes):
@@ -136,3 +137,13 @@ def test_how_images_are_fed_does_not_change_the_model(project, mirror):
             "models/transfer/scratch.pt", "metrics/transfer/scratch.json",
             "plots/transfer/scratch/evaluation.json", "plots/transfer/scratch/confusion.csv")])
     assert outputs[0] == outputs[1]
+
+
+def test_compare_checks_lengths_before_labels():
+    from stages import compare
+
+    labels = np.array([0, 1, 1])
+    compare.check_same_images(torch.tensor([0, 1, 1]), labels, "root")
+    for other in (torch.tensor([0]), torch.tensor([0, 1, 1, 0]), torch.tensor([1, 1, 1])):
+        with pytest.raises(StageError, match=r"data/features/val\.pt does not match"):
+            compare.check_same_images(other, labels, "root")
