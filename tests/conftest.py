@@ -7,9 +7,7 @@ that uses a fixture with data is marked here)."""
 import pytest
 
 import tiny_mirror
-
-# the names below are imported by test modules that predate helpers.py
-from helpers import ROOT, copy_project, edit_params, run, stage_env  # noqa: F401
+from helpers import copy_project
 
 
 @pytest.fixture(scope="session")

@@ -368,40 +368,119 @@ def test_sigterm_to_the_launcher_ends_every_rank(tmp_path, mnist, mirror):
     assert alive == [], f"ranks outlived their launcher: {alive}"
 
 
+# Every process of a run records, in BIND_RECORDS/<pid>.jsonl (sitecustomize on PYTHONPATH):
+# first, what torchrun set in its environment; then each address it binds a socket to from
+# Python (an audit hook on "socket.bind", called before every bind, so none can be missed);
+# and the launcher, each time it starts a process (an audit hook on "subprocess.Popen": torchrun
+# starting a rank), the TCP sockets it is listening on at that moment.
+BIND_HOOK = '''
+import json, os, sys
+
+_path = os.path.join(os.environ["BIND_RECORDS"], f"{os.getpid()}.jsonl")
+_keys = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "GLOO_SOCKET_IFNAME")
+
+
+def _write(record):
+    with open(_path, "a") as f:
+        f.write(json.dumps(record) + "\\n")
+
+
+def _hook(event, args):
+    if event == "socket.bind":
+        sock, address = args
+        host = address if isinstance(address, (str, bytes)) else address[0]
+        _write({"bind": [sock.family.name, repr(host)]})
+    elif event == "subprocess.Popen" and "RANK" not in os.environ:
+        import psutil
+
+        listening = [[c.laddr.ip, c.laddr.port] for c in psutil.Process().net_connections("tcp")
+                     if c.status == psutil.CONN_LISTEN]
+        _write({"popen": [str(a) for a in args[1]], "listening": listening})
+
+
+_write({"env": {key: os.environ.get(key) for key in _keys}})
+sys.addaudithook(_hook)
+'''
+LOOPBACK_IPS = {"127.0.0.1", "::1"}
+
+
 def test_a_one_node_run_listens_on_loopback_only(tmp_path, mnist, mirror):
     """Every socket a 2-process run listens on (torchrun's store, the ranks' gloo pairs) is
-    bound to 127.0.0.1 or ::1, seen from the processes' own sockets while they train."""
+    bound to 127.0.0.1 or ::1.
+
+    What each check covers: (1) every bind made from Python in any process of the run (the
+    launcher's store socket, any free-port probe), seen by an audit hook: none can be missed,
+    however short-lived; (2) the rendezvous: the ranks are told (MASTER_ADDR/MASTER_PORT) to
+    meet at 127.0.0.1 on a port the launcher listens on at 127.0.0.1, and at the moment it
+    starts them the launcher listens on loopback only (torchrun's stores, made in C++, bind
+    without a Python event: this snapshot, taken on an event, sees the one it uses); the
+    ranks' gloo listeners follow GLOO_SOCKET_IFNAME, which they are given as the loopback
+    interface; (3) the listeners made in C++ (gloo's, the stores'), sampled from the
+    processes' own sockets while they train: these live as long as the run, so the sampling
+    sees them (a rank must be seen listening), but one that came and went between two
+    samples could escape it; (1) and (2) do not depend on sampling."""
     import subprocess
 
     import psutil
 
+    from stages.lib.core.launcher import LOOPBACK
+
     project = project_with(tmp_path / "project", mnist, {"distributed.nproc_per_node": 2})
+    hook, records = tmp_path / "hook", tmp_path / "binds"
+    hook.mkdir()
+    records.mkdir()
+    (hook / "sitecustomize.py").write_text(BIND_HOOK)
     env = {k: v for k, v in loopback(mirror).items()
            if k not in ("GLOO_SOCKET_IFNAME", "PET_LOCAL_ADDR")}   # the stage's own defaults
+    env.update(PYTHONPATH=f"{hook}{os.pathsep}{project}", BIND_RECORDS=str(records))
     process = subprocess.Popen([sys.executable, "-m", "stages.train", "simple_cnn", "mnist"],
                                cwd=project, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
-    listening, ranks = set(), 0
+    listening = set()
     try:
         launcher = psutil.Process(process.pid)
         while process.poll() is None:
             try:
-                tree = [launcher, *launcher.children(recursive=True)]
-                ranks = max(ranks, sum("stages.train" in " ".join(p.cmdline()) for p in tree) - 1)
-                for proc in tree:
+                for proc in [launcher, *launcher.children(recursive=True)]:
                     listening |= {(c.laddr.ip, proc.pid) for c in proc.net_connections("tcp")
                                   if c.status == psutil.CONN_LISTEN}
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 pass
-            time.sleep(0.05)
+            time.sleep(0.05)   # (3)'s sampling interval; (1) and (2) take no samples
     finally:
         if process.poll() is None:
             process.kill()
         stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
-    assert ranks == 2
-    assert {pid for _, pid in listening} - {process.pid}, "no rank was seen listening"
-    assert {ip for ip, _ in listening} <= {"127.0.0.1", "::1"}, listening
+
+    found = {int(path.stem): [json.loads(line) for line in path.read_text().splitlines()]
+             for path in records.glob("*.jsonl")}
+    assert process.pid in found and found[process.pid][0]["env"]["RANK"] is None
+    ranks = {pid: lines[0]["env"] for pid, lines in found.items() if lines[0]["env"]["RANK"]}
+    assert sorted(e["RANK"] for e in ranks.values()) == ["0", "1"], found   # both had the hook
+    # (1) every Python bind, in every process
+    binds = [(pid, *line["bind"]) for pid, lines in found.items() for line in lines
+             if "bind" in line]
+    assert ("AF_INET", "'127.0.0.1'") in {tuple(b[1:]) for b in binds
+                                          if b[0] == process.pid}   # the launcher's store
+    assert all(family == "AF_UNIX" or host in {"'127.0.0.1'", "'::1'", "'localhost'"}
+               for _, family, host in binds), binds
+    # (2) the rendezvous and the gloo interface the ranks were given, and what the launcher
+    # listened on when it started them
+    for e in ranks.values():
+        assert (e["MASTER_ADDR"], e["GLOO_SOCKET_IFNAME"], e["WORLD_SIZE"]) == \
+            ("127.0.0.1", LOOPBACK, "2"), e
+    ports = {e["MASTER_PORT"] for e in ranks.values()}
+    assert len(ports) == 1
+    starts = [line for line in found[process.pid] if "popen" in line
+              and "stages.train" in line["popen"]]
+    assert len(starts) == 2, found[process.pid]   # torchrun started the two ranks
+    for start in starts:
+        assert ["127.0.0.1", int(*ports)] in start["listening"], start
+        assert {ip for ip, _ in start["listening"]} <= LOOPBACK_IPS, start
+    # (3) the listeners seen while the ranks trained
+    assert {pid for _, pid in listening} & set(ranks), "no rank was seen listening"
+    assert {ip for ip, _ in listening} <= LOOPBACK_IPS, listening
 
 
 @pytest.mark.parametrize("host, expected", [

@@ -75,12 +75,6 @@ def queue_tasks(project, env):
     return tasks
 
 
-def exp_refs(project, env):
-    """The experiments' git refs (refs/exps/<2 hex>/<baseline>/<name>), not the queue's own."""
-    refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], project, env).stdout
-    return [ref for ref in refs.split() if len(ref.split("/")) == 5 and len(ref.split("/")[2]) == 2]
-
-
 def threads_per_job():
     return max(1, len(os.sched_getaffinity(0)) // JOBS)
 
@@ -99,41 +93,80 @@ def start_queue(project, env, jobs, threads):
     return log.read_text(), start
 
 
-def workers(tag):
-    found = []
-    for proc in tagged(tag):
-        try:
-            if "queue-worker" in " ".join(proc.cmdline()):
-                found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            pass
-    return found
+CELERY = ".dvc/tmp/exps/celery"   # DVC's queue: celery with a broker and results in files
+RUN_EXP = "dvc.repo.experiments.queue.tasks.run_exp"   # the task of one queued experiment
+DONE = ("SUCCESS", "FAILURE", "REVOKED")   # celery's ready states: DVC's Success and Failed
 
 
-def wait_for_queue(project, env, count, start, tag, timeout=300):
-    """Until `count` experiments are done: ({task: status}, seconds from start). It watches
-    git refs and the worker processes, not `dvc queue status`: that one broadcasts to the
-    workers through the file-based broker they poll, and has crashed one mid-run here. If the
-    workers exit with tasks still queued (DVC's workers have been seen to), the queue is
-    started again, once, as the README says."""
-    restarted = False
-    while time.monotonic() - start < timeout:
-        if len(exp_refs(project, env)) >= count:
-            break
-        if time.monotonic() - start > 10 and not workers(tag):
-            tasks = queue_tasks(project, env)
-            if "Queued" not in tasks.values() or restarted:
-                break
-            restarted = True
-            start_queue(project, env, JOBS, threads_per_job())
-        time.sleep(0.5)
-    seconds = time.monotonic() - start
-    while time.monotonic() - start < timeout:
-        tasks = queue_tasks(project, env)
-        if tasks and all(s in ("Success", "Failed") for s in tasks.values()):
-            return tasks, seconds
-        time.sleep(2)
-    raise AssertionError(f"queue not done after {timeout} s: {queue_tasks(project, env)}")
+def read_json(path):
+    """The JSON in `path`, or None while it is not there or half written."""
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def task_states(project):
+    """{celery task id: state} of the queue's experiments, from the queue's own files, as
+    `dvc queue status` finds them (the broker's messages of run_exp tasks, queued in broker/in,
+    taken by a worker in broker/processed; a task's state in result/ once it is done: None
+    before), without its broadcast to the workers through the broker they poll."""
+    states = {}
+    for folder in ("in", "processed"):
+        for path in (project / CELERY / "broker" / folder).glob("*.msg"):
+            headers = (read_json(path) or {}).get("headers", {})
+            if headers.get("task") == RUN_EXP:
+                meta = read_json(project / CELERY / "result" / f"celery-task-meta-{headers['id']}")
+                states[headers["id"]] = (meta or {}).get("status")
+    return states
+
+
+def worker_exits(project):
+    """The exit status of each worker `dvc queue start -j JOBS` spawned, as DVC's process
+    manager records it (dvc-exp-worker-<n>.json, written once the worker runs and again once it
+    has exited): None while it is starting or running."""
+    return [(read_json(project / CELERY / f"dvc-exp-worker-{n}.json") or {}).get("returncode")
+            for n in range(1, JOBS + 1)]
+
+
+def celery_logs(project):
+    return "\n".join(f"--- {path.name}\n{path.read_text()}"
+                     for path in sorted((project / CELERY).glob("*.out")))
+
+
+def wait_until(condition, timeout, what, details=lambda: ""):
+    """Poll `condition` until it holds; fail after `timeout` s naming `what`."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not within {timeout} s\n{details()}")
+        time.sleep(0.2)
+
+
+def wait_for_queue(project, count, start, timeout=300):
+    """Until the `count` queued experiments are done, by the queue's own state (task_states):
+    the seconds from `start`. The workers are started once: should they all exit while an
+    experiment is not done, nothing would ever run it, and the test fails there with their
+    logs (not waiting for its timeout, nor starting them again)."""
+    def done():
+        exits = worker_exits(project)   # first: a worker stores its results before it exits
+        states = task_states(project)
+        finished = len(states) == count and all(s in DONE for s in states.values())
+        if not finished and None not in exits:
+            raise AssertionError(f"the queue's workers exited ({exits}) with experiments not "
+                                 f"done: {states}\n{celery_logs(project)}")
+        return finished
+
+    wait_until(done, timeout, f"{count} experiments done",
+               lambda: f"{task_states(project)}\n{celery_logs(project)}")
+    return time.monotonic() - start
+
+
+def stop_queue(project, env):
+    """`dvc queue stop` (idle workers exit now), and wait until every worker has exited."""
+    dvc(project, "queue", "stop", env=env, check=False)
+    wait_until(lambda: None not in worker_exits(project), 60, "the workers' exit",
+               lambda: celery_logs(project))
 
 
 def experiments(project, env):
@@ -178,10 +211,12 @@ def queued(tmp_path_factory, mirror):
     try:
         queued = queue_tasks(project, env)
         started, start = start_queue(project, env, JOBS, threads_per_job())
-        tasks, seconds = wait_for_queue(project, env, len(queued), start, tag)
+        seconds = wait_for_queue(project, len(queued), start)
+        stop_queue(project, env)
+        # DVC's own account, once no worker is left for its broadcast to reach
+        tasks = queue_tasks(project, env)
         logs = {name: dvc(project, "queue", "logs", name, env=env, check=False).stdout
                 for name, status in tasks.items() if status != "Success"}
-        dvc(project, "queue", "stop", env=env, check=False)  # idle workers exit now
         yield project, env, queued, started, tasks, logs, seconds
     finally:
         dvc(project, "queue", "stop", "--kill", env=env, check=False)
