@@ -36,6 +36,8 @@
 # Each creates .venv first when needed. On Linux x86_64 with Python 3.11 it installs the exact
 # versions of requirements.lock (+ requirements-test.lock for tests and lint); elsewhere the
 # ranges of requirements.txt (+ requirements-test.txt). tools/lock.py rewrites the lock files.
+# tools/ and benchmarks/ run as modules from this folder (python -m tools.smoke); make installs
+# neither them nor the project (pyproject.toml: `pip install -e .`, stages/ only, is optional).
 VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
@@ -64,41 +66,41 @@ $(BIN)/.installed-test: $(BIN)/.installed requirements-test.txt requirements-tes
 	touch $@
 
 smoke: $(BIN)/.installed
-	python tools/smoke.py $(SMOKE_FLAGS)
+	python -m tools.smoke $(SMOKE_FLAGS)
 
 repro: $(BIN)/.installed
-	python tools/repro.py $(REPRO_FLAGS)
+	python -m tools.repro $(REPRO_FLAGS)
 
 restore: $(BIN)/.installed
-	python tools/restore.py
+	python -m tools.restore
 
 exps: $(BIN)/.installed
-	python tools/exps.py $(EXPS_FLAGS)
+	python -m tools.exps $(EXPS_FLAGS)
 
 plots: $(BIN)/.installed
-	python tools/show.py plots $(PLOTS_REVS)
+	python -m tools.show plots $(PLOTS_REVS)
 
 metrics: $(BIN)/.installed
-	python tools/show.py metrics $(METRICS_REVS)
+	python -m tools.show metrics $(METRICS_REVS)
 
 share: $(BIN)/.installed
-	python tools/push_runs.py $(SHARE_FLAGS)
+	python -m tools.push_runs $(SHARE_FLAGS)
 
 release: $(BIN)/.installed
-	python tools/release.py $(RELEASE_FLAGS)
+	python -m tools.release $(RELEASE_FLAGS)
 
 verify: $(BIN)/.installed
 	@test -n "$(STAGE)" || { echo "make verify: name the stage: make verify STAGE=train@alexnet"; exit 2; }
-	python tools/verify.py $(STAGE) $(VERIFY_FLAGS)
+	python -m tools.verify $(STAGE) $(VERIFY_FLAGS)
 
 pull: $(BIN)/.installed
-	python tools/pull_runs.py $(PULL_FLAGS)
+	python -m tools.pull_runs $(PULL_FLAGS)
 
 check-cache: $(BIN)/.installed
-	python tools/check_cache.py
+	python -m tools.check_cache
 
 submission: $(BIN)/.installed
-	python tools/submission.py
+	python -m tools.submission
 
 test: $(BIN)/.installed-test
 	python -m pytest -n 2 --dist loadfile
@@ -113,16 +115,16 @@ bench: $(BIN)/.installed
 	dvc repro download@mnist download@cifar10 download@hymenoptera || { echo "make bench: \
 	the benchmarks need MNIST, CIFAR-10 and hymenoptera: set DATASETS_MIRROR (docs/data.md) \
 	or go online, then run it again"; exit 1; }
-	python benchmarks/write_doc.py $(BENCH_FLAGS)
+	python -m benchmarks.write_doc $(BENCH_FLAGS)
 
 full-run: $(BIN)/.installed
-	python benchmarks/full_run.py $(FULL_RUN_FLAGS)
+	python -m benchmarks.full_run $(FULL_RUN_FLAGS)
 
 gpu-check: $(BIN)/.installed-test
-	python tools/gpu_check.py $(GPU_CHECK_FLAGS)
+	python -m tools.gpu_check $(GPU_CHECK_FLAGS)
 
 gpu-bundle: $(BIN)/.installed-test
-	python tools/gpu_bundle.py $(GPU_BUNDLE_FLAGS)
+	python -m tools.gpu_bundle $(GPU_BUNDLE_FLAGS)
 
 gpu-rehearsal: gpu-bundle
-	python tools/gpu_rehearsal.py
+	python -m tools.gpu_rehearsal

@@ -11,8 +11,8 @@ the solver's iterations. t-SNE: trustworthiness (sklearn.manifold.trustworthines
 neighbours: how far the 2-D neighbourhoods are the high-dimensional ones; on a subsample, as
 it needs all pairwise distances) and the silhouette of the classes in 2-D.
 
-    python benchmarks/analysis_speed.py
-    python benchmarks/analysis_speed.py --model simple_cnn --points 2000
+    python -m benchmarks.analysis_speed
+    python -m benchmarks.analysis_speed --model simple_cnn --points 2000
 """
 import argparse
 import os
@@ -25,12 +25,10 @@ import numpy as np
 import torch
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from stages.lib import analysis  # noqa: E402
-from stages.lib.core import data, inference, params, registry  # noqa: E402
-from stages.lib.core.common import StageError  # noqa: E402
-from stages.lib.core.runtime import keep_freed_memory  # noqa: E402
+from stages.lib import analysis
+from stages.lib.core import data, inference, params, registry
+from stages.lib.core.common import StageError
+from stages.lib.core.runtime import keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = registry.models(params.load(ROOT / "params.yaml"))   # {model: dataset}

@@ -14,23 +14,20 @@ The versions take turns in blocks of --steps passes, so that the slow spells of 
 machine fall on all of them; each time is the median over --rounds blocks. The figures that
 justify these layers are what this script prints on the machine at hand.
 
-    python benchmarks/conv_weight_grad.py
-    python benchmarks/conv_weight_grad.py --batch 64 --rounds 9
+    python -m benchmarks.conv_weight_grad
+    python -m benchmarks.conv_weight_grad --batch 64 --rounds 9
 """
 import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from stages.lib.core import cpu_layers  # noqa: E402
-from stages.lib.core.common import StageError  # noqa: E402
-from stages.lib.core.runtime import keep_freed_memory  # noqa: E402
-from stages.lib.models.alexnet import AlexNet  # noqa: E402
+from stages.lib.core import cpu_layers
+from stages.lib.core.common import StageError
+from stages.lib.core.runtime import keep_freed_memory
+from stages.lib.models.alexnet import AlexNet
 
 
 def layer_pair(conv):

@@ -13,10 +13,10 @@ Both run under the same process-wide settings (threads, the malloc tuning every 
 The three training passes run interleaved, 20 batches each in turn (--chunk), so that the slow
 spells of a shared machine fall on all of them alike; each time is the sum of its own chunks.
 
-    python benchmarks/epoch_speed.py
-    python benchmarks/epoch_speed.py --models simple_cnn --max-batches 200   # quicker
-    python benchmarks/epoch_speed.py --repeat 3      # median ratio of three rounds
-    python benchmarks/epoch_speed.py --chunk 0       # whole epochs, one after the other
+    python -m benchmarks.epoch_speed
+    python -m benchmarks.epoch_speed --models simple_cnn --max-batches 200   # quicker
+    python -m benchmarks.epoch_speed --repeat 3      # median ratio of three rounds
+    python -m benchmarks.epoch_speed --chunk 0       # whole epochs, one after the other
 
 Needs data/raw/{mnist,cifar10} (dvc repro download@mnist download@cifar10); both sides read
 them (the reference through PIL images, as torchvision's dataset classes do).
@@ -32,13 +32,12 @@ from pathlib import Path
 import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from stages.lib import models
+from stages.lib.core import data, engine, inference, params, registry
+from stages.lib.core.common import StageError
+from stages.lib.core.runtime import autocast_dtype, keep_freed_memory, precision_name
 
-from stages.lib import models  # noqa: E402
-from stages.lib.core import data, engine, inference, params, registry  # noqa: E402
-from stages.lib.core.common import StageError  # noqa: E402
-from stages.lib.core.runtime import autocast_dtype, keep_freed_memory, precision_name  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 DATASETS = registry.models(params.load(ROOT / "params.yaml"))   # {model: dataset}
 

@@ -2,8 +2,8 @@
 this commit, each stage timed from DVC's own "Running stage" lines (process start-up, imports,
 work and DVC's saving of the outputs included); writes the table to docs/full_run.md.
 
-    DATASETS_MIRROR=DIR python benchmarks/full_run.py        # or online
-    python benchmarks/full_run.py --keep-going                # stages that cannot run are listed
+    DATASETS_MIRROR=DIR python -m benchmarks.full_run        # or online
+    python -m benchmarks.full_run --keep-going                # stages that cannot run are listed
 
 The clone lives in a temporary folder (--workdir to keep it): the workspace's results are not
 touched. Stages that need the ImageNet weights run only where download@resnet50 can get them
@@ -20,11 +20,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from stages.lib.core import params, registry
+from stages.lib.core.runtime import cpu_name
 
-from stages.lib.core import params, registry  # noqa: E402
-from stages.lib.core.runtime import cpu_name  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 OUT = ROOT / "docs" / "full_run.md"
 RUNNING = re.compile(r"^Running stage '([^']+)':")
@@ -73,7 +72,7 @@ def document(times, status, total, unverified):
     lines = [
         "# The whole practical, stage by stage",
         "",
-        f"Written by `python benchmarks/full_run.py` on {date}: `dvc repro --force` of a fresh "
+        f"Written by `python -m benchmarks.full_run` on {date}: `dvc repro --force` of a fresh "
         f"clone, default params, {cpu_name()}, {os.cpu_count()} cores, load average "
         f"{os.getloadavg()[0]:.2f} at the end. Each stage's time runs from DVC's "
         "\"Running stage\" line to the next: start-up, imports, work and DVC's saving.",

@@ -19,8 +19,8 @@ The three take turns every --chunk training batches, so that the slow spells of 
 machine fall on all alike; then each runs its validation pass. Each time is the sum of its own
 turns.
 
-    python benchmarks/transfer_speed.py                   # one epoch of params.yaml's dataset
-    python benchmarks/transfer_speed.py --max-batches 8   # quicker
+    python -m benchmarks.transfer_speed                   # one epoch of params.yaml's dataset
+    python -m benchmarks.transfer_speed --max-batches 8   # quicker
 
 Needs data/raw/<transfer.dataset> (dvc repro download@hymenoptera).
 """
@@ -34,15 +34,11 @@ from pathlib import Path
 import torch
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from stages.lib import images, models  # noqa: E402
-from stages.lib.core import checkpoints, data, engine, inference  # noqa: E402
-from stages.lib.core.common import StageError  # noqa: E402
-from stages.lib.core.runtime import autocast_dtype, keep_freed_memory, precision_name  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from epoch_speed import plain_loop  # noqa: E402
+from benchmarks.epoch_speed import plain_loop
+from stages.lib import images, models
+from stages.lib.core import checkpoints, data, engine, inference
+from stages.lib.core.common import StageError
+from stages.lib.core.runtime import autocast_dtype, keep_freed_memory, precision_name
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 16

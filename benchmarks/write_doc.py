@@ -1,32 +1,32 @@
 """docs/benchmarks.md from the benchmarks' own output: `make bench` (after the downloads).
 
-    python benchmarks/write_doc.py [EPOCH_SPEED FLAGS ...]
+    python -m benchmarks.write_doc [EPOCH_SPEED FLAGS ...]
 
-Runs conv_weight_grad.py, epoch_speed.py (with the flags given) and transfer_speed.py, each in
-its own process, and writes their output under a header naming the date, the CPU, its cores and
-the load at the start. A section a person added after the benchmarks' block (`## GPU`: the
-GPU check's summary, docs/gpu.md) is kept. The file is written whole or not at all: a
-benchmark that fails leaves it as it was, with one line and exit status 1."""
+Runs conv_weight_grad, epoch_speed (with the flags given) and transfer_speed, each in its own
+process (`python -m benchmarks.<name>` in the repository's root), and writes their output under
+a header naming the date, the CPU, its cores and the load at the start. A section a person
+added after the benchmarks' block (`## GPU`: the GPU check's summary, docs/gpu.md) is kept.
+The file is written whole or not at all: a benchmark that fails leaves it as it was, with one
+line and exit status 1."""
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from stages.lib.core.files import write_atomic
+from stages.lib.core.runtime import cpu_name
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from stages.lib.core.files import write_atomic  # noqa: E402
-from stages.lib.core.runtime import cpu_name  # noqa: E402
 
 DOC = ROOT / "docs" / "benchmarks.md"
 KEPT = "\n## GPU"   # from here on, the file is a person's, not the benchmarks'
 
 
 def commands(flags):
-    here = Path(__file__).resolve().parent
-    return [[sys.executable, str(here / "conv_weight_grad.py")],
-            [sys.executable, str(here / "epoch_speed.py"), *flags],
-            [sys.executable, str(here / "transfer_speed.py")]]
+    return [[sys.executable, "-m", "benchmarks.conv_weight_grad"],
+            [sys.executable, "-m", "benchmarks.epoch_speed", *flags],
+            [sys.executable, "-m", "benchmarks.transfer_speed"]]
 
 
 def header():
@@ -45,11 +45,13 @@ def main(argv=None, runs=None, doc=DOC):
     start = header()
     outputs = []
     for command in runs or commands(argv):
-        result = subprocess.run(command, capture_output=True, text=True)
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
         sys.stdout.write(result.stdout)
         if result.returncode != 0:
             lines = [line for line in result.stderr.splitlines() if line.strip()]
-            print(f"make bench: {Path(command[1]).name if len(command) > 1 else command[0]} "
+            name = command[2] if command[1:2] == ["-m"] else \
+                Path(command[1]).name if len(command) > 1 else command[0]
+            print(f"make bench: {name} "
                   f"failed ({lines[-1] if lines else f'exit {result.returncode}'}); "
                   f"{doc.name} is unchanged", file=sys.stderr)
             return 1

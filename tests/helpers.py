@@ -69,14 +69,13 @@ def wait_for_state(project, name, process, timeout=300):
     raise AssertionError(f"no training state of {name} within {timeout} s")
 
 
-def load_tool(path):
-    """A script of tools/ (no package) as a module: its functions, to test them."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def run_tool(name, *args, cwd, env, check=True, timeout=1800):
+    """`python -m tools.<name> ARGS` in `cwd`, a project folder: the Makefile runs the scripts
+    of tools/ so from the project's root; a test's project elsewhere may have no tools/ of its
+    own, so PYTHONPATH names this checkout's (a clone's own tools/, the same files, come first)."""
+    env = dict(env, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])))
+    return run([sys.executable, "-m", f"tools.{name}", *args], cwd, env, check=check,
+               timeout=timeout)
 
 
 def cifar_folder(tmp_path, meta):

@@ -1,22 +1,9 @@
 """The speed benchmark's bookkeeping (its timings themselves are never asserted)."""
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 
-
-def load(name):
-    """Import benchmarks/<name>.py (benchmarks/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(
-        name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-epoch_speed = load("epoch_speed")
-conv_weight_grad = load("conv_weight_grad")
+from benchmarks import conv_weight_grad, epoch_speed, full_run, write_doc
 
 
 def recording_runs(log, names):
@@ -131,16 +118,12 @@ def test_missing_data_is_one_line_naming_the_stage_to_run(tmp_path, monkeypatch,
     shutil.copytree(epoch_speed.ROOT / "benchmarks", tmp_path / "benchmarks")
     copy = tmp_path / "benchmarks" / f"{script}.py"
     monkeypatch.setattr(sys, "argv", [str(copy), *args])
-    monkeypatch.syspath_prepend(str(epoch_speed.ROOT))
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_:
         runpy.run_path(str(copy), run_name="__main__")
     message = str(exit_.value.code)
     assert message.startswith("error: ") and "\n" not in message
     assert missing in message and command in message
-
-
-full_run = load("full_run")
 
 
 def test_the_full_run_times_each_stage_from_dvcs_lines_to_the_next(tmp_path):
@@ -165,7 +148,6 @@ def test_the_full_run_times_each_stage_from_dvcs_lines_to_the_next(tmp_path):
 def test_the_doc_holds_each_benchmarks_output_and_keeps_the_gpu_section(tmp_path, capsys):
     """make bench's writer (benchmarks/write_doc.py): a header naming the machine, every
     benchmark's output in one block, a `## GPU` section a person added kept as it was."""
-    write_doc = load("write_doc")
     doc = tmp_path / "benchmarks.md"
     doc.write_text("# Benchmarks\n\nold\n\n## GPU\n\nThe check's summary, 2026-12-01.\n")
     runs = [[sys.executable, "-c", f"print('benchmark {n}: ratio 0.5x')"] for n in (1, 2)]
@@ -178,7 +160,6 @@ def test_the_doc_holds_each_benchmarks_output_and_keeps_the_gpu_section(tmp_path
 
 
 def test_a_failing_benchmark_leaves_the_doc_as_it_was(tmp_path, capsys):
-    write_doc = load("write_doc")
     doc = tmp_path / "benchmarks.md"
     doc.write_text("as it was\n")
     runs = [[sys.executable, "-c", "print('fine')"],

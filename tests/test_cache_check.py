@@ -8,17 +8,16 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 
 import pytest
 import yaml
 from small_pipeline import dvc, make
 
-from helpers import ROOT, load_tool, run, stage_env
+from helpers import run_tool, stage_env
+from tools import repro
 
 pytestmark = pytest.mark.e2e
-CHECK = [sys.executable, str(ROOT / "tools/check_cache.py")]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +43,7 @@ def cache_object(project, output):
 
 def test_a_sound_cache_passes(project):
     project, env = project
-    result = run(CHECK, project, env)
+    result = run_tool("check_cache", cwd=project, env=env)
     assert "every object matches its name, every output of dvc.lock is saved" in result.stdout
 
 
@@ -61,7 +60,7 @@ def test_a_damaged_object_is_named_removed_and_rebuilt_by_a_rerun(project):
     os.chmod(cached, before.st_mode)
     os.utime(cached, ns=(before.st_atime_ns, before.st_mtime_ns))
     model.unlink()
-    result = run(CHECK, project, env, check=False)
+    result = run_tool("check_cache", cwd=project, env=env, check=False)
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "models/simple_cnn.pt" in result.stderr
     assert "was damaged (its bytes are not its MD5) and is removed" in result.stderr
@@ -80,7 +79,7 @@ def test_a_killed_saves_temporary_file_is_removed_and_a_fresh_one_kept(project):
     fresh.write_bytes(b"y")
     an_hour_ago = time.time() - 3600
     os.utime(old, (an_hour_ago, an_hour_ago))
-    result = run(CHECK, project, env)
+    result = run_tool("check_cache", cwd=project, env=env)
     assert "cdef.0a1b2c.tmp (1,000 bytes), left by a cache save that did not finish" in \
         result.stdout
     assert not old.exists() and fresh.exists()
@@ -98,11 +97,10 @@ def test_an_output_dvc_did_not_save_fails_the_check_and_make_repro(project, monk
     manifest = project / ".dvc/cache/files/md5" / folder[:2] / folder[2:]
     digest = json.loads(manifest.read_text())[0]["md5"]   # train.pt's object
     (project / ".dvc/cache/files/md5" / digest[:2] / digest[2:]).unlink()
-    result = run(CHECK, project, env, check=False)
+    result = run_tool("check_cache", cwd=project, env=env, check=False)
     assert result.returncode == 1 and "data/raw/mnist is in the workspace but 1 of its " \
         "objects are not in DVC's cache (a save that failed: disk full?)" in result.stderr, \
         result.stderr
-    repro = load_tool(ROOT / "tools/repro.py")
     monkeypatch.setattr(repro, "ROOT", project)
     monkeypatch.setattr(repro.subprocess, "run",
                         lambda *a, **k: subprocess.CompletedProcess(a, 0))

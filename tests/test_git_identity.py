@@ -7,11 +7,7 @@ import sys
 
 import pytest
 
-from helpers import ROOT, load_tool
-
-
-def smoke_module():
-    return load_tool(ROOT / "tools/smoke.py")
+from tools import smoke
 
 
 def nobody(home):
@@ -30,7 +26,6 @@ def git(repo, *args, env):
 
 
 def test_the_fallback_fills_only_what_git_does_not_know(tmp_path):
-    smoke = smoke_module()
     env = nobody(tmp_path)
     git(tmp_path, "init", "-q", env=env)
     filled = smoke.with_git_identity(env, cwd=tmp_path)
@@ -61,7 +56,7 @@ def test_the_identity_reaches_dvc_s_experiment_commit(tmp_path):
         "-m", "start", env=env)
     env["PATH"] = f"{os.path.dirname(sys.executable)}{os.pathsep}{env['PATH']}"
     result = subprocess.run([sys.executable, "-m", "dvc", "exp", "run", "-n", "first", "-S",
-                             "x=2"], cwd=repo, env=smoke_module().with_git_identity(env, repo),
+                             "x=2"], cwd=repo, env=smoke.with_git_identity(env, repo),
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     refs = git(repo, "for-each-ref", "--format=%(refname)", "refs/exps", env=env).split()

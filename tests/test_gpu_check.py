@@ -19,19 +19,16 @@ from PIL import Image
 from readme_commands import clone_project
 
 import tiny_mirror
-from helpers import ROOT
-
-sys.path.insert(0, str(ROOT / "tools"))
-import gpu_bundle  # noqa: E402
-import gpu_check  # noqa: E402
-
-from stages.lib import images  # noqa: E402
-from stages.lib.core import data  # noqa: E402
+from helpers import ROOT, run_tool
+from stages.lib import images
+from stages.lib.core import data
+from tools import gpu_bundle, gpu_check
 
 
 def check(*args, cwd=ROOT, env=None, timeout=60):
-    return subprocess.run([sys.executable, str(ROOT / "tools" / "gpu_check.py"), *args],
-                          capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
+    """`python3 -m tools.gpu_check ARGS` in `cwd`."""
+    return run_tool("gpu_check", *args, cwd=cwd, env=env or os.environ, check=False,
+                    timeout=timeout)
 
 
 def empty_mirror(tmp_path):
@@ -151,10 +148,9 @@ def test_a_bundle_over_the_limit_is_refused(tmp_path):
     tiny_mirror.build(tmp_path / "mirror", mnist=(20, 10), cifar=(50, 20),
                       hymenoptera={"train": 2, "val": 1}, weights=False)
     out = tmp_path / "bundle"
-    result = subprocess.run([sys.executable, str(ROOT / "tools" / "gpu_bundle.py"),
-                             "--no-wheels", "--mirror", str(tmp_path / "mirror"), "--out",
-                             str(out), "--limit-mib", "0.5"], capture_output=True, text=True,
-                            timeout=300)
+    result = run_tool("gpu_bundle", "--no-wheels", "--mirror", str(tmp_path / "mirror"), "--out",
+                      str(out), "--limit-mib", "0.5", cwd=ROOT, env=os.environ, check=False,
+                      timeout=300)
     assert result.returncode == 1
     errors = result.stderr.strip().splitlines()
     assert len(errors) == 1 and "is over the 0.5 MiB limit: no bundle is left" in errors[0]
@@ -163,18 +159,20 @@ def test_a_bundle_over_the_limit_is_refused(tmp_path):
 
 @pytest.mark.e2e
 def test_the_rehearsal_passes_from_a_clone(tmp_path):
-    """`tools/gpu_bundle.py --no-wheels` and `tools/gpu_rehearsal.py --link-packages` in a
-    clone, on a tiny mirror: the stand-in interpreter holds only the machine's packages and
-    the bundle's, and the check passes on it, with the same bytes twice."""
+    """`python -m tools.gpu_bundle --no-wheels` and `python -m tools.gpu_rehearsal
+    --link-packages` in a clone, on a tiny mirror: the stand-in interpreter holds only the
+    machine's packages and the bundle's, and the check passes on it, with the same bytes twice
+    (the check itself run as the lent machine runs it: `python3 -m tools.gpu_check` from the
+    checkout's root)."""
     project = clone_project(tmp_path / "project", None)
     tiny_mirror.build(tmp_path / "mirror", hymenoptera={"train": 4, "val": 2}, weights=False)
     python = str(project / ".venv" / "bin" / "python")
-    bundle = subprocess.run([python, "tools/gpu_bundle.py", "--no-wheels", "--mirror",
+    bundle = subprocess.run([python, "-m", "tools.gpu_bundle", "--no-wheels", "--mirror",
                              str(tmp_path / "mirror")], cwd=project, capture_output=True,
                             text=True, timeout=300)
     assert bundle.returncode == 0, bundle.stderr
     assert "carry [\"build/gpu\"], timeout_s 560" in bundle.stdout
-    rehearsal = subprocess.run([python, "tools/gpu_rehearsal.py", "--link-packages"],
+    rehearsal = subprocess.run([python, "-m", "tools.gpu_rehearsal", "--link-packages"],
                                cwd=project, capture_output=True, text=True, timeout=600,
                                env={**os.environ, "DATASETS_ACCEPT_UNVERIFIED": "mnist"})
     assert rehearsal.returncode == 0, rehearsal.stdout[-3000:] + rehearsal.stderr[-3000:]

@@ -21,7 +21,8 @@ import sys
 import pytest
 import yaml
 
-from helpers import ROOT, load_tool, run, stage_env
+from helpers import ROOT, run, stage_env
+from tools import vendor_vega
 
 pytestmark = pytest.mark.e2e
 
@@ -154,10 +155,6 @@ def embedded_specs(text):
 # The template and the config
 
 
-def vendor_script():
-    return load_tool(ROOT / "tools/vendor_vega.py")
-
-
 def test_config_points_at_the_template(repo):
     repo, _ = repo
     setting = dvc(repo, "config", "plots.html_template").stdout.strip()
@@ -173,7 +170,7 @@ def test_template_has_the_pinned_libraries_unmodified():
     assert "{scripts}" not in text  # DVC would put its CDN <script src> tags there
     scripts = re.findall(r"<script>\n/\*! (\S+)@(\S+) .*?sha256 of the code below (\w+)\n"
                          r"(.*?)\*/\n(.*?)</script>", text, re.S)
-    pinned = {name: version for name, (version, _) in vendor_script().VERSIONS.items()}
+    pinned = {name: version for name, (version, _) in vendor_vega.VERSIONS.items()}
     assert {name: version for name, version, *_ in scripts} == pinned
     for name, version, sha256, header, code in scripts:
         assert "Redistribution and use in source and binary forms" in header, name
@@ -427,7 +424,7 @@ def clone(tmp_path_factory):
 
 
 def show(project, *args):
-    return subprocess.run([str(project / ".venv/bin/python"), "tools/show.py", *args],
+    return subprocess.run([str(project / ".venv/bin/python"), "-m", "tools.show", *args],
                           cwd=project, capture_output=True, text=True, timeout=300)
 
 

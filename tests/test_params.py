@@ -79,7 +79,8 @@ def test_a_stage_run_directly_says_it_in_one_line(tmp_path):
 
 
 def test_make_repro_checks_params_before_dvc_reads_them(tmp_path, monkeypatch, capsys):
-    repro = helpers.load_tool(ROOT / "tools/repro.py")
+    from tools import repro
+
     (tmp_path / "params.yaml").write_text(the_project(**{"report.language": "fr"}))
     monkeypatch.setattr(repro, "ROOT", tmp_path)
     monkeypatch.setattr(repro.subprocess, "run", lambda *a, **k: pytest.fail("DVC ran"))

@@ -22,7 +22,7 @@ import psutil
 import pytest
 from small_pipeline import dvc, make
 
-from helpers import ROOT, run, stage_env
+from helpers import run, run_tool, stage_env
 
 pytestmark = pytest.mark.e2e
 
@@ -278,7 +278,7 @@ def test_make_exps_shows_the_changed_param_first_in_120_columns(queued):
     """tools/exps.py (make exps): DVC's table reduced to what tells the experiments apart,
     `simple_cnn.lr` first with its header on two lines, short metric names, no pager."""
     project, env, *_ = queued
-    shown = run([sys.executable, str(ROOT / "tools/exps.py")], project, env).stdout
+    shown = run_tool("exps", cwd=project, env=env).stdout
     lines = shown.splitlines()
     assert max(len(line.rstrip()) for line in lines) <= 120 and "…" not in shown, shown
     first, second = (line.split() for line in lines[1:3])

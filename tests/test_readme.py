@@ -24,7 +24,6 @@ import time
 
 import nbformat
 import pytest
-import smoke
 import torch
 import yaml
 from nbclient import NotebookClient
@@ -43,6 +42,7 @@ from readme_commands import (
 )
 
 from helpers import ROOT, edit_params, run, stage_env
+from tools import smoke
 
 README = ROOT / "README.md"
 DOCUMENTS = [README, *sorted((ROOT / "docs").glob("*.md"))]

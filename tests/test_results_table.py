@@ -6,7 +6,7 @@ from helpers import ROOT
 
 
 def check(readme):
-    return subprocess.run([sys.executable, "tools/results_table.py", "--check", "--readme",
+    return subprocess.run([sys.executable, "-m", "tools.results_table", "--check", "--readme",
                            str(readme)], cwd=ROOT, capture_output=True, text=True)
 
 

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from pathlib import Path
 import pytest
 from small_pipeline import dvc, git, make
 
-from helpers import ROOT, closed_port, run, stage_env
+from helpers import closed_port, run_tool, stage_env
 
 pytestmark = pytest.mark.e2e
 
@@ -171,7 +170,7 @@ def shared(tmp_path_factory, mirror, s3):
     seconds["push"] = time.monotonic() - start
     # `make share`: the outputs of every run in the run-cache too (DVC's push sends only the
     # workspace's)
-    shared_runs = run([sys.executable, str(ROOT / "tools/push_runs.py")], a, env)
+    shared_runs = run_tool("push_runs", cwd=a, env=env)
     assert "pushed the run-cache (3 runs) and " in shared_runs.stdout, shared_runs.stdout
     pushed = {path: md5(a / path) for path in OUTPUTS}
     shutil.rmtree(a / ".dvc/cache")  # machine A loses its cache: only the bucket has the data
@@ -331,8 +330,7 @@ def test_an_object_key_that_leaves_the_cache_is_refused_by_make_pull(shared, s3,
     g = shared.clone("g")
     dvc(g, "remote", "add", "--local", "evil", f"s3://{BUCKET}/evil", env=shared.creds)
     dvc(g, "remote", "modify", "--local", "evil", "endpointurl", s3.endpoint, env=shared.creds)
-    result = run([sys.executable, str(ROOT / "tools/pull_runs.py"), "-r", "evil"], g,
-                 shared.creds, check=False)
+    result = run_tool("pull_runs", "-r", "evil", cwd=g, env=shared.creds, check=False)
     assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
     assert "refuses, nothing was pulled" in result.stderr
     assert "is not runs/<hash>/<hash>" in result.stderr

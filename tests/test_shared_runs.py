@@ -5,16 +5,14 @@ remote pulls whole. (The S3 object key with `..`: tests/test_s3_remote.py, on mo
 import copy
 import json
 import shutil
-import sys
 
 import pytest
 import yaml
 from small_pipeline import dvc, git, make
 
-from helpers import ROOT, run, stage_env
+from helpers import run_tool, stage_env
 
 pytestmark = pytest.mark.e2e
-PULL = [sys.executable, str(ROOT / "tools/pull_runs.py")]
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +26,7 @@ def shared(tmp_path_factory, mirror):
     dvc(a, "remote", "add", "-d", "class", str(base / "remote"), env=env)
     git(a, "add", "-A", env=env)
     git(a, "commit", "-q", "-m", "results and remote", env=env)
-    run([sys.executable, str(ROOT / "tools/push_runs.py")], a, env)
+    run_tool("push_runs", cwd=a, env=env)
     return base, a, env
 
 
@@ -67,7 +65,7 @@ def planted(shared, name, change):
 
 
 def pull(project, env):
-    return run(PULL, project, env, check=False)
+    return run_tool("pull_runs", cwd=project, env=env, check=False)
 
 
 def one_line(result, *pieces):
@@ -174,7 +172,6 @@ def test_released_models_resolve_with_dvc_artifacts_get(shared, tmp_path):
     elsewhere. Before it, DVC finds no version; a release without a remote, or with
     uncommitted results, is refused in one line before any tag."""
     base, a, env = shared
-    release = [sys.executable, str(ROOT / "tools/release.py")]
     get = ["artifacts", "get", str(a), "simple-cnn-mnist", "-o", str(tmp_path / "got.pt")]
     before = dvc(tmp_path, *get, env=env, check=False)
     assert before.returncode != 0 and "Unable to find artifact" in before.stderr
@@ -182,16 +179,16 @@ def test_released_models_resolve_with_dvc_artifacts_get(shared, tmp_path):
     b = fresh(shared, "release-b")
     dvc(b, "remote", "remove", "class", env=env)
     git(b, "commit", "-qam", "no remote", env=env)
-    refused = run(release, b, env, check=False)
+    refused = run_tool("release", cwd=b, env=env, check=False)
     assert refused.returncode == 1 and refused.stderr.strip() == (
         "release: error: no DVC remote (dvc remote add -d NAME URL): `dvc artifacts get` "
         "fetches the weights from it")
     (b / "params.yaml").write_text((b / "params.yaml").read_text() + "\n")
-    refused = run(release, b, env, check=False)
+    refused = run_tool("release", cwd=b, env=env, check=False)
     assert refused.returncode == 1 and "uncommitted changes" in refused.stderr
     assert git(b, "tag", "-l", env=env).stdout == ""
 
-    done = run(release, a, env)
+    done = run_tool("release", cwd=a, env=env)
     assert "release: simple-cnn-mnist v0.0.1 (models/simple_cnn.pt)" in done.stdout
     assert "left out alexnet-cifar10 (models/alexnet.pt: no stage of dvc.yaml writes it)" \
         in done.stdout   # the trimmed graph trains simple_cnn only
@@ -206,7 +203,7 @@ def test_share_from_a_clone_without_the_outputs_names_them(shared):
     and the rest of the push goes on."""
     _, _, env = shared
     b = fresh(shared, "share-b")
-    result = run([sys.executable, str(ROOT / "tools/push_runs.py")], b, env)
+    result = run_tool("push_runs", cwd=b, env=env)
     lines = result.stdout.splitlines()
     assert lines[0] == (
         "share: 2 outputs of dvc.lock are in no cache here and are not sent: data/raw/mnist "
@@ -240,8 +237,7 @@ def test_verify_recomputes_a_shared_result(shared):
     _, _, env = shared
     b = fresh(shared, "verify-b")
     dvc(b, "pull", env=env)
-    verify = [sys.executable, str(ROOT / "tools/verify.py"), "train@simple_cnn"]
-    result = run(verify, b, env)
+    result = run_tool("verify", "train@simple_cnn", cwd=b, env=env)
     assert result.stdout.splitlines()[-1] == \
         "verify: train@simple_cnn: verified, the same bytes (8 outputs; the run record, which " \
         "holds times, aside)", result.stdout
@@ -253,7 +249,7 @@ def test_verify_recomputes_a_shared_result(shared):
     metrics.write_text(json.dumps(forged, indent=2) + "\n")
     dvc(b, "commit", "-f", "train@simple_cnn", env=env)
     git(b, "commit", "-qam", "a better accuracy", env=env)
-    result = run(verify, b, env, check=False)
+    result = run_tool("verify", "train@simple_cnn", cwd=b, env=env, check=False)
     assert result.returncode == 1
     assert result.stderr.strip().startswith(
         "verify: error: train@simple_cnn: not verified: on the same hardware (")
@@ -261,7 +257,6 @@ def test_verify_recomputes_a_shared_result(shared):
     assert json.loads(metrics.read_text()) == forged          # the workspace untouched
     assert git(b, "status", "--porcelain", env=env).stdout == ""
 
-    wrong = run([sys.executable, str(ROOT / "tools/verify.py"), "train@nothing"], b, env,
-                check=False)
+    wrong = run_tool("verify", "train@nothing", cwd=b, env=env, check=False)
     assert wrong.returncode == 2 and wrong.stderr.startswith(
         "verify: error: no stage 'train@nothing' in dvc.yaml")

@@ -6,12 +6,12 @@ import subprocess
 import sys
 
 import pytest
-import smoke
 import yaml
 
-from helpers import ROOT, copy_project, load_tool, run, stage_env
+from helpers import ROOT, copy_project, run, stage_env
 from stages import report
 from stages.lib.core import params, registry
+from tools import plan, smoke
 
 pytestmark = pytest.mark.filterwarnings("ignore:_NoneStep.value:DeprecationWarning")  # DVC's
 
@@ -27,8 +27,7 @@ def whole_graph(tmp_path):
     """tools/plan.py's plan() on a copy of the project with the whole dvc.yaml."""
     project = copy_project(tmp_path / "project")
     run(["git", "init", "-q"], project, stage_env())
-    module = load_tool(ROOT / "tools/plan.py")
-    return lambda: module.plan(project)
+    return lambda: plan.plan(project)
 
 
 def test_without_the_weights_the_whole_graph_skips_seven_stages(whole_graph, tmp_path,
@@ -95,7 +94,7 @@ def test_placeholders_stand_for_every_model_and_strategy():
 def test_a_key_params_yaml_lacks_stops_before_any_work(tmp_path):
     bad = tmp_path / "smoke.yaml"
     bad.write_text("simple_cnn.epochz: 1\n")
-    done = subprocess.run([sys.executable, "tools/smoke.py", "--overrides", str(bad)],
+    done = subprocess.run([sys.executable, "-m", "tools.smoke", "--overrides", str(bad)],
                           cwd=ROOT, env=stage_env(), capture_output=True, text=True)
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.strip() == ("smoke: error: smoke.yaml: 'simple_cnn.epochz' is not a key "

@@ -3,9 +3,9 @@ practical's SURNAME(S)_NAME, from a report rendered by the report stage (the mad
 tests/test_report.py with a fuller set of results). The PDF's pages are read back: no page ends
 on a heading, every line of the AlexNet code is there whole, every figure is on a page."""
 import builtins
+import os
 import re
 import subprocess
-import sys
 import zipfile
 
 import pytest
@@ -14,8 +14,8 @@ import test_report as made_up
 
 import helpers
 from stages.lib.core.common import StageError
+from tools import submission
 
-submission = helpers.load_tool(helpers.ROOT / "tools/submission.py")
 pdfium = pytest.importorskip("pypdfium2")
 AUTHOR = "García López, Ana"
 
@@ -144,8 +144,7 @@ def test_weasyprint_without_pango_is_one_line(project, monkeypatch, tmp_path):
 def test_the_command_prints_its_error_as_one_line(project, tmp_path):
     made_up.write(tmp_path / "params.yaml", (project / "params.yaml").read_text())
     made_up.edit_yaml(tmp_path, lambda d: d["report"].update(author="none"))
-    done = subprocess.run([sys.executable, str(helpers.ROOT / "tools/submission.py")],
-                          cwd=tmp_path, capture_output=True, text=True)
+    done = helpers.run_tool("submission", cwd=tmp_path, env=dict(os.environ), check=False)
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: params.yaml: set "
                                                                     "'report.author'")

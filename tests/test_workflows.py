@@ -45,7 +45,7 @@ def test_the_workflow_runs_ci_and_posts_the_report():
     checks, results = flow["jobs"]["checks"], flow["jobs"]["results"]
     assert {"run": ".ci/run"} in checks["steps"]
     runs = [s.get("run", "") for s in results["steps"]]
-    assert any("tools/pr_report.py --base" in r for r in runs)
+    assert any("python -m tools.pr_report --base" in r for r in runs)
     assert any("cml" in r and "comment create" in r and "pr_report/report.md" in r for r in runs)
     assert results["permissions"] == {"contents": "read", "pull-requests": "write"}
 
@@ -65,7 +65,7 @@ def test_the_report_shows_what_changed_between_two_commits(tmp_path):
     params.write_text(params.read_text().replace("\n  lr: 0.001\n", "\n  lr: 0.002\n", 1))
     shutil.copyfile(project / "plots/alexnet/curves.png", project / "plots/simple_cnn/curves.png")
     git(project, "commit", "-qam", "a pull request")
-    result = subprocess.run([python, "tools/pr_report.py", "--base", "base", "--out", "out"],
+    result = subprocess.run([python, "-m", "tools.pr_report", "--base", "base", "--out", "out"],
                             cwd=project, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     report = (project / "out" / "report.md").read_text()
@@ -83,7 +83,7 @@ def test_the_report_shows_what_changed_between_two_commits(tmp_path):
         assert (project / "out" / link.split(")")[0]).is_file()
     assert (project / "out" / "plots" / "index.html").is_file()
 
-    again = subprocess.run([python, "tools/pr_report.py", "--base", "nosuchrev"], cwd=project,
+    again = subprocess.run([python, "-m", "tools.pr_report", "--base", "nosuchrev"], cwd=project,
                            capture_output=True, text=True, timeout=60)
     assert again.returncode == 1 and again.stderr.strip() == \
         "pr_report: error: nosuchrev is not a commit here (fetch it: git fetch origin)"

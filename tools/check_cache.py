@@ -1,6 +1,6 @@
 """`make check-cache`: DVC's cache checked object by object, and what a failed save left.
 
-    python tools/check_cache.py            # make check-cache
+    python -m tools.check_cache            # make check-cache
 
 DVC names each cached object by the MD5 of its bytes but never reads one back to compare: a
 byte flipped on disk is checked out, loaded and even linked back by `dvc repro --force`, while

@@ -1,6 +1,6 @@
 """`make exps`: the experiments side by side, in 120 columns.
 
-    python tools/exps.py [--width N] [--all]     # make exps (EXPS_FLAGS=...)
+    python -m tools.exps [--width N] [--all]     # make exps (EXPS_FLAGS=...)
 
 `dvc exp show` prints every param and metric of every file under its full name
 (`metrics/simple_cnn.json:best_accuracy`): 181 columns here, each cell cut to `…` at 120, and

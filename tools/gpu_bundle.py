@@ -1,8 +1,8 @@
 """The GPU check's bundle: what the lent GPU machine lacks, in one git-ignored folder that travels
 with the working tree (the device tool's `carry`), within the 64 MiB a call may send.
 
-    python tools/gpu_bundle.py               # make gpu-bundle: build/gpu/
-    python tools/gpu_bundle.py --no-wheels   # the data and the package list only (offline)
+    python -m tools.gpu_bundle               # make gpu-bundle: build/gpu/
+    python -m tools.gpu_bundle --no-wheels   # the data and the package list only (offline)
 
 That machine (tools/gpu_machine.txt) has CPython 3.12 with torch, torchvision, scikit-learn,
 matplotlib, pandas, Jinja2 and pytest, but no DVC or dvclive, no network and no datasets
@@ -49,10 +49,10 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 from PIL import Image
 from torchvision.transforms import v2
 
+from stages.lib import archives, checksums, images
+from stages.lib.core import data
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from stages.lib import archives, fetch, images  # noqa: E402
-from stages.lib.core import data  # noqa: E402
 
 # Not carried, with what they would bring; the rehearsal (tools/gpu_rehearsal.py) runs the check
 # on a stand-in that lacks them, so a command that needed one would fail there first.
@@ -302,7 +302,7 @@ def main(argv=None):
                                     mirror_out / transfer_set / source,
                                     int(params["transfer"]["image_size"])))
     say(notes[-1])
-    sums = [f"{fetch.digest(p)}  {p.relative_to(mirror_out).as_posix()}"
+    sums = [f"{checksums.digest(p)}  {p.relative_to(mirror_out).as_posix()}"
             for p in sorted(mirror_out.rglob("*")) if p.is_file()]
     (mirror_out / "SHA256SUMS").write_text("\n".join(sums) + "\n")
     (out / "bundle.json").write_text(json.dumps({
@@ -320,7 +320,7 @@ def main(argv=None):
              "TRAIN,VAL per class) or shrink the tree")
     where = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
     say(f"the call on the lent GPU machine (device tool `run`): command "
-        f"'python3 tools/gpu_check.py --bundle {where} --budget {BUDGET_SECONDS}', "
+        f"'python3 -m tools.gpu_check --bundle {where} --budget {BUDGET_SECONDS}', "
         f"carry [\"{where}\"], timeout_s {CALL_SECONDS}; its summary comes back as "
         "gpu_check.md (docs/gpu.md)")
     return 0

@@ -1,9 +1,9 @@
 """The project's GPU check: what a machine with an NVIDIA GPU shows that CI cannot, offline, in
 one command, within a time budget (docs/gpu.md).
 
-    python3 tools/gpu_check.py --bundle build/gpu          # on the lent GPU machine
-    python3 tools/gpu_check.py --mirror DIR                # a GPU machine with the project's venv
-    python3 tools/gpu_check.py --bundle DIR --cpu --quick  # the rehearsal (tools/gpu_rehearsal.py)
+    python3 -m tools.gpu_check --bundle build/gpu          # on the lent GPU machine
+    python3 -m tools.gpu_check --mirror DIR                # a GPU machine with the project's venv
+    python3 -m tools.gpu_check --bundle DIR --cpu --quick  # the rehearsal (tools/gpu_rehearsal.py)
 
 Steps, each timed, the summary rewritten after each (a run killed at any point still leaves one):
   1. the machine: nvidia-smi, the Python and torch versions, CUDA usable (--cpu: not required)
@@ -295,9 +295,9 @@ def copy_project(check, work):
             n for n in names if Path(folder) == ROOT and n in LEFT_OUT
             or Path(folder) == ROOT / ".dvc" and n in ("cache", "tmp")])
     if check.args.quick:
-        sys.path.insert(0, str(ROOT / "tools"))
         import yaml
-        from smoke import expand
+
+        from tools.smoke import expand
         params = yaml.safe_load((work / "params.yaml").read_text())
         for key, value in expand(yaml.safe_load((ROOT / "smoke.yaml").read_text()),
                                  params).items():

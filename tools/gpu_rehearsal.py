@@ -1,8 +1,8 @@
 """The GPU check rehearsed here, on the CPU, as the lent GPU machine will run it: everything but
 CUDA (docs/gpu.md).
 
-    python tools/gpu_rehearsal.py                    # make gpu-rehearsal (needs PyPI once)
-    python tools/gpu_rehearsal.py --link-packages    # offline: no wheels installed
+    python -m tools.gpu_rehearsal                    # make gpu-rehearsal (needs PyPI once)
+    python -m tools.gpu_rehearsal --link-packages    # offline: no wheels installed
 
 1. A stand-in for the machine's interpreter: a fresh virtual environment of this Python that
    holds only the packages of the machine's image (tools/gpu_machine.txt) this environment has,
@@ -13,7 +13,8 @@ CUDA (docs/gpu.md).
    the only difference from the machine. --link-packages links the bundle's packages from this
    environment instead (no network; what the test suite runs): the package list is proven,
    the install is not.
-3. tools/gpu_check.py --bundle DIR --cpu --quick with the stand-in: its summary must say passed.
+3. python -m tools.gpu_check --bundle DIR --cpu --quick with the stand-in, from the checkout's
+   root: its summary must say passed.
 
 Exit status 0 when the check passed; the summary is in --out (build/gpu-rehearsal/).
 """
@@ -30,9 +31,9 @@ from pathlib import Path
 from packaging.tags import sys_tags
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
+from tools.gpu_bundle import machine_packages
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-from gpu_bundle import machine_packages  # noqa: E402
 
 
 def say(message):
@@ -115,7 +116,7 @@ def main(argv=None):
     python = stand_in(args.out / "standin", names)
     say(f"stand-in interpreter {python}: this environment's packages of the GPU machine's "
         f"image{' and the bundle' if args.link_packages else ''}, linked")
-    check = [str(python), str(ROOT / "tools" / "gpu_check.py"), "--bundle", str(args.bundle),
+    check = [str(python), "-m", "tools.gpu_check", "--bundle", str(args.bundle),
              "--cpu", "--quick", "--budget", str(args.budget), "--out", str(args.out / "out")]
     if args.link_packages:
         check.append("--no-install")

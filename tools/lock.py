@@ -1,6 +1,6 @@
 """Write the lock files from the packages installed in this environment:
 
-    python tools/lock.py    # requirements.lock, requirements-test.lock
+    python -m tools.lock    # requirements.lock, requirements-test.lock
 
 requirements.txt and requirements-test.txt keep the ranges the code supports; the lock files
 pin every package those ranges pulled in (their dependencies too, as installed here), so that

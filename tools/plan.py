@@ -4,7 +4,7 @@ them. `make smoke` (smoke.py) and `make repro` (repro.py) leave those stages out
 name them at the end, instead of stopping at download@resnet50 with the rest of the practical
 not run.
 
-A module of tools/, imported by its scripts (`python tools/x.py` puts tools/ on sys.path)."""
+A module of tools/, imported by its scripts (`from tools.plan import plan`)."""
 import contextlib
 import os
 from dataclasses import dataclass

@@ -1,6 +1,6 @@
 """A pull request's results against its base, as one Markdown file for a PR comment:
 
-    python tools/pr_report.py --base origin/main [--out pr_report]
+    python -m tools.pr_report --base origin/main [--out pr_report]
 
 CI (.github/workflows/pull-request.yml) posts OUT/report.md with CML (`cml comment create
 --publish`, which uploads the pictures it links). It holds, from DVC's own commands run here:

@@ -1,6 +1,6 @@
 """`make pull`: the runs others shared on the DVC remote, checked before any of them is used.
 
-    python tools/pull_runs.py [-r REMOTE]     # make pull; run from the project's folder
+    python -m tools.pull_runs [-r REMOTE]     # make pull; run from the project's folder
 
 `dvc pull --run-cache` copies every run-cache entry of the remote as it finds it, and DVC later
 restores an entry's outputs to the paths the entry itself lists: whoever can write the remote
@@ -31,12 +31,9 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from stages.lib.core.common import StageError  # noqa: E402
-from stages.lib.core.files import write_atomic  # noqa: E402
-from stages.lib.core.names import check_class_name  # noqa: E402
+from stages.lib.core.common import StageError
+from stages.lib.core.files import write_atomic
+from stages.lib.core.names import check_class_name
 
 RUN_KEY = re.compile(r"runs/([0-9a-f]{2})/([0-9a-f]{64})/([0-9a-f]{64})")
 DIGEST = re.compile(r"[0-9a-f]{32}(\.dir)?")

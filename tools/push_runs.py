@@ -1,6 +1,6 @@
 """Share every computed run: DVC's run-cache with the outputs of each run in it.
 
-    python tools/push_runs.py [-r REMOTE]     # make share; run from the project's folder
+    python -m tools.push_runs [-r REMOTE]     # make share; run from the project's folder
 
 `dvc push --run-cache` (DVC 3) sends the run-cache's records, but of the outputs only those the
 workspace's dvc.lock names: a classmate who pulls the run-cache finds records of runs whose
@@ -24,9 +24,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-r", "--remote", help="the DVC remote (default: the project's)")
     args = parser.parse_args(argv)
-    from check_cache import cached_outs, missing_objects
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
+
+    from tools.check_cache import cached_outs, missing_objects
 
     try:
         repo = Repo(os.getcwd())

@@ -2,7 +2,7 @@
 a version (a GTO git tag `<name>@vX.Y.Z` on that commit), its weights on the DVC remote, so
 that anyone with the repository's URL can fetch it:
 
-    python tools/release.py [--version vX.Y.Z] [-r REMOTE]   # make release (RELEASE_FLAGS)
+    python -m tools.release [--version vX.Y.Z] [-r REMOTE]   # make release (RELEASE_FLAGS)
     git push origin --tags                                   # the tags it printed
     dvc artifacts get <repository URL> simple-cnn-mnist      # elsewhere: the latest version
 

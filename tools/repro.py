@@ -1,6 +1,6 @@
 """`make repro`: `dvc repro`, the whole practical, or all of it that can run here.
 
-    python tools/repro.py [dvc repro options] [targets]     # make repro (REPRO_FLAGS=...)
+    python -m tools.repro [dvc repro options] [targets]     # make repro (REPRO_FLAGS=...)
 
 Without targets and without a way to get the ImageNet weights (an offline mirror that lacks
 them), the stages that need them are left out up front (plan.py) and named in the last line,
@@ -16,12 +16,10 @@ import subprocess
 import sys
 import time
 
-from check_cache import unsaved
-from plan import ROOT, plan
-
-sys.path.insert(0, str(ROOT))
-from stages.lib.core import params  # noqa: E402
-from stages.lib.core.common import StageError  # noqa: E402
+from stages.lib.core import params
+from stages.lib.core.common import StageError
+from tools.check_cache import unsaved
+from tools.plan import ROOT, plan
 
 
 def main(argv):

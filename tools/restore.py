@@ -1,6 +1,6 @@
 """Back to the last commit's results after a failed `dvc exp run` or `dvc repro`.
 
-    python tools/restore.py      # make restore
+    python -m tools.restore      # make restore
 
 DVC deletes a stage's outputs before it runs the stage; when the run fails, they stay deleted,
 and `dvc exp run -S` has already written its values into params.yaml. `dvc checkout` alone
@@ -17,7 +17,7 @@ It touches nothing else: your code and other uncommitted files stay as they are.
 import subprocess
 import sys
 
-from plan import ROOT, plan
+from tools.plan import ROOT, plan
 
 ALWAYS = ["params.yaml", "dvc.lock"]
 

@@ -1,7 +1,7 @@
 """The README's results table, from the committed metrics and run records.
 
-    python tools/results_table.py            # print the table
-    python tools/results_table.py --check    # exit 1 when README.md's table differs
+    python -m tools.results_table            # print the table
+    python -m tools.results_table --check    # exit 1 when README.md's table differs
 
 The README holds the output between the markers `<!-- results:start -->` and
 `<!-- results:end -->`; tests/test_results_table.py checks that it is up to date, so the table
@@ -13,10 +13,9 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from stages.lib.core import params, registry
 
-from stages.lib.core import params, registry  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 # The practical's parts, its models' names and its reference figures (its statement's, in its
@@ -100,7 +99,7 @@ def main():
     current = readme.split(START, 1)[1].split(END, 1)[0].strip()
     if current != text:
         sys.exit("README.md's results table is out of date: run "
-                 "`python tools/results_table.py` and paste its output between the markers")
+                 "`python -m tools.results_table` and paste its output between the markers")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """`dvc plots` and `dvc metrics` on what exists: no empty chart, no warning per missing file.
 
-    python tools/show.py plots [REV ...]      # make plots: dvc plots show, or diff with REVs
-    python tools/show.py metrics [REV ...]    # make metrics: dvc metrics show, or diff
+    python -m tools.show plots [REV ...]      # make plots: dvc plots show, or diff with REVs
+    python -m tools.show metrics [REV ...]    # make metrics: dvc metrics show, or diff
 
 A clone without the ImageNet weights has no outputs for the stages that need them, and every
 record the report reads is declared as a plot (it has to be a plot or a metric to stay in
@@ -76,7 +76,7 @@ def main(argv=None):
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     argv = argv[:argv.index("--")] if "--" in argv else argv
     if not argv or argv[0] not in ("plots", "metrics"):
-        print("usage: python tools/show.py plots|metrics [REV ...] [-- DVC OPTIONS]",
+        print("usage: python -m tools.show plots|metrics [REV ...] [-- DVC OPTIONS]",
               file=sys.stderr)
         return 2
     kind, revs = argv[0], argv[1:]

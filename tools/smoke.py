@@ -1,9 +1,9 @@
 """The smoke run: the whole pipeline, report included, on a slice of the data (the overrides in
 smoke.yaml), without touching the workspace's results.
 
-    python tools/smoke.py                     # make smoke
-    python tools/smoke.py --out DIR           # where its results go (default: smoke/)
-    python tools/smoke.py --keep-experiment   # keep it as the DVC experiment `smoke`
+    python -m tools.smoke                     # make smoke
+    python -m tools.smoke --out DIR           # where its results go (default: smoke/)
+    python -m tools.smoke --keep-experiment   # keep it as the DVC experiment `smoke`
 
 How: `dvc exp run --temp -n smoke -S <key=value of smoke.yaml> ...`. Why that and not a second
 params file or a copy of the project made here:
@@ -41,7 +41,8 @@ import time
 from pathlib import Path
 
 import yaml
-from plan import plan
+
+from tools.plan import plan
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "smoke"

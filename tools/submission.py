@@ -1,6 +1,6 @@
 """The hand-in: the report as a PDF, and a zip named the way the practical asks for.
 
-    make submission          # python tools/submission.py
+    make submission          # python -m tools.submission
 
 Reads params.yaml's `report.author` ("Surname(s), Name", e.g. "García López, Ana") and
 reports/report.html (the report stage's output: `make repro`, or `dvc repro report` after
@@ -22,13 +22,10 @@ import unicodedata
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from stages.lib.core import params  # noqa: E402
-from stages.lib.core.common import StageError  # noqa: E402
-from stages.lib.core.files import write_atomic  # noqa: E402
-from stages.lib.wording import author_of  # noqa: E402
+from stages.lib.core import params
+from stages.lib.core.common import StageError
+from stages.lib.core.files import write_atomic
+from stages.lib.wording import author_of
 
 CODE = ("stages", "params.yaml", "dvc.yaml", "dvc.lock", "requirements.txt", "README.md")
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)   # every entry's date: the same zip for the same files

@@ -8,7 +8,7 @@ points at it (`plots.html_template = plots/offline.html`, relative to .dvc/).
 The libraries come from the npm registry (`npm pack`, which checks each tarball against the
 registry's sha512 integrity), as their minified UMD builds. To update: change VERSIONS, run
 
-    python tools/vendor_vega.py            # needs `npm` and the npm registry
+    python -m tools.vendor_vega            # needs `npm` and the npm registry
     python -m pytest tests/test_offline_plots.py
 
 and commit the template. vega-lite must stay 5.x while dvc-render's templates use the

@@ -1,6 +1,6 @@
 """Verify a result by computing it again: `make verify STAGE=train@simple_cnn`.
 
-    python tools/verify.py STAGE [--tolerance 0.005]
+    python -m tools.verify STAGE [--tolerance 0.005]
 
 A shared run (`make pull`, `dvc exp run --pull`) or a pulled commit brings outputs somebody
 else computed; the project checks their form (docs/sharing.md), but a number forged within its

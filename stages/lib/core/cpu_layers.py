@@ -3,7 +3,7 @@ inference.prepare when a model is prepared for the CPU (convert_for_cpu). They c
 plain layers compute, only cheaper on a CPU, and fall back to the plain computation wherever
 their trick does not apply; stages/lib/models/ keeps the plain nn layers that students read.
 
-    python benchmarks/conv_weight_grad.py    # times SmallMapConv2d against nn.Conv2d
+    python -m benchmarks.conv_weight_grad    # times SmallMapConv2d against nn.Conv2d
 """
 import torch
 import torch.nn.functional as F

@@ -1,0 +1,1 @@
+"""Speed benchmarks, run from the repository root: python -m benchmarks.<name>."""
