@@ -148,3 +148,31 @@ def test_the_command_prints_its_error_as_one_line(project, tmp_path):
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: params.yaml: set "
                                                                     "'report.author'")
+
+
+def test_a_zip_that_fails_midway_leaves_the_previous_one_and_no_part(tmp_path, monkeypatch):
+    """The hand-in is written beside its place and renamed in whole: a failure after some
+    entries (a full disk, a kill) leaves the last zip as it was and no temporary file."""
+    root = tmp_path / "code"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    (root / "a.py").write_text("print(1)\n")
+    subprocess.run(["git", "-C", str(root), "add", "a.py"], check=True)
+    pdf, page = tmp_path / "r.pdf", tmp_path / "r.html"
+    pdf.write_bytes(b"%PDF-1.7 stand-in")
+    page.write_text("<html></html>")
+    out = tmp_path / "out" / "X.zip"
+    out.parent.mkdir()
+    submission.write_zip(out, "X", pdf, page, root)
+    before = out.read_bytes()
+    real = zipfile.ZipFile.writestr
+
+    def full_after_one(self, info, data, *args, **kwargs):
+        if len(self.filelist) >= 1:
+            raise OSError(28, "No space left on device")
+        return real(self, info, data, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, "writestr", full_after_one)
+    with pytest.raises(OSError):
+        submission.write_zip(out, "X", pdf, page, root)
+    assert out.read_bytes() == before and [p.name for p in out.parent.iterdir()] == ["X.zip"]

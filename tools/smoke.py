@@ -33,7 +33,6 @@ params file or a copy of the project made here:
 import argparse
 import io
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -42,6 +41,7 @@ from pathlib import Path
 
 import yaml
 
+from stages.lib.core.files import staged_folder
 from tools.plan import plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,10 +131,7 @@ def copy_results(rev, out, tracked, cached):
         raise LookupError(f"the experiment's commit lacks {', '.join(absent)}")
     archive = subprocess.run(["git", "archive", "--format=tar", rev, "--", *tracked,
                               "params.yaml"], cwd=ROOT, capture_output=True, check=True).stdout
-    part = out.with_name(f".{out.name}.part")
-    shutil.rmtree(part, ignore_errors=True)
-    part.mkdir(parents=True)
-    try:
+    with staged_folder(out) as part:   # the smoke's folder written whole
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             tar.extractall(part, filter="data")
         fs = DVCFileSystem(str(ROOT), rev=rev)
@@ -143,14 +140,6 @@ def copy_results(rev, out, tracked, cached):
                 fs.get(path, str(part / path), recursive=True)
             except FileNotFoundError:
                 raise LookupError(f"{path} of the experiment is not in DVC's cache") from None
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if out.exists():
-            out.rename(old)
-        part.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(part, ignore_errors=True)
 
 
 # Who DVC's experiment commits name when git knows nobody (a fresh Colab runtime, a new

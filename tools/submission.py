@@ -24,7 +24,7 @@ from pathlib import Path
 
 from stages.lib.core import params
 from stages.lib.core.common import StageError
-from stages.lib.core.files import write_atomic
+from stages.lib.core.files import temporary_beside, write_atomic
 from stages.lib.wording import author_of
 
 CODE = ("stages", "params.yaml", "dvc.yaml", "dvc.lock", "requirements.txt", "README.md")
@@ -85,13 +85,13 @@ def write_zip(path, name, pdf, html, root):
     """<name>.zip: the PDF, the HTML and the code under <name>/, fixed dates, sorted."""
     entries = [(f"{name}/{name}.pdf", pdf), (f"{name}/{name}.html", html),
                *((f"{name}/code/{p}", root / p) for p in code_files(root))]
-    staging = path.with_name(f".{path.name}.part")
-    with zipfile.ZipFile(staging, "w", zipfile.ZIP_DEFLATED) as archive:
-        for arcname, source in entries:
-            info = zipfile.ZipInfo(arcname, ZIP_TIME)
-            info.compress_type, info.external_attr = zipfile.ZIP_DEFLATED, 0o644 << 16
-            archive.writestr(info, Path(source).read_bytes())
-    staging.replace(path)
+    with temporary_beside(path) as staging:   # written whole, or not at all
+        with zipfile.ZipFile(staging, "w", zipfile.ZIP_DEFLATED) as archive:
+            for arcname, source in entries:
+                info = zipfile.ZipInfo(arcname, ZIP_TIME)
+                info.compress_type, info.external_attr = zipfile.ZIP_DEFLATED, 0o644 << 16
+                archive.writestr(info, Path(source).read_bytes())
+        staging.replace(path)
 
 
 def main(argv):
