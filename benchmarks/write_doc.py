@@ -42,6 +42,9 @@ def header():
 
 def main(argv=None, runs=None, doc=DOC):
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["-h"], ["--help"]):   # its own help, not epoch_speed's flags
+        print(__doc__)
+        return 0
     start = header()
     outputs = []
     for command in runs or commands(argv):

@@ -168,3 +168,11 @@ def test_a_failing_benchmark_leaves_the_doc_as_it_was(tmp_path, capsys):
     assert doc.read_text() == "as it was\n"
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["make bench: -c failed (epoch_speed: no data); benchmarks.md is unchanged"]
+
+
+@pytest.mark.parametrize("flag", ["-h", "--help"])
+def test_help_says_what_it_does_and_runs_nothing(tmp_path, capsys, flag):
+    doc = tmp_path / "benchmarks.md"
+    runs = [[sys.executable, "-c", "raise SystemExit('a benchmark ran')"]]
+    assert write_doc.main([flag], runs=runs, doc=doc) == 0
+    assert "python -m benchmarks.write_doc" in capsys.readouterr().out and not doc.exists()
