@@ -144,6 +144,7 @@ def test_the_cifar10_subset_keeps_each_class(tmp_path):
         assert torch.equal(torch.bincount(labels, minlength=10), torch.full((10,), per_class))
 
 
+@pytest.mark.e2e   # the bundle command on a data mirror, in a process
 def test_a_bundle_over_the_limit_is_refused(tmp_path):
     tiny_mirror.build(tmp_path / "mirror", mnist=(20, 10), cifar=(50, 20),
                       hymenoptera={"train": 2, "val": 1}, weights=False)

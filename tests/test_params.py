@@ -68,6 +68,7 @@ def test_a_report_language_without_wording_stops_the_first_stage(tmp_path):
         params.load(write(tmp_path, the_project(**{"report.language": "fr"})))
 
 
+@pytest.mark.e2e   # a stage process in a copy of the project
 def test_a_stage_run_directly_says_it_in_one_line(tmp_path):
     """The first stage DVC runs (download@mnist) stops on it, before any work: no traceback."""
     project = helpers.copy_project(tmp_path / "project")

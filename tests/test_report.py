@@ -11,8 +11,9 @@ import yaml
 
 import helpers
 from stages import report
-from stages.lib import records
+from stages.lib import png, records
 from stages.lib.core import params, registry
+from stages.lib.core.files import write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 # what params.yaml trains: the files below are made up for these
@@ -150,13 +151,28 @@ def tsne(path, group, groups, classes):
         for g in groups for i in range(2 * len(classes))))
 
 
-def render(root, monkeypatch):
-    """Run the report stage in `root`; return (report.md, report.html)."""
+def render(root, monkeypatch, pictures=False):
+    """Run the report stage in `root`; return (report.md, report.html). Its figures are drawn
+    (every word on them said) but, unless `pictures`, not encoded: each file holds a 1x1 PNG
+    (the tests that read figures ask for them; test_pipeline.py renders real runs whole)."""
     from stages import report
 
+    if not pictures:
+        monkeypatch.setattr(png, "save", unencoded)
     monkeypatch.chdir(root)
     report.main([])
     return (root / "reports/report.md").read_text(), (root / "reports/report.html").read_text()
+
+
+def unencoded(fig, path):
+    """png.save without the encoding: the figure closed, a 1x1 PNG written in its place."""
+    png.plt.close(fig)
+    write_atomic(path, ONE_PIXEL)
+
+
+ONE_PIXEL = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de"
+                          "0000000c49444154789c63f8ffff3f0005fe02fe0def46b80000000049454e44ae"
+                          "426082")   # a white 1x1 PNG (PIL's)
 
 
 def fields(sentence):
@@ -300,7 +316,7 @@ def test_every_word_in_the_figures_comes_from_the_wording(tmp_path, monkeypatch,
     confusion(tmp_path / "plots/alexnet/confusion.csv", ["airplane", "bird"], 3, 1)
     tsne(tmp_path / "plots/alexnet/tsne.csv", "layer", ("intermediate", "final"),
          ["airplane", "bird"])
-    markdown, _ = render(tmp_path, monkeypatch)
+    markdown, _ = render(tmp_path, monkeypatch, pictures=True)
 
     shown = sorted(re.findall(r"!\[[^\]]*\]\(figures/([^)]+)\)", markdown))
     assert sorted(texts) == sorted(set(shown)) and len(texts) == 12
@@ -338,9 +354,10 @@ def test_one_model_behind_each_number(tmp_path, monkeypatch):
     answers counted in the confusion matrix it was computed from; the sizes are those used."""
     write_inputs(tmp_path)
     markdown, _ = render(tmp_path, monkeypatch)
+    english = report.Language("en")
     for i, strategy in enumerate(STRATEGIES):
         row = next(line for line in markdown.splitlines()
-                   if line.startswith(f"| {report.Language('en').strategy(strategy)} |"))
+                   if line.startswith(f"| {english.strategy(strategy)} |"))
         accuracy = json.loads((tmp_path / f"metrics/transfer/{strategy}.json").read_text())
         assert f"| {100 * accuracy['accuracy']:.2f} % | {4 + i} / 8 |" in row
     assert "**75.00 %** (3 of 4 images classified correctly)" in markdown

@@ -49,7 +49,7 @@ def project(tmp_path_factory):
     (root / "stages").mkdir()
     (root / "stages/train.py").write_text("print('the code')\n")
     with pytest.MonkeyPatch.context() as monkeypatch:
-        made_up.render(root, monkeypatch)
+        made_up.render(root, monkeypatch, pictures=True)   # the PDF lays real figures out
     for command in (["init", "-q"], ["add", "-A"],
                     ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run"]):
         subprocess.run(["git", "-C", str(root), *command], check=True)
