@@ -4,10 +4,13 @@ unpickler only, every refusal one clean line naming the file and the command tha
 import errno
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 import torch
 
+import helpers
 from stages.lib.core import files, inference
 from stages.lib.core.common import StageError
 
@@ -108,3 +111,65 @@ def test_a_staging_folder_a_killed_run_left_is_removed(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["reports"]
     assert (tmp_path / "reports/report.md").read_text() == "whole"
     assert oct((tmp_path / "reports").stat().st_mode & 0o777) != oct(0o700)
+
+
+# A writer stopped between writing its bytes and putting them in place, then SIGKILLed: no
+# handler, no `finally` runs, as when the power goes or the OOM killer strikes.
+KILLED_WRITER = """
+import os, sys, time
+from pathlib import Path
+from stages.lib.core import files
+
+def stop_here(*args):
+    print("writing", flush=True)
+    time.sleep(600)
+
+target = Path(sys.argv[2])
+if sys.argv[1] == "file":
+    os.fsync = stop_here   # write_atomic: the bytes are written, not yet renamed
+    files.write_atomic(target, b"new" * 1000)
+else:
+    with files.staged_folder(target) as new:
+        (new / "report.md").write_text("half a report")
+        stop_here()
+"""
+
+
+def killed_midway(what, target):
+    child = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, what, str(target)],
+                             cwd=helpers.ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "writing"
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
+    return child.pid
+
+
+def test_a_file_write_killed_midway_leaves_the_old_file_and_a_leftover_the_next_run_removes(
+        tmp_path):
+    dest = tmp_path / "m.json"
+    dest.write_bytes(b"old")
+    pid = killed_midway("file", dest)
+    assert dest.read_bytes() == b"old"
+    leftovers = [p.name for p in tmp_path.iterdir() if p != dest]
+    assert len(leftovers) == 1 and leftovers[0].startswith(f".m.json.{pid}.") \
+        and leftovers[0].endswith(".part")
+    assert files.remove_stale_parts(dest) == leftovers   # its writer is dead
+    assert list(tmp_path.iterdir()) == [dest]
+
+
+def test_a_folder_write_killed_midway_leaves_the_old_folder_and_the_next_write_tidies(
+        tmp_path):
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "report.md").write_text("the last report")
+    killed_midway("folder", reports)
+    assert [p.name for p in reports.iterdir()] == ["report.md"]
+    assert (reports / "report.md").read_text() == "the last report"
+    assert len(list(tmp_path.glob(".reports.staging-*"))) == 1
+    with files.staged_folder(reports) as new:
+        (new / "report.md").write_text("whole")
+    assert [p.name for p in tmp_path.iterdir()] == ["reports"]
+    assert (reports / "report.md").read_text() == "whole"
