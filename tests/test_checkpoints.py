@@ -19,6 +19,7 @@ def test_a_same_size_image_swapped_in_changes_the_fingerprint(tmp_path, monkeypa
     (folder / "b.jpg").write_bytes(b"C" * 100)   # same size, other content
     assert checkpoints.fingerprint_of({"lr": 0.1}, tmp_path / "images") != before
 
+
 def test_the_digest_cache_is_used_until_size_or_time_change(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "x.bin"
@@ -35,6 +36,7 @@ def test_the_digest_cache_is_used_until_size_or_time_change(tmp_path, monkeypatc
     os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 10**9))
     assert checkpoints.DigestCache().digest(path) != first
 
+
 def state(epochs_done, **change):
     record = {"epoch": 1, "train_loss": 1.0, "train_accuracy": 0.5, "val_loss": 1.0,
               "val_accuracy": 0.5, "seconds": 1.0}
@@ -42,6 +44,7 @@ def state(epochs_done, **change):
     whole.update(history=[dict(record, epoch=e) for e in range(1, epochs_done + 1)], rng=[{}])
     whole.update(change)
     return whole
+
 
 @pytest.mark.parametrize("saved, problem", [
     (state(2), None),

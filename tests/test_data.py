@@ -19,6 +19,7 @@ def test_every_rank_gets_a_share_as_distributed_sampler_gives_it(n, world):
         sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=False)
         assert padded[rank::world].tolist() == list(sampler)
 
+
 def test_resident_batches_on_more_ranks_than_samples():
     images = torch.zeros(3, 1, 2, 2, dtype=torch.uint8)
     labels = torch.tensor([0, 1, 2])

@@ -1,10 +1,12 @@
 """The download@<name> and datasets stages run as DVC runs them, on the tiny mirror."""
+import gzip
 import hashlib
 import json
 import re
 import shutil
 import zipfile
 
+import numpy as np
 import pytest
 import torch
 
@@ -226,3 +228,23 @@ def test_a_picture_that_cannot_be_read_is_named_at_download(project, mirror, tmp
                                   r"cannot be read, e\.g\. train/ants/empty\.jpg \(.*\); "
                                   r"val/bees/cut\.jpg \(.*remove or replace them")
     assert_no_output(project, "hymenoptera")
+
+
+def mnist_mirror(mirror, dest, images):
+    dest = shutil.copytree(mirror, dest)
+    header = (2051).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in images.shape)
+    (dest / "mnist/train-images-idx3-ubyte.gz").write_bytes(
+        gzip.compress(header + images.tobytes(), mtime=0))
+    write_sha256sums(dest)
+    return dest
+
+
+@pytest.mark.parametrize("shape, pattern", [
+    ((0, 28, 28), r"train-images-idx3-ubyte\.gz must hold 28x28 images, got shape \(0, 28, 28\)"),
+    ((200, 20, 20), r"must hold 28x28 images, got shape \(200, 20, 20\)"),
+])
+def test_mnist_without_images_or_of_the_wrong_size(project, mirror, tmp_path, shape, pattern):
+    bad = mnist_mirror(mirror, tmp_path / "m", np.zeros(shape, np.uint8))
+    result = run_stage(project, "stages.download", "mnist", OUTS["mnist"], mirror=bad)
+    assert_one_line_error(result, pattern)
+    assert not (project / "data/raw/mnist").exists()

@@ -14,7 +14,6 @@ from stages.lib.core.runtime import seed_everything
 CPU = torch.device("cpu")
 
 
-
 def train_tiny(seed, epochs=3, lr=0.01, amp_dtype=None, images=None):
     seed_everything(seed)
     x, y = tiny_dataset()
@@ -232,7 +231,6 @@ def test_no_training_state_is_written_after_the_last_epoch(tmp_path, monkeypatch
     assert saved == [1, 2]
 
 
-
 def divergence(model, lr, std, amp_dtype=None):
     """The line engine.fit stops with when `model` trains on tiny_dataset normalised by `std`."""
     x, y = tiny_dataset()
@@ -264,3 +262,23 @@ def test_inputs_that_are_not_finite_are_named_not_the_learning_rate():
     message = divergence(Tiny(), 0.1, 0.0)
     assert "the inputs themselves are not finite numbers" in message
     assert "lr" not in message.split("(", 1)[1]
+
+
+def test_a_nan_validation_loss_stops_training():
+    class NanWhenEvaluating(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            out = self.linear(x)
+            return out if self.training else out * float("nan")
+
+    model = NanWhenEvaluating()
+    batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,)))]
+    with pytest.raises(StageError, match=r"^training diverged: the validation loss became nan "
+                                         r"in epoch 1 \(try a lower 'x\.lr', now 0\.1, e\.g\. "
+                                         r"0\.01\)$"):
+        engine.fit(model, train_batches=lambda epoch: batches, val_batches=lambda: batches,
+                   epochs=2, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                   device=torch.device("cpu"), amp_dtype=None, lr_key="x.lr")

@@ -20,11 +20,13 @@ def test_metrics_are_readable_by_everyone(tmp_path):
     mode = stat.S_IMODE((tmp_path / "m.json").stat().st_mode)
     assert mode == 0o666 & ~files._umask() and mode & 0o044 == 0o044
 
+
 def test_nan_never_reaches_a_metrics_file(tmp_path):
     with pytest.raises(StageError, match=r"m\.json: a value is not a finite number \(NaN or "
                                          r"infinity\).*try a lower learning rate"):
         files.write_json(tmp_path / "m.json", {"loss": float("nan")})
     assert list(tmp_path.iterdir()) == []
+
 
 def test_a_hostile_pickle_is_refused_in_one_line_without_torch_s_advice(tmp_path):
     import pickle
@@ -44,6 +46,7 @@ def test_a_hostile_pickle_is_refused_in_one_line_without_torch_s_advice(tmp_path
     assert "weights_only" not in message and "Re-running" not in message
     assert "\n" not in message and "\x1b" not in message
 
+
 @pytest.mark.parametrize("error, expected", [
     (RuntimeError(""), "RuntimeError"),                       # an empty message
     (RuntimeError("\x1b[31mPytorchStreamReader failed\x1b[0m\nmore"),
@@ -52,11 +55,13 @@ def test_a_hostile_pickle_is_refused_in_one_line_without_torch_s_advice(tmp_path
 def test_load_errors_are_one_clean_line(error, expected):
     assert files.load_error(error) == expected
 
+
 def test_a_missing_file_names_the_stage_to_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(StageError, match=r"models/alexnet\.pt not found: run "
                                          r"`dvc repro train@alexnet` first$"):
         inference.load_checkpoint("models/alexnet.pt", torch.device("cpu"))
+
 
 def test_a_file_size_limit_is_one_line_like_a_full_disk(tmp_path, monkeypatch):
     def too_big(fd):
@@ -67,6 +72,7 @@ def test_a_file_size_limit_is_one_line_like_a_full_disk(tmp_path, monkeypatch):
                                          r"writing .*x\.json \(see `ulimit -f`\)$"):
         files.write_json(tmp_path / "x.json", {"a": 1})
     assert list(tmp_path.iterdir()) == []
+
 
 def test_figures_and_tables_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
     """The confusion counts (CSV) and figure (PNG) a stage writes go through the atomic write:
@@ -89,8 +95,10 @@ def test_figures_and_tables_are_written_whole_or_not_at_all(tmp_path, monkeypatc
         plots.write_confusion(out, labels, 1 - preds, ["a", "b"], "second")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
+
 class Unknown:
     pass
+
 
 def test_an_unknown_class_is_refused_without_the_advice_to_allow_it(tmp_path):
     path = tmp_path / "weights.pth"
@@ -100,6 +108,7 @@ def test_an_unknown_class_is_refused_without_the_advice_to_allow_it(tmp_path):
     message = str(error.value)
     assert "refused by the safe loader: Unsupported global: GLOBAL " in message
     assert "safe_globals" not in message and "trust" not in message and "\n" not in message
+
 
 def test_a_staging_folder_a_killed_run_left_is_removed(tmp_path):
     from stages.lib.core.files import staged_folder
@@ -173,3 +182,15 @@ def test_a_folder_write_killed_midway_leaves_the_old_folder_and_the_next_write_t
         (new / "report.md").write_text("whole")
     assert [p.name for p in tmp_path.iterdir()] == ["reports"]
     assert (reports / "report.md").read_text() == "whole"
+
+
+def test_a_damaged_model_file(tmp_path):
+    path = tmp_path / "alexnet.pt"
+    path.write_bytes(b"PK\x03\x04 broken zip")
+    with pytest.raises(StageError, match=r"alexnet\.pt is not a model file of this pipeline"):
+        inference.load_checkpoint(path, torch.device("cpu"))
+    torch.save({"arch": "alexnet", "classes": ["a"] * 10, "state_dict": {"x": torch.ones(1)}},
+               path)
+    with pytest.raises(StageError, match=r"is not a model file of this pipeline \(Error\(s\) "
+                                         r"in loading state_dict for AlexNet"):
+        inference.load_checkpoint(path, torch.device("cpu"))

@@ -297,6 +297,7 @@ def png_header(width, height):
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2,
                                                              0, 0, 0)) + chunk(b"IEND", b"")
 
+
 def test_a_decompression_bomb_is_refused_naming_the_file(tmp_path):
     path = tmp_path / "bomb.png"
     path.write_bytes(png_header(60000, 60000))

@@ -1,12 +1,14 @@
 """Reading params.yaml (stages/lib/core/params.load): bounded before it is parsed, one line for
 each way a file can be wrong, and every value that only a late stage reads checked by the
-first one (hardening round 4). The keys and values of each section: test_bad_input.py."""
+first one; each section's values and keys, one line for each that is wrong, whether a stage
+or params.load meets it."""
 import sys
 
 import pytest
 import yaml
 
 import helpers
+from helpers import assert_one_line_error, edit_params, fails, run_stage
 from stages.lib.core import params
 from stages.lib.core.common import StageError
 
@@ -111,3 +113,149 @@ def test_a_partial_params_file_is_checked_for_what_it_holds(tmp_path):
         {"report": {"language": "es", "author": "none"}, "seed": 1, "device": "cpu",
          "precision": "fp32", "deterministic": True})))
     assert data["report"]["language"] == "es"
+
+
+# ---------------------------------------------------------------- each section's values
+
+def test_nan_is_not_a_learning_rate(project, monkeypatch):
+    text = (project / "params.yaml").read_text().replace("lr: 0.0005", "lr: .nan", 1)
+    (project / "params.yaml").write_text(text)
+    fails(project, monkeypatch, r"^params\.yaml: 'alexnet\.lr' must be a finite number, got nan$",
+          "train", "alexnet", "cifar10")
+
+
+@pytest.mark.e2e  # a stage process
+def test_a_yaml_error_names_line_and_column(project):
+    text = (project / "params.yaml").read_text().replace("seed: 42", "seed: [42", 1)
+    (project / "params.yaml").write_text(text)
+    result = run_stage(project, "stages.train", "alexnet", "cifar10")
+    assert_one_line_error(result, r"^error: params\.yaml:\d+:\d+: not valid YAML: ")
+
+
+@pytest.mark.e2e  # a stage process
+def test_a_duplicate_key_is_refused_as_dvc_refuses_it(project):
+    text = (project / "params.yaml").read_text()
+    text = text.replace("  lr: 0.0005", "  lr: 0.0005\n  lr: 0.1", 1)
+    (project / "params.yaml").write_text(text)
+    result = run_stage(project, "stages.train", "alexnet", "cifar10")
+    line = next(n for n, row in enumerate(text.splitlines(), 1) if row.startswith("  lr: 0.1"))
+    assert_one_line_error(result, rf"^error: params\.yaml:{line}:3: duplicate key 'lr'$")
+
+
+@pytest.mark.parametrize("grid, pattern", [
+    ({"C": [1, -1]}, r"'transfer\.svm\.grid\.C' values must be numbers > 0; got -1"),
+    ({"kernel": ["rbf", "cubic"]}, r"'transfer\.svm\.grid\.kernel' values must be one of "
+                                   r"linear, rbf, poly, sigmoid; got 'cubic'"),
+    ({"gamma": ["scale", 0]}, r"'transfer\.svm\.grid\.gamma' values must be scale, auto or "
+                              r"numbers > 0; got 0"),
+    ({"degree": [2.5]}, r"'transfer\.svm\.grid\.degree' values must be integers >= 1"),
+    ({"C": [True]}, r"values must be numbers > 0; got True"),
+])
+def test_bad_values_inside_the_svm_grid(project, monkeypatch, grid, pattern):
+    edit_params(project, {"transfer.svm.grid": grid})
+    fails(project, monkeypatch, pattern, "svm")
+
+
+@pytest.mark.parametrize("name", ["../secrets", "/etc", "a/b", "..", ".hidden"])
+def test_transfer_dataset_stays_inside_the_project(project, monkeypatch, name):
+    edit_params(project, {"transfer.dataset": name})
+    fails(project, monkeypatch, r"'transfer\.dataset' must be the name of a download@<name> "
+                                r"dataset", "transfer", "scratch")
+    fails(project, monkeypatch, r"'transfer\.dataset' must be the name", "datasets")
+
+
+def test_image_size_has_one_minimum(project, monkeypatch):
+    edit_params(project, {"transfer.image_size": 16})
+    fails(project, monkeypatch, r"'transfer\.image_size' must be >= 32, got 16", "datasets")
+    fails(project, monkeypatch, r"'transfer\.image_size' must be >= 32, got 16", "transfer",
+          "scratch")
+
+
+def test_image_size_has_an_upper_bound():
+    from stages.lib.core import params
+
+    cfg = {"transfer": {"dataset": "x", "image_size": 1_000_000, "batch_size": 4,
+                        "eval_batch_size": 4, "num_workers": 0, "resident_mb": 0,
+                        "train_samples": "all", "val_samples": "all"}}
+    with pytest.raises(StageError, match=r"'transfer\.image_size' must be <= 1024, got 1000000"):
+        params.transfer_data(cfg)
+
+
+def test_params_yaml_has_no_bare_nulls():
+    """`dvc exp run -S` rewrites every null in params.yaml as an empty value, which makes noise
+    in every experiment's diff: params.yaml spells "no value" as a word (same, none)."""
+    import yaml
+
+    from helpers import ROOT
+
+    def nulls(node, path=""):
+        if isinstance(node, dict):
+            return [n for k, v in node.items() for n in nulls(v, f"{path}{k}.")]
+        return [path.rstrip(".")] if node is None else []
+
+    assert nulls(yaml.safe_load((ROOT / "params.yaml").read_text())) == []
+
+
+@pytest.mark.parametrize("value, expected", [("same", None), (None, None), (0.01, 0.01)])
+def test_a_word_stands_for_no_value(value, expected):
+    from stages.lib.core.params import param
+
+    assert param({"a": {"lr": value}}, "a.lr", float, above=0, unset="same") == expected
+
+
+def test_the_word_is_named_in_the_error(project, monkeypatch):
+    edit_params(project, {"transfer.finetune.backbone_lr": "lower"})
+    fails(project, monkeypatch, r"'transfer\.finetune\.backbone_lr' must be a number or same, "
+                                r"got 'lower'", "transfer", "finetune")
+
+
+@pytest.mark.parametrize("key, hint", [
+    ("alexnet.lrr", "alexnet.lr"),                     # `dvc exp run -S +alexnet.lrr=0.1`
+    ("simple_cnn.augmnt", "simple_cnn.augment"),        # every model may augment
+    ("transfer.finetune.augment.hflp", "transfer.finetune.augment.hflip"),
+    ("tsne.perplexty", "tsne.perplexity"),
+    ("alexnt.lr", "alexnet.lr"),
+    ("download.mnist.urll", "download.mnist.url"),
+    ("learning_rate", None),
+])
+def test_an_unknown_key_is_named_with_the_closest_known_one(key, hint):
+    import yaml
+
+    from helpers import ROOT
+    from stages.lib.core import params
+    from stages.lib.core.common import StageError
+
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    node, *parents = data, *key.split(".")[:-1]
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[key.rsplit(".", 1)[-1]] = 0.1
+    expected = f"params.yaml: '{key}' is not a parameter of this pipeline" + \
+        (f"; did you mean '{hint}'?" if hint else "")
+    with pytest.raises(StageError) as error:
+        params.check_known(data)
+    assert str(error.value) == expected
+
+
+def test_every_key_of_params_yaml_is_known_and_users_may_add_sources():
+    """The project's own params.yaml passes; so does a dataset the README says how to add
+    (download.<name>), and the SVM grid's own mapping."""
+    import yaml
+
+    from helpers import ROOT
+    from stages.lib.core import params
+
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params.check_known(data)
+    data["download"]["flowers"] = {"format": "imagefolder", "url": "https://x/f.zip",
+                                   "sha256": "none"}
+    data["transfer"]["svm"]["grid"] = {"C": [0.1, 1], "kernel": ["rbf"]}
+    params.check_known(data)
+    assert "download.flowers.url" in params.known_keys(["flowers"])
+
+
+def test_a_stage_refuses_an_unknown_key_before_any_work(project, monkeypatch):
+    edit_params(project, {"alexnet.lrr": 0.1})
+    fails(project, monkeypatch, r"^params\.yaml: 'alexnet\.lrr' is not a parameter of this "
+                                r"pipeline; did you mean 'alexnet\.lr'\?$", "train", "alexnet",
+          "cifar10")

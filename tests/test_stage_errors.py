@@ -197,3 +197,10 @@ def test_a_full_disk_stops_training_before_it_starts(with_data, monkeypatch):
     assert not (with_data / "models").exists()
     assert not list(with_data.glob(".dvc/tmp/**/*.pt"))   # no training state either
     assert not (with_data / "plots/simple_cnn/live").exists()
+
+
+def test_unwritable_outputs_stop_the_stage_before_training(project, monkeypatch):
+    (project / "metrics").write_text("a file where the folder should be")
+    fails(project, monkeypatch, r"^cannot write to metrics/: metrics is not a folder$", "train",
+          "simple_cnn", "mnist")
+    assert not (project / "models").exists()

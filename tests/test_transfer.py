@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import tiny_mirror
-from helpers import edit_params, run_stage
+from helpers import edit_params, fails, run_stage
 from stages.lib import images, transfer
 from stages.lib.core.common import StageError
 
@@ -147,3 +147,13 @@ def test_compare_checks_lengths_before_labels():
     for other in (torch.tensor([0]), torch.tensor([0, 1, 1, 0]), torch.tensor([1, 1, 1])):
         with pytest.raises(StageError, match=r"data/features/val\.pt does not match"):
             compare.check_same_images(other, labels, "root")
+
+
+def test_a_damaged_features_file(project, monkeypatch):
+    (project / "data/features").mkdir(parents=True)
+    (project / "data/features/train.pt").write_bytes(b"not a torch file")
+    (project / "data/features/val.pt").write_bytes(b"not a torch file")
+    fails(project, monkeypatch, r"^data/features/train\.pt is not a features file \(.*\): run "
+                                r"`dvc repro -f features`$", "svm")
+    torch.save({"features": torch.zeros(3, 4)}, project / "data/features/train.pt")
+    fails(project, monkeypatch, r"needs features \(N, D\), labels \(N,\), classes", "svm")
