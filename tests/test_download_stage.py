@@ -1,16 +1,29 @@
 """The download@<name> and datasets stages run as DVC runs them, on the tiny mirror."""
 import gzip
 import hashlib
+import io
 import json
+import pickle
 import re
 import shutil
+import tarfile
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from helpers import OUTS, assert_one_line_error, closed_port, edit_params, run_stage, stage_error
+from helpers import (
+    OUTS,
+    Exploit,
+    assert_one_line_error,
+    closed_port,
+    edit_params,
+    run_stage,
+    stage_error,
+)
+from stages import download as download_stage
 from tiny_mirror import write_sha256sums
 
 pytestmark = pytest.mark.e2e
@@ -248,3 +261,119 @@ def test_mnist_without_images_or_of_the_wrong_size(project, mirror, tmp_path, sh
     result = run_stage(project, "stages.download", "mnist", OUTS["mnist"], mirror=bad)
     assert_one_line_error(result, pattern)
     assert not (project / "data/raw/mnist").exists()
+
+
+# ---------------------------------------------------------------- untrusted sources
+
+def hostile_mirror(mirror, dest, marker):
+    """A copy of the tiny mirror whose CIFAR-10 archive carries an exploit in batches.meta,
+    listed in the mirror's own SHA256SUMS (so only the upstream check and the unpickler stand
+    in the way)."""
+    dest = shutil.copytree(mirror, dest)
+    archive = dest / "cifar10/cifar-10-python.tar.gz"
+    with tarfile.open(mirror / "cifar10/cifar-10-python.tar.gz") as src, \
+            tarfile.open(archive, "w:gz") as out:
+        for member in src.getmembers():
+            payload = src.extractfile(member).read()
+            if member.name.endswith("batches.meta"):
+                payload = pickle.dumps({b"label_names": [b"a"] * 10, b"x": Exploit(marker)},
+                                       protocol=2)
+            member.size = len(payload)
+            out.addfile(member, io.BytesIO(payload))
+    write_sha256sums(dest)
+    return dest
+
+
+def test_download_of_a_hostile_cifar_archive_runs_no_code(project, mirror, tmp_path):
+    marker = tmp_path / "pwned"
+    bad = hostile_mirror(mirror, tmp_path / "m", marker)
+    # refused first as not upstream's file; accepted as unverified, the unpickler refuses it
+    refused = run_stage(project, "stages.download", "cifar10", OUTS["cifar10"], mirror=bad,
+                        DATASETS_ACCEPT_UNVERIFIED="")
+    assert_one_line_error(refused, r"cifar-10-python\.tar\.gz from the mirror is not the "
+                                   r"CIFAR-10 release .*DATASETS_ACCEPT_UNVERIFIED=cifar10")
+    result = run_stage(project, "stages.download", "cifar10", OUTS["cifar10"], mirror=bad)
+    assert_one_line_error(result, r"CIFAR-10 file batches\.meta is corrupt or unsafe: refused "
+                                  r"to load posix\.system")
+    assert not marker.exists()
+    assert not (project / "data/raw").exists() or not list((project / "data/raw").iterdir())
+
+
+def test_random_weights_in_a_mirror_are_not_imagenet_weights(project, mirror):
+    result = run_stage(project, "stages.download", "resnet50", OUTS["resnet50"], mirror=mirror,
+                       DATASETS_ACCEPT_UNVERIFIED="mnist,cifar10")
+    assert_one_line_error(result, r"resnet50-0676ba61\.pth from the mirror is not "
+                                  r"torchvision's IMAGENET1K_V1 file \(its sha256 [0-9a-f]{16}"
+                                  r"\.\.\. does not start with 0676ba61\); if you trust this "
+                                  r"copy anyway, set DATASETS_ACCEPT_UNVERIFIED=resnet50")
+    assert not (project / OUTS["resnet50"]).exists()
+
+
+def test_accepting_unverified_weights_is_explicit_and_loud(project, mirror):
+    result = run_stage(project, "stages.download", "resnet50", OUTS["resnet50"], mirror=mirror,
+                       DATASETS_ACCEPT_UNVERIFIED="resnet50")
+    assert result.returncode == 0, result.stderr
+    assert "WARNING: UNVERIFIED DATA: resnet50-0676ba61.pth from the mirror is not " \
+           "torchvision's IMAGENET1K_V1 file" in result.stderr
+    assert (project / OUTS["resnet50"]).is_file()
+
+
+def test_made_up_mnist_is_refused_without_the_switch(project, mirror):
+    result = run_stage(project, "stages.download", "mnist", OUTS["mnist"], mirror=mirror,
+                       DATASETS_ACCEPT_UNVERIFIED="cifar10,resnet50")
+    assert_one_line_error(result, r"train-images-idx3-ubyte\.gz from the mirror is not the "
+                                  r"MNIST release \(md5 [0-9a-f]{32}, torchvision's is "
+                                  r"f68b3c2dcbeaaa9fbdd348bbdeb94873; unpacked md5")
+    assert not (project / "data/raw/mnist").exists()
+
+
+def test_regzipped_mnist_is_verified_by_its_unpacked_content(project, mirror, monkeypatch):
+    """The shared mirror re-gzipped the original files: other .gz MD5s, same content. Here the
+    tiny files play the release (their unpacked MD5s stand in for the published ones)."""
+    raw = {path.name.removesuffix(".gz"): hashlib.md5(gzip.decompress(path.read_bytes()))
+           .hexdigest() for path in (mirror / "mnist").glob("*.gz")}
+    monkeypatch.setattr(download_stage, "MNIST_RAW_MD5", raw)
+    monkeypatch.setenv("DATASETS_MIRROR", str(mirror))
+    monkeypatch.delenv("DATASETS_ACCEPT_UNVERIFIED", raising=False)
+    monkeypatch.chdir(project)
+    download_stage.main(["mnist", OUTS["mnist"]])
+    assert (project / "data/raw/mnist/train.pt").is_file()
+
+
+def test_repacked_cifar_is_verified_by_its_inner_files(project, mirror, monkeypatch):
+    from torchvision.datasets import CIFAR10
+
+    with tarfile.open(mirror / "cifar10/cifar-10-python.tar.gz") as tf:
+        md5 = {Path(m.name).name: hashlib.md5(tf.extractfile(m).read()).hexdigest()
+               for m in tf.getmembers() if m.isfile()}
+    monkeypatch.setattr(CIFAR10, "train_list", [[f"data_batch_{i}", md5[f"data_batch_{i}"]]
+                                                for i in range(1, 6)])
+    monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", md5["test_batch"]]])
+    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": md5["batches.meta"]})
+    monkeypatch.setenv("DATASETS_MIRROR", str(mirror))
+    monkeypatch.delenv("DATASETS_ACCEPT_UNVERIFIED", raising=False)
+    monkeypatch.chdir(project)
+    download_stage.main(["cifar10", OUTS["cifar10"]])
+    assert (project / "data/raw/cifar10/val.pt").is_file()
+
+
+def test_a_pinned_imagefolder_checksum_is_checked_in_mirror_mode_too(project, mirror,
+                                                                     monkeypatch):
+    from helpers import edit_params
+
+    edit_params(project, {"download.hymenoptera.sha256": "0" * 64})
+    monkeypatch.setenv("DATASETS_MIRROR", str(mirror))
+    monkeypatch.delenv("DATASETS_ACCEPT_UNVERIFIED", raising=False)
+    message = stage_error(project, "download", "hymenoptera", OUTS["hymenoptera"],
+                          monkeypatch=monkeypatch)
+    assert "hymenoptera_data.zip from the mirror is not the file pinned in " \
+           "download.hymenoptera.sha256" in message
+
+
+def test_the_limit_is_a_param(project, mirror):
+    from helpers import edit_params
+
+    edit_params(project, {"download.max_unpacked_mb": 1})
+    result = run_stage(project, "stages.download", "cifar10", OUTS["cifar10"], mirror=mirror)
+    assert_one_line_error(result, r"archive cifar-10-python\.tar\.gz unpacks to .* MiB, more "
+                                  r"than the limit of 1\.0 MiB")

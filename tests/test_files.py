@@ -194,3 +194,19 @@ def test_a_damaged_model_file(tmp_path):
     with pytest.raises(StageError, match=r"is not a model file of this pipeline \(Error\(s\) "
                                          r"in loading state_dict for AlexNet"):
         inference.load_checkpoint(path, torch.device("cpu"))
+
+
+def test_leftovers_of_a_killed_run_are_removed_and_live_ones_kept(tmp_path):
+    dest = tmp_path / "cifar10"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    (tmp_path / f".cifar10.{dead}.abc.part").mkdir()
+    (tmp_path / f".cifar10.{dead}.abc.part" / "big").write_bytes(b"x" * 100)
+    (tmp_path / f".cifar10.{dead}.def.part").write_bytes(b"x")
+    live = tmp_path / f".cifar10.{os.getppid()}.ghi.part"
+    live.mkdir()
+    other = tmp_path / f".mnist.{dead}.jkl.part"
+    other.mkdir()
+    removed = files.remove_stale_parts(dest)
+    assert sorted(removed) == [f".cifar10.{dead}.abc.part", f".cifar10.{dead}.def.part"]
+    assert live.exists() and other.exists()
