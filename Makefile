@@ -21,7 +21,7 @@
 # make submission the report as a PDF and the hand-in zip, named from report.author
 #                 (tools/submission.py; submission/)
 # make test       every test, on 2 workers (pytest-xdist); make test-fast: the unit tier
-#                 (pytest -m "not e2e")
+#                 (pytest -m "not e2e", on 2 workers too)
 # make lint       ruff, as CI runs it
 # make bench      the speed benchmarks, written to docs/benchmarks.md (BENCH_FLAGS for
 #                 epoch_speed.py); gets the three datasets through their download stages first.
@@ -106,7 +106,7 @@ test: $(BIN)/.installed-test
 	python -m pytest -n 2 --dist loadfile
 
 test-fast: $(BIN)/.installed-test
-	python -m pytest -m "not e2e"
+	python -m pytest -n 2 -m "not e2e"
 
 lint: $(BIN)/.installed-test
 	ruff check .

@@ -62,6 +62,7 @@ def hand_in(root, monkeypatch, out="submission"):
     return root / out / "Garcia_Lopez_Ana.pdf", root / out / "Garcia_Lopez_Ana.zip"
 
 
+@pytest.mark.e2e   # make submission on a rendered report (WeasyPrint)
 def test_the_zip_holds_the_pdf_the_html_and_the_code_the_same_bytes_twice(project, monkeypatch):
     pdf, bundle = hand_in(project, monkeypatch)
     with zipfile.ZipFile(bundle) as archive:
@@ -85,6 +86,7 @@ def page_texts(pdf):
         for i in range(len(document))]
 
 
+@pytest.mark.e2e   # make submission on a rendered report (WeasyPrint)
 def test_the_pdfs_pages_keep_headings_with_their_content_and_code_whole(project, monkeypatch):
     pdf, _ = hand_in(project, monkeypatch)
     texts, images = page_texts(pdf)
@@ -111,6 +113,7 @@ def test_the_pdfs_pages_keep_headings_with_their_content_and_code_whole(project,
     assert "García López, Ana" in texts[0]
 
 
+@pytest.mark.e2e   # make submission on a rendered report (WeasyPrint)
 def test_a_report_written_for_another_author_or_none_is_refused(project, monkeypatch, tmp_path):
     monkeypatch.chdir(project)
     made_up.edit_yaml(project, lambda d: d["report"].update(author="Otra, Persona"))
@@ -127,6 +130,7 @@ def test_a_report_written_for_another_author_or_none_is_refused(project, monkeyp
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
 
 
+@pytest.mark.e2e   # make submission on a rendered report (WeasyPrint)
 def test_weasyprint_without_pango_is_one_line(project, monkeypatch, tmp_path):
     real_import = builtins.__import__
 
@@ -141,6 +145,7 @@ def test_weasyprint_without_pango_is_one_line(project, monkeypatch, tmp_path):
     assert not (tmp_path / "r.pdf").exists()
 
 
+@pytest.mark.e2e   # make submission on a rendered report (WeasyPrint)
 def test_the_command_prints_its_error_as_one_line(project, tmp_path):
     made_up.write(tmp_path / "params.yaml", (project / "params.yaml").read_text())
     made_up.edit_yaml(tmp_path, lambda d: d["report"].update(author="none"))
