@@ -70,8 +70,10 @@ def temporary_beside(dest):
     fd, name = tempfile.mkstemp(prefix=_part_prefix(dest), suffix=".part", dir=dest.parent)
     tmp = Path(name)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        os.close(fd)
+        try:
+            os.fchmod(fd, 0o666 & ~_umask())
+        finally:
+            os.close(fd)
         yield tmp
     finally:
         tmp.unlink(missing_ok=True)
