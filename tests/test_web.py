@@ -39,7 +39,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def server():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    yield from served(Handler)
+
+
+def served(handler):
+    """An HTTP server on 127.0.0.1 answering with `handler`, in a thread, for as long as the
+    generator is not closed: yields its base URL."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True   # a connection left hanging does not hold the shutdown
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -160,12 +167,7 @@ class Faults(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def faulty():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Faults)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    yield from served(Faults)
 
 
 @pytest.mark.parametrize("path, reason", [
