@@ -14,7 +14,8 @@ from stages.lib import images
 from stages.lib.core import data, params
 from stages.lib.core.common import StageError, run
 from stages.lib.core.files import write_json
-from stages.lib.core.params import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, param
+from stages.lib.core.param_keys import param
+from stages.lib.core.params import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 
 OUT = Path("metrics/datasets.json")
 

@@ -28,7 +28,7 @@ from stages.lib import archives, checksums, images, web
 from stages.lib.core import data, params
 from stages.lib.core.common import StageError, run
 from stages.lib.core.files import remove_stale_parts, save_torch, temporary_dir_beside, write_json
-from stages.lib.core.params import param
+from stages.lib.core.param_keys import param
 from stages.lib.mirror import copy_from_mirror, mirror_dir
 
 FORMATS = ("mnist", "cifar10", "imagefolder", "weights")

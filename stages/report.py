@@ -30,6 +30,7 @@ from stages.lib import figures, judgements, models, records
 from stages.lib.core import params
 from stages.lib.core.common import StageError, run
 from stages.lib.core.files import staged_folder, write_csv
+from stages.lib.core.param_keys import param
 from stages.lib.render import embedded, templates, to_html
 from stages.lib.wording import Language, author_of, languages
 
@@ -104,7 +105,7 @@ def transfer_csv(results, path):
 
 
 def language_of(settings):
-    return params.param(settings, "report.language", str, choices=languages())
+    return param(settings, "report.language", str, choices=languages())
 
 
 def main(argv):

@@ -198,7 +198,7 @@ def test_params_yaml_has_no_bare_nulls():
 
 @pytest.mark.parametrize("value, expected", [("same", None), (None, None), (0.01, 0.01)])
 def test_a_word_stands_for_no_value(value, expected):
-    from stages.lib.core.params import param
+    from stages.lib.core.param_keys import param
 
     assert param({"a": {"lr": value}}, "a.lr", float, above=0, unset="same") == expected
 

@@ -5,7 +5,8 @@ and its way of writing numbers. Shared by the report stage and the figures it dr
 import yaml
 
 from .core.common import StageError
-from .core.params import WORDING, languages, param  # noqa: F401 (languages: the report's)
+from .core.param_keys import param
+from .core.params import WORDING, languages  # noqa: F401 (languages: the report's)
 
 TEMPLATES = WORDING.parent
 

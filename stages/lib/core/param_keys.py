@@ -2,9 +2,12 @@
 UTF-8, YAML aliases, a key given twice: one line for each), and checked to hold only keys some
 stage reads: a key that is not among the known ones (params.known_keys) stops with one line
 naming the closest real key (a typo, or a `+key` of `dvc exp run -S`, would otherwise change
-nothing, silently). Generic: the known keys are given; params.py, which knows the sections,
-calls it."""
+nothing, silently); and one value (`param`) or a dataclass section of them (`spec` beside each
+field, `read_section`) read and checked, one line naming the key and what it allows. Generic: the
+known keys and the sections are given; params.py, which knows them, calls it."""
 import difflib
+import math
+from dataclasses import field, fields, is_dataclass
 from pathlib import Path
 
 import yaml
@@ -116,3 +119,98 @@ def check(data, known, path="params.yaml"):
                              + (f"; did you mean '{close}'?" if close else ""))
 
     walk(data, "")
+
+
+# ---------------------------------------------------------------- one value, one section
+
+_KIND_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+               list: "a list", dict: "a mapping", object: "a value"}
+
+
+def param(params, key, kind, *, choices=None, minimum=None, above=None, maximum=None,
+          unset=None):
+    """The value at dotted `key` in `params`, checked; a StageError names the key and what is
+    allowed. `unset` is the word (e.g. "same", "none") that params.yaml writes for "no value":
+    it, or a null, gives None. params.yaml avoids bare nulls because `dvc exp run -S` rewrites
+    every null in the file as an empty value."""
+    node = params
+    for i, part in enumerate(key.split(".")):
+        if not isinstance(node, dict) or part not in node:
+            raise StageError(f"params.yaml: missing key '{key}'"
+                             + (f" (no '{part}' under '{'.'.join(key.split('.')[:i])}')"
+                                if i else ""))
+        node = node[part]
+    value = shown = node
+    if unset is not None and (value is None or value == unset):
+        return None
+    ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise StageError(f"params.yaml: '{key}' must be {_KIND_NAMES[kind]}"
+                         f"{f' or {unset}' if unset else ''}, got {value!r}")
+    if kind is float and not math.isfinite(value):
+        raise StageError(f"params.yaml: '{key}' must be a finite number, got {shown!r}")
+    if choices is not None and value not in choices:
+        raise StageError(f"params.yaml: '{key}' must be one of {', '.join(map(str, choices))}; "
+                         f"got {shown!r}")
+    if minimum is not None and value < minimum:
+        raise StageError(f"params.yaml: '{key}' must be >= {minimum}, got {shown!r}")
+    if above is not None and value <= above:
+        raise StageError(f"params.yaml: '{key}' must be > {above}, got {shown!r}")
+    if maximum is not None and value > maximum:
+        raise StageError(f"params.yaml: '{key}' must be <= {maximum}, got {shown!r}")
+    return value
+
+
+_REQUIRED = object()   # spec(absent=...): the key must be in params.yaml
+
+
+def spec(*, choices=None, minimum=None, above=None, maximum=None, unset=None, check=None,
+         absent=_REQUIRED):
+    """A field's bounds, for `read_section`: `choices`, `minimum` (>=), `above` (>), `maximum`
+    (<=) and `unset`, the word params.yaml writes for "no value" (see `param`). `check(key, value)`
+    replaces them for a value of a shape of its own and returns it, or raises its one line.
+    `absent`: the value when params.yaml lacks the key (by default the key is required)."""
+    return field(metadata={"choices": choices, "minimum": minimum, "above": above,
+                           "maximum": maximum, "unset": unset, "check": check,
+                           "absent": absent})
+
+
+def _kind(annotation):
+    """The type `param` checks for a field annotated `annotation` (`int | None` -> int: the
+    None is `unset`'s); a union of two kinds, or anything else, is checked by `check`."""
+    kinds = [k for k in getattr(annotation, "__args__", (annotation,)) if k is not type(None)]
+    return kinds[0] if len(kinds) == 1 and kinds[0] in _KIND_NAMES else object
+
+
+def read_section(cls, params, prefix, skip=()):
+    """The section `cls` (a dataclass of `spec` fields) from the keys `<prefix><field>` of
+    `params`, each checked by `param` with its field's bounds; a dataclass field is a
+    subsection (`<prefix><field>.`). The fields in `skip` are None: the stage does not read
+    (or declare) them."""
+    values = {}
+    for f in fields(cls):
+        key = f"{prefix}{f.name}"
+        if f.name in skip:
+            values[f.name] = None
+        elif is_dataclass(f.type):
+            values[f.name] = read_section(f.type, params, f"{key}.")
+        elif f.metadata["absent"] is not _REQUIRED and not _present(params, key):
+            values[f.name] = f.metadata["absent"]
+        elif f.metadata["check"] is not None:
+            values[f.name] = f.metadata["check"](key, param(params, key, object))
+        else:
+            bounds = {b: f.metadata[b] for b in ("choices", "minimum", "above", "maximum",
+                                                  "unset")}
+            values[f.name] = param(params, key, _kind(f.type), **bounds)
+    return cls(**values)
+
+
+def _present(params, key):
+    node = params
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True

@@ -4,11 +4,12 @@ stops with one line naming the key and what it allows; the stages see typed attr
 A stage reads only the sections it declares in dvc.yaml, so `dvc exp run -S key=value` reruns
 exactly the stages that a change affects."""
 import math
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
 
 from . import param_keys
 from .common import StageError
+from .param_keys import param, read_section, spec
 
 DEVICES = ("auto", "cuda", "mps", "cpu")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -24,7 +25,6 @@ MAX_IMAGE_SIZE = 1024  # 21x ImageNet's pixels per image: beyond, memory, not ac
 # The report's languages: one wording file each. Checked with every params.yaml read, so that
 # a `report.language` no file has stops the first stage, not the last one, after the training.
 WORDING = Path(__file__).resolve().parents[2] / "templates" / "wording"
-_REQUIRED = object()   # spec(absent=...): the key must be in params.yaml
 
 
 # ---------------------------------------------------------------- reading and checking
@@ -66,46 +66,6 @@ def languages():
     return sorted(p.stem for p in WORDING.glob("*.yaml"))
 
 
-_KIND_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
-               list: "a list", dict: "a mapping", object: "a value"}
-
-
-def param(params, key, kind, *, choices=None, minimum=None, above=None, maximum=None,
-          unset=None):
-    """The value at dotted `key` in `params`, checked; a StageError names the key and what is
-    allowed. `unset` is the word (e.g. "same", "none") that params.yaml writes for "no value":
-    it, or a null, gives None. params.yaml avoids bare nulls because `dvc exp run -S` rewrites
-    every null in the file as an empty value."""
-    node = params
-    for i, part in enumerate(key.split(".")):
-        if not isinstance(node, dict) or part not in node:
-            raise StageError(f"params.yaml: missing key '{key}'"
-                             + (f" (no '{part}' under '{'.'.join(key.split('.')[:i])}')"
-                                if i else ""))
-        node = node[part]
-    value = shown = node
-    if unset is not None and (value is None or value == unset):
-        return None
-    ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value, ok = float(value), True
-    if not ok:
-        raise StageError(f"params.yaml: '{key}' must be {_KIND_NAMES[kind]}"
-                         f"{f' or {unset}' if unset else ''}, got {value!r}")
-    if kind is float and not math.isfinite(value):
-        raise StageError(f"params.yaml: '{key}' must be a finite number, got {shown!r}")
-    if choices is not None and value not in choices:
-        raise StageError(f"params.yaml: '{key}' must be one of {', '.join(map(str, choices))}; "
-                         f"got {shown!r}")
-    if minimum is not None and value < minimum:
-        raise StageError(f"params.yaml: '{key}' must be >= {minimum}, got {shown!r}")
-    if above is not None and value <= above:
-        raise StageError(f"params.yaml: '{key}' must be > {above}, got {shown!r}")
-    if maximum is not None and value > maximum:
-        raise StageError(f"params.yaml: '{key}' must be <= {maximum}, got {shown!r}")
-    return value
-
-
 def record(*sections):
     """The sections as one flat dict, as the run records (models/*.run.json) keep them."""
     out = {}
@@ -115,59 +75,9 @@ def record(*sections):
 
 
 # ---------------------------------------------------------------- the sections
-# Each field holds its own bounds (`spec`); `read` checks a section's keys in field order and
-# builds it. A param is named in params.yaml, here once (its field and bounds), and in dvc.yaml
-# by the stages that read it.
-
-def spec(*, choices=None, minimum=None, above=None, maximum=None, unset=None, check=None,
-         absent=_REQUIRED):
-    """A field's bounds, for `read`: `choices`, `minimum` (>=), `above` (>), `maximum` (<=) and
-    `unset`, the word params.yaml writes for "no value" (see `param`). `check(key, value)`
-    replaces them for a value of a shape of its own and returns it, or raises its one line.
-    `absent`: the value when params.yaml lacks the key (by default the key is required)."""
-    return field(metadata={"choices": choices, "minimum": minimum, "above": above,
-                           "maximum": maximum, "unset": unset, "check": check,
-                           "absent": absent})
-
-
-def _kind(annotation):
-    """The type `param` checks for a field annotated `annotation` (`int | None` -> int: the
-    None is `unset`'s); a union of two kinds, or anything else, is checked by `check`."""
-    kinds = [k for k in getattr(annotation, "__args__", (annotation,)) if k is not type(None)]
-    return kinds[0] if len(kinds) == 1 and kinds[0] in _KIND_NAMES else object
-
-
-def read(cls, params, prefix, skip=()):
-    """The section `cls` (a dataclass of `spec` fields) from the keys `<prefix><field>` of
-    `params`, each checked by `param` with its field's bounds; a dataclass field is a
-    subsection (`<prefix><field>.`). The fields in `skip` are None: the stage does not read
-    (or declare) them."""
-    values = {}
-    for f in fields(cls):
-        key = f"{prefix}{f.name}"
-        if f.name in skip:
-            values[f.name] = None
-        elif is_dataclass(f.type):
-            values[f.name] = read(f.type, params, f"{key}.")
-        elif f.metadata["absent"] is not _REQUIRED and not _present(params, key):
-            values[f.name] = f.metadata["absent"]
-        elif f.metadata["check"] is not None:
-            values[f.name] = f.metadata["check"](key, param(params, key, object))
-        else:
-            bounds = {b: f.metadata[b] for b in ("choices", "minimum", "above", "maximum",
-                                                  "unset")}
-            values[f.name] = param(params, key, _kind(f.type), **bounds)
-    return cls(**values)
-
-
-def _present(params, key):
-    node = params
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
-
+# Each field holds its own bounds (param_keys.spec); param_keys.read_section checks a section's
+# keys in field order and builds it. A param is named in params.yaml, here once (its field and
+# bounds), and in dvc.yaml by the stages that read it.
 
 def _number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) \
@@ -232,7 +142,7 @@ class Shared:
 
 
 def shared(params):
-    return read(Shared, params, "")
+    return read_section(Shared, params, "")
 
 
 def seed(params):
@@ -261,7 +171,7 @@ class Training:
 
 
 def training(params, model):
-    return read(Training, params, f"{model}.")
+    return read_section(Training, params, f"{model}.")
 
 
 @dataclass(frozen=True)
@@ -294,7 +204,7 @@ class Strategy:
 
 
 def strategy(params, name):
-    return read(Strategy, params, f"transfer.{name}.")
+    return read_section(Strategy, params, f"transfer.{name}.")
 
 
 @dataclass(frozen=True)
@@ -321,7 +231,7 @@ def transfer_data(params, training=True, splits=("train", "val")):
     (their `<split>_samples` keys)."""
     skip = [] if training else ["batch_size"]
     skip += [f"{split}_samples" for split in ("train", "val") if split not in splits]
-    return read(TransferData, params, "transfer.", skip=skip)
+    return read_section(TransferData, params, "transfer.", skip=skip)
 
 
 @dataclass(frozen=True)
@@ -336,7 +246,7 @@ class Svm:
 
 
 def svm(params):
-    return read(Svm, params, "transfer.svm.")
+    return read_section(Svm, params, "transfer.svm.")
 
 
 @dataclass(frozen=True)
@@ -350,7 +260,7 @@ class Tsne:
 
 
 def tsne(params):
-    return read(Tsne, params, "tsne.")
+    return read_section(Tsne, params, "tsne.")
 
 
 @dataclass(frozen=True)
@@ -370,7 +280,7 @@ DOWNLOAD_SETTINGS = {f.name for f in fields(Download)}   # the rest of download:
 
 
 def download(params):
-    return read(Download, params, "download.")
+    return read_section(Download, params, "download.")
 
 
 @dataclass(frozen=True)
@@ -384,7 +294,7 @@ class Distributed:
 
 
 def distributed(params):
-    return read(Distributed, params, "distributed.")
+    return read_section(Distributed, params, "distributed.")
 
 
 # ---------------------------------------------------------------- the keys that exist

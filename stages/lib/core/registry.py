@@ -7,7 +7,8 @@ from dataclasses import fields
 from pathlib import Path
 
 from .common import StageError
-from .params import DOWNLOAD_SETTINGS, TransferData, param
+from .param_keys import param
+from .params import DOWNLOAD_SETTINGS, TransferData
 
 NAME = re.compile(r"[a-z][a-z0-9_]*")   # a model or strategy name: a module, a stage, a key
 WEIGHTS = "data/weights/resnet50.pth"   # download@resnet50's file: ImageNet's weights
