@@ -113,10 +113,10 @@ def main(argv):
         raise StageError("usage: python -m stages.report")
     settings = params.load()
     language, author = language_of(settings), author_of(settings)
-    found = records.gather(settings)
-    trained, runs, transfer = found["trained"], found["runs"], found["transfer"]
+    inputs = records.gather(settings)
+    trained, runs, transfer = inputs["trained"], inputs["runs"], inputs["transfer"]
     simple_cnn, alexnet = trained.get("simple_cnn"), trained.get("alexnet")
-    words = Language(language, standin=found["standin"])
+    words = Language(language, standin=inputs["standin"])
     env = templates(words)
     # written whole: into a folder beside reports/, which then takes its place
     with staged_folder(OUT) as staging:
@@ -128,12 +128,12 @@ def main(argv):
             words, staging / "figures", transfer["dataset"], transfer["classes"],
             transfer["results"], transfer["separability"])
         markdown_text = env.get_template("report.md.j2").render(
-            author=author, params_hash=found["params_hash"][:12],
+            author=author, params_hash=inputs["params_hash"][:12],
             machine=next(iter(runs.values())),
             times=[(words.model(stage) if stage in trained else
                         words.say("transfer_stage", strategy=words.strategy(stage[9:])),
                         r["seconds"]) for stage, r in runs.items()],
-            libraries=found["libraries"], sources=found["found"], caveats=found["caveats"],
+            libraries=inputs["libraries"], sources=inputs["sources"], caveats=inputs["caveats"],
             rules=RULES, simple_cnn=simple_cnn, alexnet=alexnet,
             strategies=transfer["strategies"],
             other_models=[m for name, m in trained.items()

@@ -108,7 +108,7 @@ def gather(settings):
     """Everything the report says, as numbers and judgements: `trained` (each model's record,
     model()), `runs` (each training stage's run record), `transfer` (part 3: results per
     strategy in the report's order, separability, ranking, extremes, the splits used),
-    `found` (sources()), `standin` (the strategies whose ImageNet weights are a stand-in),
+    `sources` (sources()), `standin` (the strategies whose ImageNet weights are a stand-in),
     `caveats` (caveats()), `params_hash` (of the hyperparameters every stage recorded) and
     `libraries` (their versions here)."""
     trained_on, strategies = registry.models(settings), registry.strategies(settings)
@@ -152,7 +152,7 @@ def gather(settings):
                 "tsne@transfer": separability["settings"]}
     points = separability[order[0]]["points"]
     return {
-        "trained": trained, "runs": runs, "found": found, "standin": standin, "caveats": said,
+        "trained": trained, "runs": runs, "sources": found, "standin": standin, "caveats": said,
         "params_hash": hashlib.sha256(json.dumps(recorded, sort_keys=True).encode()).hexdigest(),
         "libraries": ", ".join(f"{lib} {importlib.metadata.version(lib)}" for lib in LIBRARIES),
         "transfer": {"dataset": used["dataset"], "image_size": used["image_size"],
