@@ -280,12 +280,12 @@ class ImageSet:
         if bytes_needed(self.files, image_size, stacked, resident_mb * 2**20) \
                 <= resident_mb * 2**20:
             size, self._pictures = resident_store(self.folder, device, num_workers, stacked)
-            self.storage = f"resident ({size / 2**20:.0f} MB)"
+            self.resident, self.storage = True, f"resident ({size / 2**20:.0f} MB)"
         else:
             self._pictures = lambda chunks: decoded(self.folder, chunks, num_workers, device,
                                                     stacked)
+            self.resident = False
             self.storage = "decoded at every pass (more than transfer.resident_mb)"
-        self.resident = self.storage.startswith("resident")
 
     def __len__(self):
         return len(self.labels)

@@ -186,9 +186,8 @@ def _kind(annotation):
 
 def read_section(cls, params, prefix, skip=()):
     """The section `cls` (a dataclass of `spec` fields) from the keys `<prefix><field>` of
-    `params`, each checked by `param` with its field's bounds; a dataclass field is a
-    subsection (`<prefix><field>.`). The fields in `skip` are None: the stage does not read
-    (or declare) them."""
+    `params`, each read by read_field; a dataclass field is a subsection (`<prefix><field>.`).
+    The fields in `skip` are None: the stage does not read (or declare) them."""
     values = {}
     for f in fields(cls):
         key = f"{prefix}{f.name}"
@@ -196,15 +195,22 @@ def read_section(cls, params, prefix, skip=()):
             values[f.name] = None
         elif is_dataclass(f.type):
             values[f.name] = read_section(f.type, params, f"{key}.")
-        elif f.metadata["absent"] is not _REQUIRED and not _present(params, key):
-            values[f.name] = f.metadata["absent"]
-        elif f.metadata["check"] is not None:
-            values[f.name] = f.metadata["check"](key, param(params, key, object))
         else:
-            bounds = {b: f.metadata[b] for b in ("choices", "minimum", "above", "maximum",
-                                                  "unset")}
-            values[f.name] = param(params, key, _kind(f.type), **bounds)
+            values[f.name] = read_field(cls, f.name, params, key)
     return cls(**values)
+
+
+def read_field(cls, name, params, key):
+    """The value at `key` checked as field `name` of `cls` (a dataclass of `spec` fields) says:
+    by `param` with its bounds, or by its own `check`; its `absent` value when the key is not
+    there and may be left out."""
+    f = next(f for f in fields(cls) if f.name == name)
+    if f.metadata["absent"] is not _REQUIRED and not _present(params, key):
+        return f.metadata["absent"]
+    if f.metadata["check"] is not None:
+        return f.metadata["check"](key, param(params, key, object))
+    bounds = {b: f.metadata[b] for b in ("choices", "minimum", "above", "maximum", "unset")}
+    return param(params, key, _kind(f.type), **bounds)
 
 
 def _present(params, key):

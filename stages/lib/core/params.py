@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import param_keys
 from .common import StageError
-from .param_keys import param, read_section, spec
+from .param_keys import param, read_field, read_section, spec
 
 DEVICES = ("auto", "cuda", "mps", "cpu")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -146,12 +146,13 @@ def shared(params):
 
 
 def seed(params):
-    return param(params, "seed", int, minimum=0)
+    """`seed` alone, as Shared checks it (for a stage that reads no other shared key)."""
+    return read_field(Shared, "seed", params, "seed")
 
 
 def samples(params, key):
-    """A number of samples to keep at `key`, or None for the word `all`."""
-    return param(params, key, int, minimum=1, unset="all")
+    """A number of samples to keep at `key`, as Training's checks it, or None for `all`."""
+    return read_field(Training, "train_samples", params, key)
 
 
 @dataclass(frozen=True)
