@@ -3,8 +3,20 @@ The functions the tests share are in helpers.py.
 
 Tiers: `pytest -m "not e2e"` (make test-fast) runs the unit tests; `e2e` marks the tests that
 run stages or DVC on data (whole modules mark themselves; in the other modules, every test
-that uses a fixture with data is marked here)."""
-import pytest
+that uses a fixture with data is marked here).
+
+Threads: under pytest-xdist each worker, and every stage, DVC or torchrun process it starts,
+runs torch with the worker's share of the cores (OMP_NUM_THREADS, unless already set). Two
+workers each starting torch's default, one thread per core, put twice as many threads as cores
+to spin-wait against each other (docs/design.md, Tests)."""
+import os
+
+# before anything imports torch: it reads OMP_NUM_THREADS once, at import
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(
+        1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+
+import pytest  # noqa: E402
 
 import tiny_mirror
 from helpers import copy_project

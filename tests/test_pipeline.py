@@ -281,7 +281,8 @@ def test_report_numbers_come_from_the_metrics(pipeline):
     html = (project / "reports/report.html").read_text()
     assert "<table>" in html and "figures/" not in html   # one file, its figures embedded
     run_record = read(project, "models/simple_cnn.run.json")
-    assert f"({run_record['cpu_threads']} threads of {run_record['cpu']});" in report
+    threads = english.say("threads", n=run_record["cpu_threads"])   # "1 thread", "2 threads"
+    assert f"({threads} of {run_record['cpu']});" in report
 
 
 def test_report_in_spanish(pipeline):
@@ -300,7 +301,9 @@ def test_report_in_spanish(pipeline):
                 f"final, tras la época 3: **{final}**") in report
         assert "[pesos sustitutos]" in report and "stand-in" not in report
         assert "<html lang=\"es\">" in (project / "reports/report.html").read_text()
-        assert " hilos de " in report and "threads of" not in report
+        threads = Language("es").say("threads", n=read(project, "models/simple_cnn.run.json")
+                                     ["cpu_threads"])
+        assert f"({threads} de " in report and " thread" not in report
     finally:
         (project / "params.yaml").write_text(original)
         dvc(project, "repro", "report", env=env)
