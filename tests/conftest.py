@@ -8,7 +8,7 @@ that uses a fixture with data is marked here).
 Threads: under pytest-xdist each worker, and every stage, DVC or torchrun process it starts,
 runs torch with the worker's share of the cores (OMP_NUM_THREADS, unless already set). Two
 workers each starting torch's default, one thread per core, put twice as many threads as cores
-to spin-wait against each other (docs/design.md, Tests)."""
+to spin-wait against each other (docs/design.md, tests/ in Layout)."""
 import os
 
 # before anything imports torch: it reads OMP_NUM_THREADS once, at import
